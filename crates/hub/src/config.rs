@@ -1,0 +1,576 @@
+//! `hub.toml`: the admin's interface.
+//!
+//! The file is parsed into `File*` structs that mirror it exactly
+//! (`#[serde(deny_unknown_fields)]`, so a misspelt key is an error), then validated into
+//! [`Config`], the type the rest of the hub uses. Every error names the key and the line.
+//! `config/hub.toml` in the repository is the commented example of every key; `hub
+//! example-config` prints it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The commented example configuration shipped as `config/hub.toml`.
+pub const EXAMPLE: &str = include_str!("../../../config/hub.toml");
+
+/// Default location of the configuration file when neither `--config` nor `HUB_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/hub/hub.toml";
+
+/// A configuration error, already formatted for the admin: it names the file, the line and the
+/// key, and says what is expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// `[hub]`.
+    pub hub: HubConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[spawner]`.
+    pub spawner: SpawnerConfig,
+    /// `[kerberos]`.
+    pub kerberos: KerberosConfig,
+}
+
+/// `[hub]`: where the hub listens and keeps its state.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Address the HTTP server listens on (`bind`, default `127.0.0.1:8000`).
+    pub bind: SocketAddr,
+    /// URL users reach the hub at (`public_url`); decides the cookie's `Secure` flag.
+    pub public_url: String,
+    /// Directory for the database, signing key, logs and (by default) ccaches.
+    pub data_dir: PathBuf,
+    /// sqlx connection URL; default `sqlite://<data_dir>/hub.sqlite`.
+    pub database_url: String,
+    /// File holding the JWT signing key; default `<data_dir>/jwt.key`, generated on first start.
+    pub jwt_secret_file: PathBuf,
+}
+
+/// Which authenticator checks passwords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Linux PAM, through the service named by `pam_service`.
+    Pam,
+}
+
+/// `[auth]`: who may log in and for how long.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// The authenticator (`method`, default `"pam"`).
+    pub method: AuthMethod,
+    /// PAM service name (`pam_service`, default `"login"`): the file under `/etc/pam.d/`.
+    pub pam_service: String,
+    /// User names that are admins (`admin_users`).
+    pub admin_users: Vec<String>,
+    /// Lifetime of a login session (`session_max_age`, default 24 h).
+    pub session_max_age: Duration,
+}
+
+/// `[spawner]`: how a user's single-user server is started.
+#[derive(Clone, Debug)]
+pub struct SpawnerConfig {
+    /// Program and leading arguments (`cmd`), e.g. `["/opt/jupyter/bin/jupyter-lab"]`.
+    pub cmd: Vec<String>,
+    /// Extra arguments appended after the hub's own (`args`).
+    pub args: Vec<String>,
+    /// Extra environment for the server (`env`); values are templates.
+    pub env: BTreeMap<String, Template>,
+    /// `PATH` given to the server (`path`).
+    pub path: String,
+    /// How long a server may take to answer `api/status` (`start_timeout`, default 60 s).
+    pub start_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping (`term_timeout`, default 5 s).
+    pub term_timeout: Duration,
+    /// Where the browser lands in the server after it starts (`default_url`, default `/lab`).
+    pub default_url: String,
+}
+
+/// `[kerberos]`: tickets for each user.
+#[derive(Clone, Debug)]
+pub struct KerberosConfig {
+    /// Whether the hub runs kinit for users at all (`enabled`).
+    pub enabled: bool,
+    /// Realm substituted for `{realm}` (`realm`).
+    pub realm: String,
+    /// Principal template (`principal`, default `{username}@{realm}`).
+    pub principal: Template,
+    /// Keytab path template (`keytab`, default `/home/{username}/{username}.keytab`).
+    pub keytab: Template,
+    /// Credential cache path template (`ccache`, default `<data_dir>/ccache/krb5cc_{uid}`).
+    pub ccache: Template,
+    /// The kinit program (`kinit`, default `kinit`).
+    pub kinit: String,
+    /// Longest a kinit may run before it is killed (`kinit_timeout`, default 15 s).
+    pub kinit_timeout: Duration,
+    /// `KRB5_CONFIG` for kinit and for the servers (`krb5_config`); unset = the system default.
+    pub krb5_config: Option<PathBuf>,
+}
+
+/// A string with `{placeholder}`s, checked at load time against the names its key allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(String);
+
+/// Values substituted into a [`Template`].
+#[derive(Debug, Default, Clone)]
+pub struct TemplateVars<'a> {
+    /// `{username}`: the hub user name.
+    pub username: &'a str,
+    /// `{uid}`: the user's numeric Linux UID.
+    pub uid: u32,
+    /// `{realm}`: `[kerberos] realm`.
+    pub realm: &'a str,
+    /// `{principal}`: the expanded principal, when known.
+    pub principal: Option<&'a str>,
+    /// `{ccache}`: the expanded ccache path, when known.
+    pub ccache: Option<&'a str>,
+    /// `{keytab}`: the expanded keytab path, when known.
+    pub keytab: Option<&'a str>,
+}
+
+impl Template {
+    /// Parses `s`, accepting only the `allowed` placeholder names. `{{` and `}}` are literal
+    /// braces. Errors name the offending placeholder.
+    fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+        let mut rest = s;
+        while let Some(i) = rest.find(['{', '}']) {
+            let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+            if after.starts_with(c as char) {
+                rest = &after[1..];
+                continue;
+            }
+            if c == b'}' {
+                return Err("has a '}' without a matching '{' (write '}}' for a literal brace)".into());
+            }
+            let Some(end) = after.find('}') else {
+                return Err("has a '{' that is never closed (write '{{' for a literal brace)".into());
+            };
+            let name = &after[..end];
+            if !allowed.contains(&name) {
+                return Err(format!(
+                    "uses the unknown placeholder {{{name}}}; allowed here: {}",
+                    allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            rest = &after[end + 1..];
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// Substitutes the placeholders. A placeholder whose value is not known yet (`None`) is
+    /// left empty; load-time checks make sure each key only uses names that are always known.
+    pub fn expand(&self, v: &TemplateVars<'_>) -> String {
+        let mut out = String::with_capacity(self.0.len() + 16);
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['{', '}']) {
+            out.push_str(&rest[..i]);
+            let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+            if after.starts_with(c as char) {
+                out.push(c as char);
+                rest = &after[1..];
+                continue;
+            }
+            let end = after.find('}').unwrap_or(after.len());
+            match &after[..end] {
+                "username" => out.push_str(v.username),
+                "uid" => out.push_str(&v.uid.to_string()),
+                "realm" => out.push_str(v.realm),
+                "principal" => out.push_str(v.principal.unwrap_or_default()),
+                "ccache" => out.push_str(v.ccache.unwrap_or_default()),
+                "keytab" => out.push_str(v.keytab.unwrap_or_default()),
+                _ => {}
+            }
+            rest = after.get(end + 1..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The template as written in hub.toml.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Nothing in Config is a secret today (the JWT key lives in a file, not here), but the
+        // spawner's env may carry tokens an admin put there: show only the names.
+        f.debug_struct("Config")
+            .field("hub", &self.hub)
+            .field("auth", &self.auth)
+            .field("spawner.cmd", &self.spawner.cmd)
+            .field("spawner.env", &self.spawner.env.keys().collect::<Vec<_>>())
+            .field("kerberos", &self.kerberos)
+            .finish()
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    hub: FileHub,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    spawner: FileSpawner,
+    #[serde(default)]
+    kerberos: FileKerberos,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileHub {
+    bind: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<Spanned<String>>,
+    jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    method: Option<Spanned<String>>,
+    pam_service: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_users: Vec<String>,
+    session_max_age: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSpawner {
+    cmd: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    path: Option<String>,
+    start_timeout: Option<Spanned<String>>,
+    term_timeout: Option<Spanned<String>>,
+    default_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileKerberos {
+    #[serde(default)]
+    enabled: bool,
+    realm: Option<Spanned<String>>,
+    principal: Option<Spanned<String>>,
+    keytab: Option<Spanned<String>>,
+    ccache: Option<Spanned<String>>,
+    kinit: Option<String>,
+    kinit_timeout: Option<Spanned<String>>,
+    krb5_config: Option<PathBuf>,
+}
+
+/// Turns byte offsets into "line N" for messages.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err<T>(&self, key: &str, spanned: &Spanned<T>, problem: impl fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: line {}: `{key}` {problem}", self.path.display(), self.line_of(spanned.span().start)))
+    }
+
+    fn duration(&self, key: &str, v: &Option<Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        humantime::parse_duration(v.get_ref())
+            .map_err(|e| self.err(key, v, format!("is not a duration ({e}); write e.g. \"60s\", \"5m\" or \"1h 30m\"")))
+    }
+
+    fn template(&self, key: &str, v: &Spanned<String>, allowed: &[&str]) -> Result<Template, ConfigError> {
+        Template::parse(v.get_ref(), allowed).map_err(|e| self.err(key, v, e))
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// Errors: the file cannot be read, is not TOML, has an unknown key or a wrong type, or a
+    /// value fails validation; each message names the file, line and key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read the configuration file {}: {e}\n\
+                 (give the path with --config or HUB_CONFIG; `hub example-config` prints a commented example)",
+                path.display()
+            ))
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration `text`; `path` is used only in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let src = Source { path, text };
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| format!("line {}: ", src.line_of(s.start))).unwrap_or_default();
+            ConfigError(format!("{}: {line}{}", path.display(), e.message().trim_end()))
+        })?;
+
+        // [hub]
+        let bind = match &file.hub.bind {
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+            Some(b) => b
+                .get_ref()
+                .parse()
+                .map_err(|_| src.err("hub.bind", b, "is not an address:port such as \"127.0.0.1:8000\""))?,
+        };
+        let public_url = match &file.hub.public_url {
+            None => format!("http://{bind}"),
+            Some(u) => {
+                let s = u.get_ref().trim_end_matches('/');
+                let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+                match rest {
+                    Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => s.to_string(),
+                    _ => {
+                        return Err(src.err(
+                            "hub.public_url",
+                            u,
+                            "must be http(s)://host[:port] with no path, e.g. \"https://hub.example.com\"",
+                        ));
+                    }
+                }
+            }
+        };
+        let data_dir = file.hub.data_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/hub"));
+        if !data_dir.is_absolute() {
+            return Err(ConfigError(format!(
+                "{}: `hub.data_dir` must be an absolute path, not {}",
+                path.display(),
+                data_dir.display()
+            )));
+        }
+        let database_url = match &file.hub.database_url {
+            None => format!("sqlite://{}", data_dir.join("hub.sqlite").display()),
+            Some(u) if u.get_ref().starts_with("sqlite:") => u.get_ref().clone(),
+            Some(u) => {
+                return Err(src.err(
+                    "hub.database_url",
+                    u,
+                    "must be a sqlite: URL (e.g. \"sqlite:///var/lib/hub/hub.sqlite\"); PostgreSQL is not supported yet",
+                ));
+            }
+        };
+        let jwt_secret_file = file.hub.jwt_secret_file.clone().unwrap_or_else(|| data_dir.join("jwt.key"));
+
+        // [auth]
+        let method = match &file.auth.method {
+            None => AuthMethod::Pam,
+            Some(m) if m.get_ref() == "pam" => AuthMethod::Pam,
+            Some(m) => {
+                return Err(src.err("auth.method", m, format!("is {:?}; the supported method is \"pam\"", m.get_ref())));
+            }
+        };
+        let pam_service = match &file.auth.pam_service {
+            None => "login".to_string(),
+            Some(s) if !s.get_ref().is_empty() && !s.get_ref().contains(['/', '\0']) && s.get_ref() != ".." => {
+                s.get_ref().clone()
+            }
+            Some(s) => {
+                return Err(src.err("auth.pam_service", s, "must be a file name under /etc/pam.d, e.g. \"login\""));
+            }
+        };
+        let session_max_age =
+            src.duration("auth.session_max_age", &file.auth.session_max_age, Duration::from_secs(24 * 3600))?;
+
+        // [spawner]
+        let cmd = match &file.spawner.cmd {
+            None => {
+                return Err(ConfigError(format!(
+                    "{}: `spawner.cmd` is missing; set it to the single-user server, e.g. cmd = [\"/opt/jupyter/bin/jupyter-lab\"]",
+                    path.display()
+                )));
+            }
+            Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+                return Err(src.err("spawner.cmd", c, "must name a program, e.g. [\"/opt/jupyter/bin/jupyter-lab\"]"));
+            }
+            Some(c) => c.get_ref().clone(),
+        };
+        let spawner_vars = ["username", "uid", "realm", "principal", "ccache", "keytab"];
+        let mut env = BTreeMap::new();
+        for (k, v) in &file.spawner.env {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(src.err("spawner.env", v, format!("has an invalid variable name {k:?}")));
+            }
+            env.insert(k.clone(), src.template(&format!("spawner.env.{k}"), v, &spawner_vars)?);
+        }
+        let start_timeout =
+            src.duration("spawner.start_timeout", &file.spawner.start_timeout, Duration::from_secs(60))?;
+        let term_timeout = src.duration("spawner.term_timeout", &file.spawner.term_timeout, Duration::from_secs(5))?;
+        let default_url = match &file.spawner.default_url {
+            None => "/lab".to_string(),
+            Some(u) if u.get_ref().starts_with('/') && !u.get_ref().starts_with("//") => u.get_ref().clone(),
+            Some(u) => {
+                return Err(src.err("spawner.default_url", u, "must be a path starting with '/', e.g. \"/lab\""));
+            }
+        };
+
+        // [kerberos]
+        let k = &file.kerberos;
+        let realm = k.realm.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default();
+        if k.enabled && realm.is_empty() {
+            return Err(ConfigError(format!(
+                "{}: `kerberos.realm` is required when `kerberos.enabled = true` (e.g. realm = \"EXAMPLE.COM\")",
+                path.display()
+            )));
+        }
+        let path_vars = ["username", "uid", "realm"];
+        let principal = match &k.principal {
+            Some(p) => src.template("kerberos.principal", p, &path_vars)?,
+            None => Template("{username}@{realm}".into()),
+        };
+        let keytab = match &k.keytab {
+            Some(p) => src.template("kerberos.keytab", p, &path_vars)?,
+            None => Template("/home/{username}/{username}.keytab".into()),
+        };
+        let ccache = match &k.ccache {
+            Some(p) => {
+                let t = src.template("kerberos.ccache", p, &path_vars)?;
+                if !t.0.starts_with('/') {
+                    return Err(src.err("kerberos.ccache", p, "must be an absolute path (no FILE: prefix)"));
+                }
+                if !t.0.contains("{uid}") && !t.0.contains("{username}") {
+                    return Err(src.err(
+                        "kerberos.ccache",
+                        p,
+                        "must contain {uid} or {username}, or all users would share one credential cache",
+                    ));
+                }
+                t
+            }
+            None => Template(format!(
+                "{}/ccache/krb5cc_{{uid}}",
+                data_dir.display().to_string().replace('{', "{{").replace('}', "}}")
+            )),
+        };
+        let kinit_timeout = src.duration("kerberos.kinit_timeout", &k.kinit_timeout, Duration::from_secs(15))?;
+
+        Ok(Config {
+            hub: HubConfig { bind, public_url, data_dir, database_url, jwt_secret_file },
+            auth: AuthConfig { method, pam_service, admin_users: file.auth.admin_users, session_max_age },
+            spawner: SpawnerConfig {
+                cmd,
+                args: file.spawner.args,
+                env,
+                path: file.spawner.path.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+                start_timeout,
+                term_timeout,
+                default_url,
+            },
+            kerberos: KerberosConfig {
+                enabled: k.enabled,
+                realm,
+                principal,
+                keytab,
+                ccache,
+                kinit: k.kinit.clone().unwrap_or_else(|| "kinit".into()),
+                kinit_timeout,
+                krb5_config: k.krb5_config.clone(),
+            },
+        })
+    }
+
+    /// Whether the cookie must be `Secure` (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.hub.public_url.starts_with("https://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("hub.toml"), text)
+    }
+
+    const MINIMAL: &str = "[spawner]\ncmd = [\"/bin/true\"]\n";
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = parse(EXAMPLE).expect("config/hub.toml must parse");
+        assert_eq!(c.hub.bind, "127.0.0.1:8000".parse().expect("addr"));
+        assert!(c.kerberos.enabled);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("parse");
+        assert_eq!(c.hub.database_url, "sqlite:///var/lib/hub/hub.sqlite");
+        assert_eq!(c.spawner.start_timeout, Duration::from_secs(60));
+        assert_eq!(c.kerberos.ccache.as_str(), "/var/lib/hub/ccache/krb5cc_{uid}");
+        assert_eq!(c.auth.pam_service, "login");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("[spawner]\ncmd = [\"/bin/true\"]\n\n[hub]\nbindd = \"x\"\n").expect_err("must fail").to_string();
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("bindd"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = parse("[spawner]\ncmd = \"/bin/true\"\n").expect_err("must fail").to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let e = parse(&format!("{MINIMAL}start_timeout = \"soon\"\n")).expect_err("must fail").to_string();
+        assert!(e.contains("line 3") && e.contains("spawner.start_timeout"), "{e}");
+    }
+
+    #[test]
+    fn bad_template_names_placeholder() {
+        let text = format!("{MINIMAL}[kerberos]\nenabled = true\nrealm = \"R\"\nkeytab = \"/k/{{user}}.keytab\"\n");
+        let e = parse(&text).expect_err("must fail").to_string();
+        assert!(e.contains("line 6") && e.contains("{user}") && e.contains("kerberos.keytab"), "{e}");
+        let text = format!("{MINIMAL}[kerberos]\nccache = \"/tmp/shared\"\n");
+        let e = parse(&text).expect_err("must fail").to_string();
+        assert!(e.contains("kerberos.ccache"), "{e}");
+    }
+
+    #[test]
+    fn realm_required_when_enabled() {
+        let e = parse(&format!("{MINIMAL}[kerberos]\nenabled = true\n")).expect_err("must fail").to_string();
+        assert!(e.contains("kerberos.realm"), "{e}");
+    }
+
+    #[test]
+    fn template_expands_and_escapes() {
+        let t = Template::parse("/c/{{x}}/krb5cc_{uid}_{username}@{realm}", &["uid", "username", "realm"]).expect("t");
+        let v = TemplateVars { username: "ann", uid: 1001, realm: "R.ORG", ..Default::default() };
+        assert_eq!(t.expand(&v), "/c/{x}/krb5cc_1001_ann@R.ORG");
+        assert!(Template::parse("{uid", &["uid"]).is_err());
+        assert!(Template::parse("uid}", &["uid"]).is_err());
+    }
+
+    #[test]
+    fn public_url_decides_secure_cookies() {
+        let c = parse(&format!("[hub]\npublic_url = \"https://hub.example.com/\"\n{MINIMAL}")).expect("parse");
+        assert!(c.secure_cookies());
+        assert_eq!(c.hub.public_url, "https://hub.example.com");
+        assert!(parse(&format!("[hub]\npublic_url = \"hub.example.com\"\n{MINIMAL}")).is_err());
+    }
+}

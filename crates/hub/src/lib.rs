@@ -1,0 +1,134 @@
+//! `hub`: a multi-user notebook hub for Kerberos-secured clusters.
+//!
+//! One process authenticates users (PAM), spawns each user's single-user Jupyter server under
+//! their Linux UID, proxies their HTTP and WebSocket traffic to it, and keeps their Kerberos
+//! ticket fresh (kinit on login, spawn, notebook open and save). See `docs/architecture.md`
+//! for how the modules fit.
+//!
+//! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
+//! and what the tests call with a listener on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod proxy;
+pub mod renewer;
+pub mod servers;
+pub mod session;
+pub mod spawner;
+pub mod store;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::serve::ListenerExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Percent-encodes `s` for use as a query-string value (RFC 3986: everything but
+/// unreserved characters and `/` is encoded).
+pub fn percent_encode(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+/// `hub migrate`: creates `data_dir` and the database if missing and applies every pending
+/// migration. Returns how many were applied (0 when already current).
+pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
+    ensure_data_dir(config)?;
+    let store = SqliteStore::open(&config.hub.database_url, true).await?;
+    Ok(store.migrate().await?)
+}
+
+fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
+    let d = &config.hub.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(d)
+        .with_context(|| format!("creating data_dir {}", d.display()))
+}
+
+/// Builds the application state: opens the database (refusing one that is missing or not
+/// migrated), loads or creates the signing key, and wires authenticator, spawner, renewer
+/// and server manager.
+pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
+    let sqlite = SqliteStore::open(&config.hub.database_url, false).await?;
+    sqlite.check_schema(&config.hub.database_url).await?;
+    ensure_data_dir(&config)?;
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let key = session::load_or_create_key(&config.hub.jwt_secret_file)?;
+    let sessions = session::Sessions::new(
+        &key,
+        store.clone(),
+        config.auth.session_max_age.as_secs() as i64,
+        config.secure_cookies(),
+    );
+    let auth: Arc<dyn auth::Authenticator> = match config.auth.method {
+        config::AuthMethod::Pam => Arc::new(auth::pam::PamAuthenticator::new(&config.auth.pam_service)),
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .build(connector);
+    let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone()));
+    let servers = Arc::new(servers::Servers::new(
+        config.clone(),
+        Arc::new(spawner::local::LocalSpawner),
+        renewer.clone(),
+        store.clone(),
+        client.clone(),
+    ));
+    Ok(web::AppState(Arc::new(web::App { config, store, sessions, auth, servers, renewer, client })))
+}
+
+/// `hub serve`: serves the hub on `listener` until `shutdown` resolves, then stops every
+/// user's server (servers are not re-adopted across restarts yet, so none is left behind).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = build(config).await?;
+    serve_state(state, listener, shutdown).await
+}
+
+/// Like [`serve`] with state already built by [`build`].
+pub async fn serve_state(
+    state: web::AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.hub.public_url, "hub listening");
+    let app = web::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    // TCP_NODELAY on every browser connection: small WebSocket frames must not wait for
+    // Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    state.servers.stop_all().await;
+    Ok(())
+}

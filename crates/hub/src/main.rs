@@ -1,0 +1,102 @@
+//! The `hub` command: `hub migrate`, `hub serve`, `hub example-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hub::config::{Config, DEFAULT_PATH, EXAMPLE};
+
+/// A multi-user notebook hub for Kerberos-secured clusters.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Path of hub.toml.
+    #[arg(long, global = true, env = "HUB_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if needed and apply pending migrations (a no-op when current).
+    Migrate,
+    /// Serve the hub on [hub] bind until SIGTERM or Ctrl-C.
+    Serve,
+    /// Print the commented example hub.toml.
+    ExampleConfig,
+    /// Check hub.toml and print the validated configuration.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::ExampleConfig = cli.command {
+        print!("{EXAMPLE}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Migrate => {
+                let n = hub::migrate(&config).await?;
+                if n == 0 {
+                    println!("database {} is up to date", config.hub.database_url);
+                } else {
+                    println!("applied {n} migration(s) to {}", config.hub.database_url);
+                }
+                Ok(())
+            }
+            Command::Serve => {
+                let listener = tokio::net::TcpListener::bind(config.hub.bind)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {} ([hub] bind): {e}", config.hub.bind))?;
+                hub::serve(config, listener, shutdown_signal()).await
+            }
+            Command::CheckConfig => {
+                println!("{config:#?}");
+                Ok(())
+            }
+            Command::ExampleConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

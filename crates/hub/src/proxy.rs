@@ -1,0 +1,295 @@
+//! The proxy: `/user/<name>/...` → the user's single-user server on `127.0.0.1:<port>`.
+//!
+//! Invariant: a request reaches `<name>`'s server only if it carries a valid session for
+//! `<name>` (another user: 403; no session: a redirect to the login page with `next`). The
+//! hub's session cookie is removed and the server's token injected (`Authorization: token`),
+//! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
+//! are set, and bodies stream through unbuffered on a pooled client. A WebSocket upgrade gets
+//! its own upstream connection (TCP_NODELAY) and, after the 101, a plain byte tunnel, so
+//! frames, close codes and large messages pass untouched.
+//!
+//! Taps: a notebook open (`GET .../api/contents/<path>.ipynb`, content requested, answered
+//! 200) or save (`PUT .../api/contents/<path>.ipynb`, answered 200/201) triggers a ticket
+//! renewal in the background; the response is never held for it.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::renewer::Trigger;
+use crate::web::{AppState, error_page, origin_allowed};
+use crate::{percent_encode, unix_now};
+
+/// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1,
+/// plus `Proxy-Connection` and `Keep-Alive` from RFC 7230's list).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Handles every request under `/user/`.
+pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(name) = path.strip_prefix("/user/").map(|r| r.split('/').next().unwrap_or_default().to_string()) else {
+        return error_page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.");
+    };
+    if name.is_empty() {
+        return Redirect::to("/hub/home").into_response();
+    }
+    if path == format!("/user/{name}") {
+        let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        return Redirect::to(&format!("/user/{name}/{q}")).into_response();
+    }
+    let next = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
+
+    let session = match req.headers().get(header::COOKIE).and_then(|c| c.to_str().ok()) {
+        Some(c) => app.sessions.from_cookie_header(c, unix_now()).await,
+        None => None,
+    };
+    let Some(session) = session else {
+        if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
+            return Redirect::to(&format!("/hub/login?next={}", percent_encode(&next))).into_response();
+        }
+        return json_error(StatusCode::UNAUTHORIZED, "not logged in: log in at /hub/login");
+    };
+    if session.username != name {
+        tracing::warn!(user = %session.username, route = %name, path = %path, "refused: another user's server");
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "This server belongs to another user.");
+    }
+    let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if (state_changing || is_upgrade(req.headers())) && !origin_allowed(&app, req.headers()) {
+        tracing::warn!(user = %name, path = %path, origin = ?req.headers().get(header::ORIGIN), "refused: cross-origin request");
+        return json_error(StatusCode::FORBIDDEN, "cross-origin request refused");
+    }
+    let Some(up) = app.servers.upstream(&name) else {
+        let wants_html =
+            req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+        if *req.method() == Method::GET && wants_html {
+            return Redirect::to(&format!("/hub/spawn?next={}", percent_encode(&next))).into_response();
+        }
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "your server is not running: start it at /hub/home");
+    };
+
+    let tap = notebook_event(req.method(), &path, req.uri().query());
+    let upgrade = is_upgrade(req.headers());
+    let mut req = req;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let uri: Uri = match format!("http://127.0.0.1:{}{next}", up.port).parse() {
+        Ok(u) => u,
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "malformed request path"),
+    };
+    let mut headers = std::mem::take(&mut parts.headers);
+    prepare_request_headers(&mut headers, &app, peer, &up.token, upgrade);
+    let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let Ok(upstream_req) = builder.body(body) else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed request");
+    };
+
+    let resp = if let Some(client_upgrade) = client_upgrade {
+        match websocket(up.port, upstream_req, client_upgrade).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(user = %name, error = %e, "WebSocket upgrade to the server failed");
+                return error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway",
+                    "Your server did not accept the connection.",
+                );
+            }
+        }
+    } else {
+        match app.client.request(upstream_req).await {
+            Ok(r) => r.map(Body::new),
+            Err(e) => {
+                tracing::warn!(user = %name, error = %e, "proxy request to the server failed");
+                return error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway",
+                    "Your server is not answering. Try again, or stop and start it from the home page.",
+                );
+            }
+        }
+    };
+
+    if let Some(trigger) = tap {
+        let ok = match trigger {
+            Trigger::Open => resp.status() == StatusCode::OK,
+            _ => matches!(resp.status(), StatusCode::OK | StatusCode::CREATED),
+        };
+        if ok {
+            app.renewer.trigger(up.owner.clone(), trigger);
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(&mut parts.headers);
+    }
+    Response::from_parts(parts, body)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "status": status.as_u16(), "message": message });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Which renewal, if any, a request to the user's server stands for.
+pub fn notebook_event(method: &Method, path: &str, query: Option<&str>) -> Option<Trigger> {
+    let rest = path.strip_prefix("/user/")?;
+    let (_, rest) = rest.split_once('/')?;
+    let file = rest.strip_prefix("api/contents/")?;
+    if !file.ends_with(".ipynb") {
+        return None;
+    }
+    match *method {
+        Method::PUT => Some(Trigger::Save),
+        Method::GET => {
+            // jupyter-server's contents API returns content unless `content=0`.
+            let no_content = query.unwrap_or_default().split('&').any(|kv| kv == "content=0");
+            (!no_content).then_some(Trigger::Open)
+        }
+        _ => None,
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, token: &str, upgrade: bool) {
+    let upgrade_value = h.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(h);
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = upgrade_value {
+            h.insert(header::UPGRADE, u);
+        }
+    }
+    // The hub's session cookie is the hub's business, not the server's.
+    let cookies: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';').map(|c| c.trim().to_string()).collect::<Vec<_>>())
+        .filter(|c| !c.is_empty() && !c.starts_with(&format!("{}=", crate::session::COOKIE_NAME)))
+        .collect();
+    h.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
+        && !cookies.is_empty()
+    {
+        h.insert(header::COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("token {token}")) {
+        h.insert(header::AUTHORIZATION, v);
+    }
+    // A client-sent X-Forwarded-For is only worth keeping from a trusted proxy; none is
+    // configurable yet, so the peer address replaces whatever the client sent.
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        h.insert("x-forwarded-for", v);
+    }
+    let proto = if app.config.secure_cookies() { "https" } else { "http" };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert("x-forwarded-host", host);
+    }
+}
+
+/// Sends an upgrade request on a fresh connection and, on 101, tunnels bytes both ways.
+async fn websocket(
+    port: u16,
+    req: hyper::Request<Body>,
+    client: hyper::upgrade::OnUpgrade,
+) -> Result<Response, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream WebSocket connection ended");
+        }
+    });
+    let mut resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (c, u) = match tokio::try_join!(client, upstream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "WebSocket tunnel closed");
+            }
+        });
+    }
+    Ok(resp.map(Body::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_open_and_save() {
+        let p = "/user/ann/api/contents/work/x.ipynb";
+        assert_eq!(notebook_event(&Method::GET, p, Some("type=notebook&content=1&hash=0")), Some(Trigger::Open));
+        assert_eq!(notebook_event(&Method::GET, p, None), Some(Trigger::Open));
+        assert_eq!(notebook_event(&Method::GET, p, Some("content=0")), None);
+        assert_eq!(notebook_event(&Method::PUT, p, None), Some(Trigger::Save));
+        assert_eq!(notebook_event(&Method::PUT, "/user/ann/api/contents/x.py", None), None);
+        assert_eq!(notebook_event(&Method::DELETE, p, None), None);
+        assert_eq!(notebook_event(&Method::GET, "/user/ann/files/x.ipynb", None), None);
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+}

@@ -1,0 +1,440 @@
+//! The server manager: one single-user server per user, from "starting" to "stopped".
+//!
+//! [`Servers`] keeps each user's [`ServerState`] in a `watch` channel (the spawn page's
+//! progress events follow it), starts servers through the [`Spawner`], waits until
+//! `GET /user/<name>/api/status` answers 200 with the server's token, notices a server that
+//! exits by itself, and stops servers. The proxy reads the upstream port and token with
+//! [`Servers::upstream`], a read lock and a clone, without touching the database.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::{Config, TemplateVars};
+use crate::renewer::{Renewer, TicketOwner, Trigger};
+use crate::spawner::{LinuxUser, ServerProcess, SpawnSpec, Spawner};
+use crate::store::{ServerRecord, Store};
+use crate::unix_now;
+
+/// Lines of the server log shown when a spawn fails.
+const LOG_TAIL_LINES: usize = 25;
+
+/// Where a user's server is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerState {
+    /// Not running. `message` says how the last one ended, if the hub knows.
+    Stopped {
+        /// How the last server ended.
+        message: Option<String>,
+    },
+    /// Being started.
+    Starting {
+        /// Percent, 0-100, for the progress bar.
+        progress: u8,
+        /// What is happening now.
+        message: String,
+    },
+    /// Answering on `127.0.0.1:port`.
+    Running {
+        /// Loopback port.
+        port: u16,
+        /// The token the proxy injects (`Authorization: token ...`).
+        token: String,
+        /// Process id.
+        pid: u32,
+        /// The server's owner, for ticket renewals the proxy triggers.
+        owner: TicketOwner,
+    },
+    /// Being stopped.
+    Stopping,
+    /// The spawn failed, or the server died by itself.
+    Failed {
+        /// Why, in plain words.
+        message: String,
+        /// The last lines of the server's log.
+        log_tail: String,
+    },
+}
+
+impl ServerState {
+    /// Short name: `stopped`, `starting`, `running`, `stopping`, `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerState::Stopped { .. } => "stopped",
+            ServerState::Starting { .. } => "starting",
+            ServerState::Running { .. } => "running",
+            ServerState::Stopping => "stopping",
+            ServerState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Where the proxy sends a user's requests.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Loopback port of the server.
+    pub port: u16,
+    /// Token injected as `Authorization: token ...`.
+    pub token: String,
+    /// Whose server it is.
+    pub owner: TicketOwner,
+}
+
+struct Slot {
+    state: watch::Sender<ServerState>,
+    /// Held for the whole of a start or a stop, so they never interleave.
+    op: Mutex<()>,
+    /// Set by `stop` to make a start in progress give up.
+    cancel: AtomicBool,
+    process: Mutex<Option<Box<dyn ServerProcess>>>,
+}
+
+/// Starts, watches and stops users' servers. See the module documentation.
+pub struct Servers {
+    config: Config,
+    spawner: Arc<dyn Spawner>,
+    renewer: Arc<Renewer>,
+    store: Arc<dyn Store>,
+    client: Client<HttpConnector, Body>,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+}
+
+impl Servers {
+    /// A manager using `spawner`, renewing tickets with `renewer`, recording state in `store`
+    /// and polling readiness with `client`.
+    pub fn new(
+        config: Config,
+        spawner: Arc<dyn Spawner>,
+        renewer: Arc<Renewer>,
+        store: Arc<dyn Store>,
+        client: Client<HttpConnector, Body>,
+    ) -> Self {
+        Self { config, spawner, renewer, store, client, slots: RwLock::new(HashMap::new()) }
+    }
+
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return s.clone();
+        }
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: watch::channel(ServerState::Stopped { message: None }).0,
+                    op: Mutex::new(()),
+                    cancel: AtomicBool::new(false),
+                    process: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// The current state of `name`'s server.
+    pub fn state(&self, name: &str) -> ServerState {
+        self.slot(name).state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change of `name`'s server.
+    pub fn subscribe(&self, name: &str) -> watch::Receiver<ServerState> {
+        self.slot(name).state.subscribe()
+    }
+
+    /// Port, token and owner of `name`'s server if it is running. The proxy's hot path.
+    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        match &*slots.get(name)?.state.borrow() {
+            ServerState::Running { port, token, owner, .. } => {
+                Some(Upstream { port: *port, token: token.clone(), owner: owner.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The server log file of `name`: `<data_dir>/logs/<name>.log`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.config.hub.data_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Starts `user`'s server in the background unless it is already starting or running.
+    /// Progress is published on the state channel.
+    pub fn start(self: &Arc<Self>, user: LinuxUser) {
+        let slot = self.slot(&user.name);
+        {
+            let st = slot.state.borrow();
+            if matches!(*st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping) {
+                return;
+            }
+        }
+        slot.state.send_replace(ServerState::Starting { progress: 5, message: "Spawn requested".into() });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _op = slot.op.lock().await;
+            slot.cancel.store(false, Ordering::SeqCst);
+            let name = user.name.clone();
+            let started = Instant::now();
+            let outcome = this.spawn_and_wait(&slot, user).await;
+            match outcome {
+                Ok(()) => tracing::info!(user = %name, secs = started.elapsed().as_secs_f64(), "server ready"),
+                Err((message, log_tail)) => {
+                    tracing::warn!(user = %name, reason = %message, "spawn failed");
+                    slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail });
+                    this.record(&name, "failed", None, None, Some(message)).await;
+                }
+            }
+        });
+    }
+
+    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<Slot>, user: LinuxUser) -> Result<(), (String, String)> {
+        let name = user.name.clone();
+        let owner = TicketOwner { username: name.clone(), uid: user.uid, gid: user.gid };
+        let progress = |p: u8, m: &str| {
+            slot.state.send_replace(ServerState::Starting { progress: p, message: m.to_string() });
+        };
+        if self.renewer.enabled() {
+            progress(10, "Getting a Kerberos ticket");
+            if let Err(e) = self.renewer.renew(&owner, Trigger::Spawn, Duration::from_secs(10)).await {
+                // Never blocks the spawn: the server starts without a fresh ticket.
+                tracing::warn!(user = %name, error = %e, "starting the server without a fresh Kerberos ticket");
+            }
+        }
+        progress(30, "Starting the server process");
+        let logs = self.config.hub.data_dir.join("logs");
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&logs) {
+            return Err((format!("cannot create the log directory {}: {e}", logs.display()), String::new()));
+        }
+        let log_path = self.log_path(&name);
+        let port = free_port().map_err(|e| (format!("no free port on 127.0.0.1: {e}"), String::new()))?;
+        let mut token = [0u8; 32];
+        rand::fill(&mut token);
+        let token = hex::encode(token);
+        let spec = self.spawn_spec(&user, port, &token, log_path.clone());
+        let process = match self.spawner.start(spec).await {
+            Ok(p) => p,
+            Err(e) => return Err((e.to_string(), log_tail(&log_path))),
+        };
+        let pid = process.pid();
+        let mut exited = process.exited();
+        *slot.process.lock().await = Some(process);
+        self.record(&name, "starting", Some(pid), Some(port), None).await;
+        progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
+
+        let deadline = Instant::now() + self.config.spawner.start_timeout;
+        let url = format!("http://127.0.0.1:{port}/user/{name}/api/status");
+        let mut step = 0u32;
+        loop {
+            if slot.cancel.load(Ordering::SeqCst) {
+                return Err(("The spawn was cancelled".into(), log_tail(&log_path)));
+            }
+            let how = exited.borrow().clone();
+            if let Some(how) = how {
+                slot.process.lock().await.take();
+                return Err((format!("The server {how} during start-up"), log_tail(&log_path)));
+            }
+            if Instant::now() >= deadline {
+                if let Some(p) = slot.process.lock().await.take() {
+                    p.stop(self.config.spawner.term_timeout).await;
+                }
+                return Err((
+                    format!(
+                        "The server did not answer within {} (spawner.start_timeout)",
+                        humantime::format_duration(self.config.spawner.start_timeout)
+                    ),
+                    log_tail(&log_path),
+                ));
+            }
+            if self.status_ok(&url, &token).await {
+                break;
+            }
+            step += 1;
+            progress((50 + step.min(45)) as u8, &format!("Waiting for the server (pid {pid}) to answer"));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = exited.changed() => {}
+            }
+        }
+        slot.state.send_replace(ServerState::Running { port, token, pid, owner });
+        self.record(&name, "running", Some(pid), Some(port), None).await;
+        self.watch_exit(name, slot.clone(), pid, exited, log_path);
+        Ok(())
+    }
+
+    /// Marks the server failed if its process exits while it is meant to be running.
+    fn watch_exit(
+        self: &Arc<Self>,
+        name: String,
+        slot: Arc<Slot>,
+        pid: u32,
+        mut exited: watch::Receiver<Option<String>>,
+        log: PathBuf,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(how) = exited.wait_for(|e| e.is_some()).await.map(|e| e.clone().unwrap_or_default()) else { return };
+            let still_running = matches!(*slot.state.borrow(), ServerState::Running { pid: p, .. } if p == pid);
+            if still_running {
+                let message = format!("The server {how} unexpectedly");
+                tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
+                slot.process.lock().await.take();
+                slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: log_tail(&log) });
+                this.record(&name, "failed", None, None, Some(message)).await;
+            }
+        });
+    }
+
+    fn spawn_spec(&self, user: &LinuxUser, port: u16, token: &str, log_path: PathBuf) -> SpawnSpec {
+        let sc = &self.config.spawner;
+        let owner = TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid };
+        let krb = self.renewer.paths(&owner);
+        let ccache = krb.ccache.display().to_string();
+        let keytab = krb.keytab.display().to_string();
+        let vars = TemplateVars {
+            username: &user.name,
+            uid: user.uid,
+            realm: &self.config.kerberos.realm,
+            principal: Some(&krb.principal),
+            ccache: Some(&ccache),
+            keytab: Some(&keytab),
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), user.home.display().to_string()),
+            ("USER".into(), user.name.clone()),
+            ("LOGNAME".into(), user.name.clone()),
+            ("SHELL".into(), user.shell.display().to_string()),
+            ("PATH".into(), sc.path.clone()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("JUPYTER_TOKEN".into(), token.to_string()),
+        ];
+        if self.renewer.enabled() {
+            env.push(("KRB5CCNAME".into(), format!("FILE:{ccache}")));
+            if let Some(k) = self.renewer.krb5_config() {
+                env.push(("KRB5_CONFIG".into(), k.display().to_string()));
+            }
+        }
+        for (k, v) in &sc.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.expand(&vars)));
+        }
+        let mut argv = sc.cmd.clone();
+        argv.extend([
+            format!("--ServerApp.base_url=/user/{}/", user.name),
+            "--ServerApp.ip=127.0.0.1".into(),
+            format!("--ServerApp.port={port}"),
+            "--ServerApp.port_retries=0".into(),
+            "--ServerApp.open_browser=False".into(),
+            // The hub forwards the browser's Host header (so that jupyter-server's WebSocket
+            // origin check sees the public host); the token and the loopback bind are the
+            // access control, not the Host check.
+            "--ServerApp.allow_remote_access=True".into(),
+        ]);
+        argv.extend(sc.args.iter().cloned());
+        SpawnSpec { user: user.clone(), argv, env, log_path }
+    }
+
+    async fn status_ok(&self, url: &str, token: &str) -> bool {
+        let Ok(req) = hyper::Request::get(url).header("authorization", format!("token {token}")).body(Body::empty())
+        else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
+            Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK
+        )
+    }
+
+    /// Stops `name`'s server (or a spawn in progress) and waits until it is gone. Stopping a
+    /// stopped server does nothing. Removes the user's credential cache.
+    pub async fn stop(&self, user: &LinuxUser) {
+        let slot = self.slot(&user.name);
+        slot.cancel.store(true, Ordering::SeqCst);
+        let _op = slot.op.lock().await;
+        let Some(process) = slot.process.lock().await.take() else {
+            if !matches!(*slot.state.borrow(), ServerState::Failed { .. }) {
+                slot.state.send_replace(ServerState::Stopped { message: None });
+            }
+            return;
+        };
+        slot.state.send_replace(ServerState::Stopping);
+        let how = process.stop(self.config.spawner.term_timeout).await;
+        tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
+        self.renewer.remove_ccache(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
+        slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
+        self.record(&user.name, "stopped", None, None, Some(how)).await;
+    }
+
+    /// Stops every server (used when the hub shuts down: without re-adoption, a server left
+    /// running would be an orphan).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.slots.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let mut tasks = Vec::new();
+        for name in names {
+            if let Ok(user) = LinuxUser::lookup_async(&name).await {
+                tasks.push(async move { self.stop(&user).await });
+            }
+        }
+        futures_util::future::join_all(tasks).await;
+    }
+
+    async fn record(&self, name: &str, state: &str, pid: Option<u32>, port: Option<u16>, message: Option<String>) {
+        let now = unix_now();
+        let prev = self.store.get_server(name).await.ok().flatten();
+        let started = if state == "starting" { Some(now) } else { prev.and_then(|p| p.started) };
+        let rec = ServerRecord {
+            username: name.to_string(),
+            state: state.to_string(),
+            pid: pid.map(i64::from),
+            port: port.map(i64::from),
+            started,
+            stopped: matches!(state, "stopped" | "failed").then_some(now),
+            message,
+        };
+        if let Err(e) = self.store.put_server(&rec).await {
+            tracing::error!(user = %name, error = %e, "could not record the server's state");
+        }
+    }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is
+/// started with `port_retries=0`, so a race shows as a failed spawn, never a wrong port.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of a log file (at most the last 8 KiB), or "".
+pub fn log_tail(path: &Path) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_last_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).expect("write");
+        let tail = log_tail(&p);
+        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
+        assert!(tail.ends_with("line 99"));
+        assert_eq!(log_tail(&dir.path().join("missing")), "");
+    }
+}

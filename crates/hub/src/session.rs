@@ -1,0 +1,307 @@
+//! Login sessions: a signed JWT in a cookie, backed by a row in the store.
+//!
+//! The cookie `hub-session` holds a JWT (RFC 7519) signed with HS256 whose claims are
+//! `sub` (user name), `sid` (session id), `iat` and `exp` (unix seconds). A token is accepted
+//! only if its signature and expiry are good *and* its `sid` is still in the store, so logout
+//! (which deletes the row) revokes it even if someone copied the cookie. Known-good session ids
+//! are cached in memory so the proxy's hot path does not touch the database.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{SessionRecord, Store, StoreError};
+
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "hub-session";
+
+/// Most session ids kept in the in-memory cache before it is emptied and refilled on demand.
+const CACHE_MAX: usize = 100_000;
+
+/// The JWT claims of a session cookie.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// User name.
+    sub: String,
+    /// Session id (the store's `sessions.id`).
+    sid: String,
+    /// Issued at, unix seconds.
+    iat: i64,
+    /// Expires at, unix seconds.
+    exp: i64,
+}
+
+/// An authenticated session: who, and which session row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The logged-in user's name.
+    pub username: String,
+    /// The session id, for logout.
+    pub id: String,
+}
+
+/// Issues, checks and revokes sessions.
+pub struct Sessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    store: Arc<dyn Store>,
+    max_age_secs: i64,
+    secure: bool,
+    /// sid → (username, expires): sessions known to be in the store.
+    cache: Mutex<HashMap<String, (String, i64)>>,
+}
+
+/// Errors loading the signing key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file could not be read or created.
+    #[error("JWT signing key {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file is readable by other users or too short.
+    #[error("JWT signing key {path}: {problem}")]
+    Unsafe {
+        /// The key file.
+        path: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+/// Reads the signing key from `path`, creating it (64 random bytes, hex, mode 0600,
+/// `O_EXCL`) if it does not exist. A key file readable by group or others, or shorter than
+/// 32 bytes, is refused.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let io = |source| KeyError::Io { path: path.display().to_string(), source };
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut f) => {
+            let mut key = [0u8; 64];
+            rand::fill(&mut key);
+            f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            tracing::info!(path = %path.display(), "generated a new JWT signing key");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(KeyError::Unsafe {
+            path: path.display().to_string(),
+            problem: format!(
+                "is readable by other users (mode {:o}); run `chmod 600 {}`",
+                meta.permissions().mode() & 0o777,
+                path.display()
+            ),
+        });
+    }
+    let key = std::fs::read(path).map_err(io)?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 32 {
+        return Err(KeyError::Unsafe {
+            path: path.display().to_string(),
+            problem: "is shorter than 32 bytes; delete it to have a new one generated".into(),
+        });
+    }
+    Ok(key)
+}
+
+impl Sessions {
+    /// Sessions signed with `key`, lasting `max_age_secs`, with `Secure` cookies if `secure`.
+    pub fn new(key: &[u8], store: Arc<dyn Store>, max_age_secs: i64, secure: bool) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            store,
+            max_age_secs,
+            secure,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates a session for `username` at `now` (unix seconds) and returns the `Set-Cookie`
+    /// header value. The user must exist in the store.
+    pub async fn create(&self, username: &str, now: i64) -> Result<(Session, String), StoreError> {
+        let mut sid = [0u8; 16];
+        rand::fill(&mut sid);
+        let rec = SessionRecord {
+            id: hex::encode(sid),
+            username: username.to_string(),
+            created: now,
+            expires: now + self.max_age_secs,
+        };
+        self.store.create_session(&rec).await?;
+        let claims = Claims { sub: rec.username.clone(), sid: rec.id.clone(), iat: now, exp: rec.expires };
+        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("signing the session token: {e}"))))?;
+        self.cache_put(&rec.id, &rec.username, rec.expires);
+        let cookie = cookie::Cookie::build((COOKIE_NAME, jwt))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(cookie::SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(self.max_age_secs))
+            .build();
+        Ok((Session { username: rec.username, id: rec.id }, cookie.to_string()))
+    }
+
+    /// The `Set-Cookie` value that deletes the session cookie.
+    pub fn clear_cookie(&self) -> String {
+        cookie::Cookie::build((COOKIE_NAME, ""))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(cookie::SameSite::Lax)
+            .max_age(cookie::time::Duration::ZERO)
+            .build()
+            .to_string()
+    }
+
+    /// Finds the session cookie in a `Cookie` header value and checks it at `now`. Returns
+    /// `None` for a missing, malformed, forged, expired or revoked token (the reason is logged
+    /// at debug level).
+    pub async fn from_cookie_header(&self, header: &str, now: i64) -> Option<Session> {
+        let token = cookie::Cookie::split_parse(header)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == COOKIE_NAME)
+            .map(|c| c.value().to_string())?;
+        self.validate(&token, now).await
+    }
+
+    /// Checks a session JWT at `now` (unix seconds).
+    pub async fn validate(&self, token: &str, now: i64) -> Option<Session> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.validate_exp = false; // checked below against the injected `now`
+        v.set_required_spec_claims(&["exp", "sub"]);
+        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &v) {
+            Ok(d) => d.claims,
+            Err(e) => {
+                tracing::debug!(error = %e, "session cookie refused");
+                return None;
+            }
+        };
+        if claims.exp <= now {
+            tracing::debug!(user = %claims.sub, "session cookie expired");
+            return None;
+        }
+        if let Some((user, exp)) = self.cache_get(&claims.sid) {
+            return (user == claims.sub && exp > now).then_some(Session { username: user, id: claims.sid });
+        }
+        match self.store.get_session(&claims.sid).await {
+            Ok(Some(rec)) if rec.username == claims.sub && rec.expires > now => {
+                self.cache_put(&rec.id, &rec.username, rec.expires);
+                Some(Session { username: rec.username, id: rec.id })
+            }
+            Ok(_) => {
+                tracing::debug!(user = %claims.sub, "session revoked or unknown");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Revokes a session (logout).
+    pub async fn revoke(&self, id: &str) -> Result<(), StoreError> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.store.delete_session(id).await
+    }
+
+    fn cache_get(&self, sid: &str) -> Option<(String, i64)> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(sid).cloned()
+    }
+
+    fn cache_put(&self, sid: &str, user: &str, exp: i64) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(sid.to_string(), (user.to_string(), exp));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn sessions(dir: &Path) -> Sessions {
+        let url = format!("sqlite://{}/hub.sqlite", dir.display());
+        let store = SqliteStore::open(&url, true).await.expect("open");
+        store.migrate().await.expect("migrate");
+        store.upsert_user("ann", false, 0).await.expect("user");
+        let key = load_or_create_key(&dir.join("jwt.key")).expect("key");
+        Sessions::new(&key, Arc::new(store), 3600, true)
+    }
+
+    fn token_of(set_cookie: &str) -> String {
+        cookie::Cookie::parse(set_cookie).expect("cookie").value().to_string()
+    }
+
+    #[test]
+    fn key_is_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("k");
+        let a = load_or_create_key(&p).expect("create");
+        let b = load_or_create_key(&p).expect("reload");
+        assert_eq!(a, b);
+        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = load_or_create_key(&p).expect_err("world-readable key refused").to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn cookie_flags_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = sessions(dir.path()).await;
+        let (sess, set_cookie) = s.create("ann", 1000).await.expect("create");
+        for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=3600"] {
+            assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
+        }
+        let header = format!("other=1; {}", set_cookie.split(';').next().expect("pair"));
+        assert_eq!(s.from_cookie_header(&header, 1001).await, Some(sess.clone()));
+        // Expired at exp.
+        assert_eq!(s.from_cookie_header(&header, 1000 + 3600).await, None);
+        // Revoked.
+        s.revoke(&sess.id).await.expect("revoke");
+        assert_eq!(s.from_cookie_header(&header, 1001).await, None);
+    }
+
+    #[tokio::test]
+    async fn forged_and_foreign_tokens_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = sessions(dir.path()).await;
+        let (_, set_cookie) = s.create("ann", 1000).await.expect("create");
+        let token = token_of(&set_cookie);
+        // Flip a character of the signature.
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(s.validate(&String::from_utf8(forged).expect("utf8"), 1001).await, None);
+        // Signed with another key.
+        let other = tempfile::tempdir().expect("tmp");
+        let s2 = sessions(other.path()).await;
+        assert_eq!(s2.validate(&token, 1001).await, None);
+        // An unsigned token ("alg": "none").
+        let none = format!(
+            "{}.{}.",
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, br#"{"alg":"none","typ":"JWT"}"#),
+            token.split('.').nth(1).expect("payload")
+        );
+        assert_eq!(s.validate(&none, 1001).await, None);
+        assert_eq!(s.validate("garbage", 1001).await, None);
+    }
+}

@@ -1,0 +1,200 @@
+//! Local-process spawner: the server runs on this host under the user's UID.
+//!
+//! Privileges are dropped in the child between `fork` and `exec` (`pre_exec`), in the order
+//! that works for a root parent: `setsid` (own session and process group, so the whole tree
+//! can be signalled), `setgroups` (the supplementary groups, looked up in the parent because
+//! `initgroups` is not async-signal-safe), `setgid`, `setuid`, then a check that UID 0 cannot
+//! be regained. `Command::uid/gid` are not used: std would clear the supplementary groups.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::{ServerProcess, SpawnError, SpawnSpec, Spawner};
+
+/// Starts servers as local processes. See the module documentation.
+#[derive(Debug, Default)]
+pub struct LocalSpawner;
+
+struct LocalProcess {
+    pid: u32,
+    uid: u32,
+    exited: watch::Receiver<Option<String>>,
+}
+
+#[async_trait]
+impl Spawner for LocalSpawner {
+    async fn start(&self, spec: SpawnSpec) -> Result<Box<dyn ServerProcess>, SpawnError> {
+        let u = &spec.user;
+        if u.uid == 0 {
+            return Err(SpawnError::Root(u.name.clone()));
+        }
+        let log_err = |source| SpawnError::Log { path: spec.log_path.display().to_string(), source };
+        let mut log = OpenOptions::new().create(true).append(true).mode(0o640).open(&spec.log_path).map_err(log_err)?;
+        writeln!(
+            log,
+            "---- hub: starting {:?} for {} (uid {}) at {} ----",
+            spec.argv,
+            u.name,
+            u.uid,
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        )
+        .map_err(log_err)?;
+        let log2 = log.try_clone().map_err(log_err)?;
+
+        let (uid, gid) = (u.uid, u.gid);
+        let groups: Vec<libc::gid_t> = u.groups.clone();
+        let mut cmd = std::process::Command::new(&spec.argv[0]);
+        cmd.args(&spec.argv[1..])
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&u.home)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: the closure only calls async-signal-safe functions (setsid, setgroups,
+        // setgid, setuid, getuid, setuid) on data prepared before fork, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0
+                    || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Paranoia: if setuid(0) succeeds now, privileges were not dropped.
+                if libc::setuid(0) == 0 || libc::getuid() == 0 || libc::geteuid() == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| SpawnError::Exec { program: spec.argv[0].clone(), source })?;
+        let pid = child.id().unwrap_or_default();
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => format!("exited with status {c}"),
+                    (None, Some(sig)) => format!(
+                        "killed by signal {sig} ({})",
+                        Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown")
+                    ),
+                    _ => s.to_string(),
+                },
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            let _ = tx.send(Some(how));
+        });
+        Ok(Box::new(LocalProcess { pid, uid, exited: rx }))
+    }
+}
+
+#[async_trait]
+impl ServerProcess for LocalProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn exited(&self) -> watch::Receiver<Option<String>> {
+        self.exited.clone()
+    }
+
+    async fn stop(&self, term_timeout: Duration) -> String {
+        let mut exited = self.exited.clone();
+        let pgid = Pid::from_raw(self.pid as i32);
+        // Kernels start their own sessions, so they are not in the server's process group:
+        // remember the whole tree now, while the parent links still exist.
+        let mut tree = descendants(self.pid);
+        let running = exited.borrow().is_none();
+        if running {
+            let _ = killpg(pgid, Signal::SIGTERM);
+            let done = tokio::time::timeout(term_timeout, exited.wait_for(|e| e.is_some())).await.is_ok();
+            if !done {
+                tree.extend(descendants(self.pid));
+                tracing::warn!(pid = self.pid, "server ignored SIGTERM for {term_timeout:?}; sending SIGKILL");
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = exited.wait_for(|e| e.is_some()).await.is_ok();
+            }
+        }
+        // Whatever of the tree is still alive and still belongs to the user goes too.
+        for pid in tree {
+            if owner_uid(pid) == Some(self.uid) {
+                tracing::info!(pid, "killing a leftover process of the server");
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let how = exited.borrow().clone();
+        how.unwrap_or_default()
+    }
+}
+
+/// Every process descended from `root` (not including it), from `/proc/*/stat`.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Some(ppid) = parent_pid(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+/// The parent pid from `/proc/PID/stat` (field 4; the command name in field 2 may contain
+/// spaces and parentheses, so parsing starts after the last `)`; see proc(5)).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The real UID of a live process, from `/proc/PID/status` (`Uid:` line), or `None` if gone.
+pub fn owner_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_own_children() {
+        let mut c = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        let me = std::process::id();
+        assert!(descendants(me).contains(&c.id()));
+        assert_eq!(parent_pid(c.id()), Some(me));
+        assert_eq!(owner_uid(c.id()), Some(nix::unistd::getuid().as_raw()));
+        c.kill().expect("kill");
+        c.wait().expect("wait");
+    }
+}

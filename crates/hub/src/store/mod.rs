@@ -1,0 +1,78 @@
+//! The store: everything the hub keeps across restarts.
+//!
+//! [`Store`] is the seam between the hub and its database. SQLite ([`sqlite::SqliteStore`]) is
+//! the embedded default; each backend has its own migrations folder under `migrations/`
+//! (`migrations/sqlite`), embedded into the binary with `sqlx::migrate!`. Times are unix
+//! seconds (UTC) in `i64`.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+/// A store error: the database could not be reached, or holds something the hub cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The schema is missing or older than this binary expects.
+    #[error("the database at {url} {problem}; run `hub migrate` with the same configuration first")]
+    NotMigrated {
+        /// The database URL (no password: SQLite URLs carry none).
+        url: String,
+        /// What is wrong, e.g. "does not exist" or "is at schema version 1 of 2".
+        problem: String,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A login session row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Random id carried in the JWT's `sid` claim (32 hex characters).
+    pub id: String,
+    /// The user the session belongs to.
+    pub username: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds after which the session is invalid.
+    pub expires: i64,
+}
+
+/// The recorded state of a user's single-user server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// Owner of the server.
+    pub username: String,
+    /// `starting`, `running`, `stopped` or `failed`.
+    pub state: String,
+    /// Process id of the server, while it runs.
+    pub pid: Option<i64>,
+    /// Loopback TCP port the server listens on.
+    pub port: Option<i64>,
+    /// Unix seconds the spawn began.
+    pub started: Option<i64>,
+    /// Unix seconds the server stopped.
+    pub stopped: Option<i64>,
+    /// Why it failed or how it exited.
+    pub message: Option<String>,
+}
+
+/// The hub's persistent state. Implemented once per database backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the user if it does not exist; updates the admin flag if it does.
+    async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError>;
+    /// Records a new session.
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
+    /// Looks a session up by id.
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Deletes a session (logout). Deleting a missing session is not an error.
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Records a server's state, replacing the previous record.
+    async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError>;
+    /// The recorded state of `username`'s server.
+    async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError>;
+}

@@ -1,0 +1,217 @@
+//! SQLite backend of [`Store`], the embedded default.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::{ServerRecord, SessionRecord, Store, StoreError};
+
+/// The SQLite migrations from `migrations/sqlite`, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A [`Store`] in one SQLite file (WAL mode).
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `url` (`sqlite://PATH`). With `create`, a missing file is created
+    /// (for `hub migrate`); without it, a missing file is [`StoreError::NotMigrated`].
+    pub async fn open(url: &str, create: bool) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        if !create {
+            let path = opts.get_filename();
+            if !path.exists() {
+                return Err(StoreError::NotMigrated { url: url.to_string(), problem: "does not exist".into() });
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies every pending migration. Running it on an up-to-date database does nothing.
+    /// Returns how many migrations were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = self.applied().await?.len();
+        MIGRATOR.run(&self.pool).await?;
+        Ok(self.applied().await?.len() - before)
+    }
+
+    /// Fails with [`StoreError::NotMigrated`] unless every migration this binary knows has been
+    /// applied.
+    pub async fn check_schema(&self, url: &str) -> Result<(), StoreError> {
+        let applied = self.applied().await?;
+        let known: BTreeSet<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        let missing = known.difference(&applied).count();
+        if missing > 0 {
+            return Err(StoreError::NotMigrated {
+                url: url.to_string(),
+                problem: format!("is missing {missing} of {} schema migrations", known.len()),
+            });
+        }
+        Ok(())
+    }
+
+    async fn applied(&self) -> Result<BTreeSet<i64>, StoreError> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(BTreeSet::new());
+        }
+        let rows: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (name, admin, created) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET admin = excluded.admin",
+        )
+        .bind(name)
+        .bind(admin)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO sessions (id, username, created, expires) VALUES (?1, ?2, ?3, ?4)")
+            .bind(&s.id)
+            .bind(&s.username)
+            .bind(s.created)
+            .bind(s.expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, username, created, expires FROM sessions WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(SessionRecord {
+                id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                created: r.try_get("created")?,
+                expires: r.try_get("expires")?,
+            }),
+        })
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id = ?1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO servers (username, state, pid, port, started, stopped, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(username) DO UPDATE SET state = excluded.state, pid = excluded.pid,
+               port = excluded.port, started = excluded.started, stopped = excluded.stopped,
+               message = excluded.message",
+        )
+        .bind(&s.username)
+        .bind(&s.state)
+        .bind(s.pid)
+        .bind(s.port)
+        .bind(s.started)
+        .bind(s.stopped)
+        .bind(&s.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT username, state, pid, port, started, stopped, message FROM servers WHERE username = ?1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(ServerRecord {
+                username: r.try_get("username")?,
+                state: r.try_get("state")?,
+                pid: r.try_get("pid")?,
+                port: r.try_get("port")?,
+                started: r.try_get("started")?,
+                stopped: r.try_get("stopped")?,
+                message: r.try_get("message")?,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrate_is_idempotent_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/hub.sqlite", dir.path().display());
+        let err = SqliteStore::open(&url, false).await.expect_err("missing db must be refused");
+        assert!(err.to_string().contains("hub migrate"), "{err}");
+
+        let store = SqliteStore::open(&url, true).await.expect("create");
+        let err = store.check_schema(&url).await.expect_err("unmigrated db must be refused");
+        assert!(err.to_string().contains("hub migrate"), "{err}");
+        assert_eq!(store.migrate().await.expect("migrate"), MIGRATOR.iter().count());
+        assert_eq!(store.migrate().await.expect("migrate again"), 0);
+        store.check_schema(&url).await.expect("schema current");
+    }
+
+    #[tokio::test]
+    async fn sessions_and_servers_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/hub.sqlite", dir.path().display());
+        let store = SqliteStore::open(&url, true).await.expect("create");
+        store.migrate().await.expect("migrate");
+        store.upsert_user("ann", false, 10).await.expect("user");
+        store.upsert_user("ann", true, 20).await.expect("user again");
+        let s = SessionRecord { id: "a".repeat(32), username: "ann".into(), created: 10, expires: 99 };
+        store.create_session(&s).await.expect("session");
+        assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
+        store.delete_session(&s.id).await.expect("delete");
+        assert_eq!(store.get_session(&s.id).await.expect("get"), None);
+        // A session for a user the hub never saw violates the foreign key.
+        let orphan = SessionRecord { username: "nobody".into(), ..s };
+        assert!(store.create_session(&orphan).await.is_err());
+
+        let rec = ServerRecord {
+            username: "ann".into(),
+            state: "running".into(),
+            pid: Some(42),
+            port: Some(5000),
+            started: Some(11),
+            stopped: None,
+            message: None,
+        };
+        store.put_server(&rec).await.expect("put");
+        let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), ..rec };
+        store.put_server(&stopped).await.expect("put again");
+        assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
+    }
+}

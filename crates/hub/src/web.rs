@@ -1,0 +1,518 @@
+//! The hub's own pages and routes: `/hub/login`, `/hub/home`, `/hub/spawn`, `/hub/logout`,
+//! `/hub/health`, the spawn progress stream, and the router that puts them together with the
+//! proxy.
+
+use std::convert::Infallible;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::{Form, Json};
+use futures_util::Stream;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Deserialize;
+
+use crate::auth::{AuthError, Authenticator, normalize_username};
+use crate::config::Config;
+use crate::renewer::{Renewer, TicketOwner, Trigger};
+use crate::servers::{ServerState, Servers};
+use crate::session::{Session, Sessions};
+use crate::spawner::{LinuxUser, SpawnError};
+use crate::store::Store;
+use crate::{percent_encode, unix_now};
+
+/// Everything a request handler can reach.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Session issuing and checking.
+    pub sessions: Sessions,
+    /// Password checking (PAM).
+    pub auth: Arc<dyn Authenticator>,
+    /// Users' servers.
+    pub servers: Arc<Servers>,
+    /// Kerberos ticket renewals.
+    pub renewer: Arc<Renewer>,
+    /// Pooled HTTP client for proxied requests (TCP_NODELAY on).
+    pub client: Client<HttpConnector, Body>,
+}
+
+/// Shared application state: a cheap handle to [`App`].
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// Builds the router: the hub's pages under `/hub/`, the proxy under `/user/`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/hub", get(root))
+        .route("/hub/", get(root))
+        .route("/hub/health", get(health))
+        .route("/hub/login", get(login_page).post(login_submit))
+        .route("/hub/logout", get(logout))
+        .route("/hub/home", get(home))
+        .route("/hub/home/start", post(home_start))
+        .route("/hub/home/stop", post(home_stop))
+        .route("/hub/spawn", get(spawn_page))
+        .route("/hub/api/users/{name}/server/progress", get(progress))
+        .route("/user", any(crate::proxy::handle))
+        .route("/user/", any(crate::proxy::handle))
+        .route("/user/{*rest}", any(crate::proxy::handle))
+        .fallback(|| async { error_page(StatusCode::NOT_FOUND, "Not found", "There is no page here.") })
+        .with_state(state)
+}
+
+/// The logged-in user of a hub page. Rejects with a redirect to the login page that comes
+/// back to the same URL.
+pub struct CurrentUser(pub Session);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        if let Some(s) = session_of(app, &parts.headers).await {
+            return Ok(CurrentUser(s));
+        }
+        let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/home");
+        Err(Redirect::to(&format!("/hub/login?next={}", percent_encode(next))).into_response())
+    }
+}
+
+async fn session_of(app: &AppState, headers: &HeaderMap) -> Option<Session> {
+    let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
+    app.sessions.from_cookie_header(cookie, unix_now()).await
+}
+
+/// Whether a state-changing request's `Origin` (or `Referer`) is the hub's own: it must match
+/// `[hub] public_url` or the request's `Host`. A request with neither header (a non-browser
+/// client) passes: browsers always send `Origin` on cross-site POSTs and WebSocket upgrades.
+pub fn origin_allowed(app: &AppState, h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).or_else(|| h.get(header::REFERER)).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host_of = |url: &str| -> Option<String> {
+        let rest = url.split_once("://")?.1;
+        Some(rest.split(['/', '?', '#']).next()?.to_ascii_lowercase())
+    };
+    let Some(origin_host) = host_of(origin) else { return false };
+    let public = host_of(&app.config.hub.public_url);
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    Some(&origin_host) == public.as_ref() || Some(&origin_host) == host.as_ref()
+}
+
+/// `next` if it is a path on this hub (starts with one `/`, no backslash or control
+/// characters), so a login link cannot send the user to another site.
+fn safe_next(next: Option<&str>) -> Option<String> {
+    let n = next?;
+    let ok = n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.contains('\\')
+        && n.len() < 2048
+        && !n.chars().any(|c| c.is_control());
+    ok.then(|| n.to_string())
+}
+
+async fn root(State(app): State<AppState>, headers: HeaderMap) -> Redirect {
+    if session_of(&app, &headers).await.is_some() { Redirect::to("/hub/home") } else { Redirect::to("/hub/login") }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if session_of(&app, &headers).await.is_some() {
+        return Redirect::to(next.as_deref().unwrap_or("/hub/home")).into_response();
+    }
+    login_form(StatusCode::OK, "", next.as_deref().unwrap_or(""), None)
+}
+
+fn login_form(status: StatusCode, username: &str, next: &str, error: Option<&str>) -> Response {
+    let e = esc;
+    let err = error.map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, e(m))).unwrap_or_default();
+    let body = format!(
+        r#"<h1>Sign in</h1>{err}
+<form method="post" action="/hub/login" class="card">
+  <label>User name <input name="username" autocomplete="username" autocapitalize="none" value="{}" required autofocus></label>
+  <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+  <input type="hidden" name="next" value="{}">
+  <button type="submit">Sign in</button>
+</form>"#,
+        e(username),
+        e(next)
+    );
+    (status, page("Sign in", &body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+const LOGIN_REFUSED: &str = "Invalid user name or password.";
+
+async fn login_submit(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    let next = safe_next(Some(&f.next));
+    let next_s = next.clone().unwrap_or_default();
+    if f.username.trim().is_empty() || f.password.is_empty() {
+        return login_form(StatusCode::BAD_REQUEST, &f.username, &next_s, Some("Enter your user name and password."));
+    }
+    let name = match normalize_username(&f.username) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::info!(reason = %e, "login refused");
+            return login_form(StatusCode::FORBIDDEN, &f.username, &next_s, Some(LOGIN_REFUSED));
+        }
+    };
+    let user = match app.auth.authenticate(&name, &f.password).await {
+        Ok(u) => u,
+        Err(AuthError::Internal(e)) => {
+            tracing::error!(user = %name, error = %e, "login failed: authenticator error");
+            return login_form(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &f.username,
+                &next_s,
+                Some("Sign-in is not working right now; please tell an admin."),
+            );
+        }
+        Err(e) => {
+            tracing::info!(user = %name, reason = %e, "login refused");
+            return login_form(StatusCode::FORBIDDEN, &f.username, &next_s, Some(LOGIN_REFUSED));
+        }
+    };
+    let linux = match LinuxUser::lookup_async(&user).await {
+        Ok(u) if u.uid == 0 => {
+            tracing::warn!(user = %user, "login refused: UID 0 accounts may not use the hub");
+            return login_form(
+                StatusCode::FORBIDDEN,
+                &f.username,
+                &next_s,
+                Some("This account may not use the hub (it is a root account)."),
+            );
+        }
+        Ok(u) => u,
+        Err(e @ SpawnError::NoSuchUser(_)) => {
+            tracing::warn!(user = %user, error = %e, "login refused: authenticated but no Linux account");
+            return login_form(
+                StatusCode::FORBIDDEN,
+                &f.username,
+                &next_s,
+                Some("There is no Linux account for this user on the hub's host; ask an admin."),
+            );
+        }
+        Err(e) => {
+            tracing::error!(user = %user, error = %e, "login failed: account lookup");
+            return login_form(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &f.username,
+                &next_s,
+                Some("Sign-in is not working right now; please tell an admin."),
+            );
+        }
+    };
+    let now = unix_now();
+    let admin = app.config.auth.admin_users.contains(&user);
+    let created = async {
+        app.store.upsert_user(&user, admin, now).await?;
+        app.sessions.create(&user, now).await
+    }
+    .await;
+    let set_cookie = match created {
+        Ok((_, c)) => c,
+        Err(e) => {
+            tracing::error!(user = %user, error = %e, "login failed: could not record the session");
+            return login_form(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &f.username,
+                &next_s,
+                Some("Sign-in is not working right now; please tell an admin."),
+            );
+        }
+    };
+    tracing::info!(user = %user, "logged in");
+    app.renewer.trigger(TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid }, Trigger::Login);
+    app.servers.start(linux);
+    let target = match next {
+        Some(n) if !n.starts_with("/hub/login") => format!("/hub/spawn?next={}", percent_encode(&n)),
+        _ => "/hub/spawn".to_string(),
+    };
+    ([(header::SET_COOKIE, set_cookie)], Redirect::to(&target)).into_response()
+}
+
+async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(s) = session_of(&app, &headers).await {
+        if let Err(e) = app.sessions.revoke(&s.id).await {
+            tracing::error!(user = %s.username, error = %e, "could not revoke the session");
+        }
+        tracing::info!(user = %s.username, "logged out");
+    }
+    ([(header::SET_COOKIE, app.sessions.clear_cookie())], Redirect::to("/hub/login")).into_response()
+}
+
+async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
+    let e = esc;
+    let name = &s.username;
+    let state = app.servers.state(name);
+    let server = match &state {
+        ServerState::Running { pid, .. } => format!(
+            r#"<p class="state ok">Your server is running (pid {pid}).</p>
+<p><a class="button" href="/user/{n}{url}">Open JupyterLab</a></p>
+<form method="post" action="/hub/home/stop"><button class="secondary">Stop my server</button></form>"#,
+            n = e(name),
+            url = e(&app.config.spawner.default_url)
+        ),
+        ServerState::Starting { message, .. } => format!(
+            r#"<p class="state">Your server is starting: {}.</p><p><a class="button" href="/hub/spawn">Show progress</a></p>
+<form method="post" action="/hub/home/stop"><button class="secondary">Cancel</button></form>"#,
+            e(message)
+        ),
+        ServerState::Stopping => r#"<p class="state">Your server is stopping.</p>"#.to_string(),
+        ServerState::Stopped { message } => format!(
+            r#"<p class="state">Your server is not running.{}</p>
+<form method="post" action="/hub/home/start"><button>Start my server</button></form>"#,
+            message.as_deref().map(|m| format!(" {}", e(m))).unwrap_or_default()
+        ),
+        ServerState::Failed { message, log_tail } => format!(
+            r#"<p class="state error">Your server failed: {}</p>{}
+<form method="post" action="/hub/home/start"><button>Start my server</button></form>"#,
+            e(message),
+            log_block(log_tail)
+        ),
+    };
+    let ticket = if app.renewer.enabled() {
+        match app.renewer.status(name) {
+            Some(t) if t.last_error.is_some() => format!(
+                r#"<p class="state error">Kerberos: the last renewal failed ({} in a row): {}. Ask an admin to check your keytab and the KDC.</p>"#,
+                t.consecutive_failures,
+                e(t.last_error.as_deref().unwrap_or_default())
+            ),
+            Some(t) if t.last_success.is_some() => format!(
+                r#"<p class="state ok">Kerberos ticket renewed at {} UTC.</p>"#,
+                t.last_success.map(|s| humantime::format_rfc3339_seconds(s).to_string()).unwrap_or_default()
+            ),
+            _ => r#"<p class="state">Kerberos: no ticket requested yet.</p>"#.to_string(),
+        }
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>"#,
+        e(name),
+        state.name()
+    );
+    page_with_user("Home", &body, name).into_response()
+}
+
+async fn home_start(State(app): State<AppState>, headers: HeaderMap, CurrentUser(s): CurrentUser) -> Response {
+    if !origin_allowed(&app, &headers) {
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-site request refused.");
+    }
+    match LinuxUser::lookup_async(&s.username).await {
+        Ok(u) => {
+            app.servers.start(u);
+            Redirect::to("/hub/spawn").into_response()
+        }
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &e.to_string()),
+    }
+}
+
+async fn home_stop(State(app): State<AppState>, headers: HeaderMap, CurrentUser(s): CurrentUser) -> Response {
+    if !origin_allowed(&app, &headers) {
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-site request refused.");
+    }
+    match LinuxUser::lookup_async(&s.username).await {
+        Ok(u) => {
+            app.servers.stop(&u).await;
+            Redirect::to("/hub/home").into_response()
+        }
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot stop", &e.to_string()),
+    }
+}
+
+async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Query(q): Query<NextQuery>) -> Response {
+    let e = esc;
+    let name = &s.username;
+    let target = safe_next(q.next.as_deref())
+        .filter(|n| n.starts_with(&format!("/user/{name}/")))
+        .unwrap_or_else(|| format!("/user/{name}{}", app.config.spawner.default_url));
+    match app.servers.state(name) {
+        ServerState::Running { .. } => return Redirect::to(&target).into_response(),
+        ServerState::Starting { .. } => {}
+        _ => match LinuxUser::lookup_async(name).await {
+            Ok(u) => app.servers.start(u),
+            Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
+        },
+    }
+    let body = format!(
+        r#"<h1>Starting your server</h1>
+<section class="card">
+<progress id="bar" max="100" value="0"></progress>
+<p id="msg" role="status">Waiting for the spawner…</p>
+<div id="fail" hidden><p class="error" id="failmsg"></p><pre id="log"></pre><p><a class="button" href="/hub/home">Back to home</a></p></div>
+<noscript><p>This page needs JavaScript to follow the progress. <a href="{t}">Open your server</a> once it is ready.</p></noscript>
+</section>
+<script>
+const src = new EventSource("/hub/api/users/{n}/server/progress");
+src.onmessage = (ev) => {{
+  const d = JSON.parse(ev.data);
+  document.getElementById("bar").value = d.progress;
+  document.getElementById("msg").textContent = d.message;
+  if (d.ready) {{ src.close(); window.location.replace({tj}); }}
+  if (d.failed) {{
+    src.close();
+    document.getElementById("fail").hidden = false;
+    document.getElementById("failmsg").textContent = d.message;
+    document.getElementById("log").textContent = d.log_tail || "";
+  }}
+}};
+</script>"#,
+        t = e(&target),
+        n = percent_encode(name),
+        tj = serde_json::Value::String(target.clone()).to_string().replace('<', "\\u003c"),
+    );
+    page_with_user("Starting", &body, name).into_response()
+}
+
+/// Spawn progress as server-sent events, in JupyterHub's format: each event's data is
+/// `{"progress": 0-100, "message": "...", "ready": bool, "failed"?: true, "url"?: "..."}`;
+/// the stream ends after `ready` or `failed` (JupyterHub REST API,
+/// `GET /users/{name}/server/progress`).
+async fn progress(State(app): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let Some(s) = session_of(&app, &headers).await else {
+        return (StatusCode::FORBIDDEN, Json(serde_json::json!({"status": 403, "message": "not logged in"})))
+            .into_response();
+    };
+    if s.username != name {
+        return (StatusCode::FORBIDDEN, Json(serde_json::json!({"status": 403, "message": "not your server"})))
+            .into_response();
+    }
+    let url = format!("/user/{name}/");
+    let rx = app.servers.subscribe(&name);
+    Sse::new(progress_stream(rx, url)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+fn progress_stream(
+    rx: tokio::sync::watch::Receiver<ServerState>,
+    url: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((rx, false, true), move |(mut rx, done, first)| {
+        let url = url.clone();
+        async move {
+            if done {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let st = rx.borrow_and_update().clone();
+            let (data, end) = match st {
+                ServerState::Running { .. } => (
+                    serde_json::json!({"progress": 100, "ready": true, "message": format!("Server ready at {url}"), "url": url}),
+                    true,
+                ),
+                ServerState::Starting { progress, message } => {
+                    (serde_json::json!({"progress": progress, "ready": false, "message": message}), false)
+                }
+                ServerState::Failed { message, log_tail } => (
+                    serde_json::json!({"progress": 100, "ready": false, "failed": true, "message": format!("Spawn failed: {message}"), "log_tail": log_tail}),
+                    true,
+                ),
+                ServerState::Stopping => {
+                    (serde_json::json!({"progress": 0, "ready": false, "message": "Stopping"}), false)
+                }
+                ServerState::Stopped { message } => (
+                    serde_json::json!({"progress": 100, "ready": false, "failed": true, "message": message.unwrap_or_else(|| "The server is not running".into())}),
+                    true,
+                ),
+            };
+            Some((Ok(Event::default().data(data.to_string())), (rx, end, false)))
+        }
+    })
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_safe(s)
+}
+
+fn log_block(tail: &str) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<details open><summary>Last lines of the server log</summary><pre>{}</pre></details>",
+        html_escape::encode_safe(tail)
+    )
+}
+
+/// A plain error page with `status`.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let e = esc;
+    let body = format!(r#"<h1>{}</h1><p class="card">{}</p><p><a href="/hub/home">Home</a></p>"#, e(title), e(message));
+    (status, page(title, &body)).into_response()
+}
+
+fn page_with_user(title: &str, body: &str, user: &str) -> Html<String> {
+    let nav = format!(
+        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <a href="/hub/logout">Sign out</a></nav>"#,
+        html_escape::encode_safe(user)
+    );
+    page(title, &format!("{nav}{body}"))
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · hub</title><style>{CSS}</style></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
+        html_escape::encode_safe(title)
+    ))
+}
+
+const CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}\
+header{background:#1d2330;color:#fff;padding:.6rem 1.2rem}main{max-width:46rem;margin:1.5rem auto;padding:0 1rem}\
+nav{margin-bottom:1rem;color:#555}.card{background:#fff;border:1px solid #dde;border-radius:8px;padding:1rem 1.2rem;margin:0 0 1rem}\
+form.card label{display:block;margin:.5rem 0}input{display:block;width:100%;box-sizing:border-box;padding:.5rem;font:inherit}\
+button,.button{background:#2f6fde;color:#fff;border:0;border-radius:6px;padding:.5rem 1rem;font:inherit;cursor:pointer;text-decoration:none;display:inline-block}\
+button.secondary{background:#667}.error{color:#b00020}.ok{color:#17663a}progress{width:100%;height:1.2rem}\
+pre{background:#111;color:#eee;padding:.8rem;overflow:auto;max-height:20rem;font-size:13px}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_stay_on_the_hub() {
+        assert_eq!(safe_next(Some("/user/ann/lab?x=1")).as_deref(), Some("/user/ann/lab?x=1"));
+        for bad in ["https://evil.example", "//evil.example/", "/\\evil.example", "/a\nb", "lab"] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
+    }
+}
