@@ -1,1 +1,367 @@
-//! placeholder
+//! End-to-end tests on real parts: PAM with real Linux users, a real MIT KDC, a real
+//! JupyterLab from PyPI, the hub on a loopback port. Run as root after `scripts/setup.sh`
+//! (`bash tests/run.sh` does both).
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hub::servers::ServerState;
+use support::{Kdc, PamService, TestHub, TestUser, random_hex, require_root};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// `(uid, gid, groups)` of a live process, from `/proc/PID/status` (real IDs).
+fn proc_ids(pid: u32) -> (u32, u32, Vec<u32>) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> Vec<u32> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    (field("Uid:")[0], field("Gid:")[0], field("Groups:"))
+}
+
+/// The "Valid starting" time of the TGT in a ccache, as klist prints it.
+fn ticket_start(kdc: &Kdc, ccache: &Path) -> String {
+    let out = kdc.klist(ccache);
+    assert!(out.status.success(), "klist failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains("krbtgt/")).unwrap_or_else(|| panic!("no TGT in {text}"));
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// Waits (polling, up to 15 s) until the ticket in `ccache` has a start time other than `old`.
+async fn wait_new_ticket(kdc: &Kdc, ccache: &Path, old: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = ticket_start(kdc, ccache);
+        if now != old {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the ticket was not renewed (still starts {old})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sleeps into the next wall-clock second, so that a new ticket's start time (one-second
+/// resolution) differs from the current one.
+async fn next_second() {
+    let sub = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").subsec_millis();
+    tokio::time::sleep(Duration::from_millis(1010 - u64::from(sub))).await;
+}
+
+fn notebook(source: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "notebook",
+        "format": "json",
+        "content": {
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+            "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": null, "outputs": [], "source": source}]
+        }
+    })
+}
+
+/// Runs `code` in a kernel over the hub's WebSocket tunnel and returns the `text/plain` of its
+/// `execute_result` (Jupyter messaging spec 5.3, JSON over WebSocket as jupyter-server speaks it).
+async fn execute(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    session: &str,
+    code: &str,
+) -> String {
+    let msg_id = random_hex(16);
+    let msg = serde_json::json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": false, "store_history": true, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    ws.send(Message::text(msg.to_string())).await.expect("send execute_request");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("kernel reply in time")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+        if v["parent_header"]["msg_id"] != msg_id {
+            continue;
+        }
+        match v["header"]["msg_type"].as_str() {
+            Some("execute_result") => {
+                return v["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_string();
+            }
+            Some("error") => panic!("kernel error: {}", v["content"]),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn main_job_end_to_end() {
+    require_root();
+    let pam = PamService::create();
+    let kdc = Kdc::start();
+    let ann = TestUser::create();
+    let bob = TestUser::create(); // has no keytab: login and spawn must still work
+    kdc.add_user_with_keytab(&ann);
+    let hub = TestHub::start(&pam, Some(&kdc), "").await;
+
+    // -- Login as ann: a session cookie, a redirect to the spawn page.
+    let c = hub.client();
+    let r = hub.login(&c, &ann.name, &ann.password).await;
+    assert_eq!(r.status(), 303, "login must redirect");
+    assert_eq!(r.headers()["location"], "/hub/spawn");
+    let set_cookie = r.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    for flag in ["hub-session=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
+    }
+    assert!(!set_cookie.contains("Secure"), "http public_url must not set Secure");
+    let cookie_pair = set_cookie.split(';').next().expect("pair").to_string();
+    let r = c.get(hub.url("/hub/spawn")).send().await.expect("spawn page");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.expect("body").contains("<progress"), "spawn page shows progress");
+
+    // -- Spawn: progress events until ready, then api/status through the proxy.
+    hub.wait_ready(&c, &ann.name).await;
+    let r = c.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 200, "api/status through the hub");
+    let r = c.get(hub.url("/hub/spawn")).send().await.expect("spawn when running");
+    assert_eq!(r.headers()["location"].to_str().expect("loc"), format!("/user/{}/lab", ann.name));
+
+    // -- The server runs as ann: uid, primary gid and supplementary groups.
+    let ServerState::Running { pid, port, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
+    let (uid, gid, groups) = proc_ids(pid);
+    assert_eq!((uid, gid), (ann.uid, ann.gid));
+    let extra_gid = nix::unistd::Group::from_name(&ann.group).expect("getgrnam").expect("group").gid.as_raw();
+    assert!(groups.contains(&extra_gid) && groups.contains(&ann.gid), "groups {groups:?}");
+    assert!(!groups.contains(&0), "root's group must not be kept: {groups:?}");
+    // The server listens on loopback only, and refuses a request without the hub's token.
+    let direct = reqwest::get(format!("http://127.0.0.1:{port}/user/{}/api/contents", ann.name)).await.expect("direct");
+    assert_eq!(direct.status(), 403, "the server must refuse requests that did not come through the hub");
+
+    // -- Login ran kinit: the ccache is ann's, 0600, and holds her principal.
+    let ccache = hub.data_dir.path().join(format!("ccache/krb5cc_{}", ann.uid));
+    let meta = std::fs::metadata(&ccache).expect("ccache exists after login");
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (ann.uid, ann.gid, 0o600));
+    let klist = String::from_utf8_lossy(&kdc.klist(&ccache).stdout).into_owned();
+    assert!(klist.contains(&format!("{}@{}", ann.name, kdc.realm)), "{klist}");
+    let t0 = ticket_start(&kdc, &ccache);
+
+    // -- Save a notebook through the hub: the file is ann's, and the save renews the ticket.
+    next_second().await;
+    let nb_url = hub.url(&format!("/user/{}/api/contents/x.ipynb", ann.name));
+    let r = c.put(&nb_url).json(&notebook("1+1")).send().await.expect("save");
+    assert_eq!(r.status(), 201, "new notebook");
+    let file = ann.home.join("x.ipynb");
+    assert_eq!(std::fs::metadata(&file).expect("notebook on disk").uid(), ann.uid);
+    let t1 = wait_new_ticket(&kdc, &ccache, &t0).await;
+    next_second().await;
+    let r = c.put(&nb_url).json(&notebook("2+2")).send().await.expect("second save");
+    assert_eq!(r.status(), 200, "overwrite");
+    let t2 = wait_new_ticket(&kdc, &ccache, &t1).await;
+    // -- Opening the notebook (as JupyterLab does) renews it too.
+    next_second().await;
+    let r = c.get(format!("{nb_url}?type=notebook&content=1&hash=0")).send().await.expect("open");
+    assert_eq!(r.status(), 200);
+    wait_new_ticket(&kdc, &ccache, &t2).await;
+    let meta = std::fs::metadata(&ccache).expect("ccache");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (ann.uid, 0o600), "still ann's and 0600 after renewals");
+
+    // -- A kernel over the WebSocket tunnel: 1+1, and it sees the ccache and runs as ann.
+    let r = c
+        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("start kernel");
+    assert_eq!(r.status(), 201);
+    let kernel: serde_json::Value = r.json().await.expect("kernel json");
+    let session = random_hex(16);
+    let mut req = format!(
+        "ws://{}/user/{}/api/kernels/{}/channels?session_id={session}",
+        hub.addr,
+        ann.name,
+        kernel["id"].as_str().expect("id")
+    )
+    .into_client_request()
+    .expect("ws request");
+    req.headers_mut().insert("cookie", cookie_pair.parse().expect("cookie"));
+    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(pair) => pair,
+        Err(e) => panic!(
+            "WebSocket through the hub: {e}\nserver log:\n{}",
+            hub::servers::log_tail(&hub.state.servers.log_path(&ann.name))
+        ),
+    };
+    assert_eq!(execute(&mut ws, &session, "1+1").await, "2");
+    let env = execute(&mut ws, &session, "import os; (os.environ.get('KRB5CCNAME'), os.getuid())").await;
+    assert_eq!(env, format!("('FILE:{}', {})", ccache.display(), ann.uid));
+    // A large message passes the tunnel untouched.
+    let big = execute(&mut ws, &session, "len('x' * 3_000_000 + 'y')").await;
+    assert_eq!(big, "3000001");
+    ws.close(None).await.expect("close");
+
+    // -- Bob (no keytab) logs in: spawn works, the kinit failure is logged and shown.
+    let cb = hub.client();
+    assert_eq!(hub.login(&cb, &bob.name, &bob.password).await.status(), 303);
+    hub.wait_ready(&cb, &bob.name).await;
+    let r = cb.get(hub.url(&format!("/user/{}/api/status", bob.name))).send().await.expect("bob status");
+    assert_eq!(r.status(), 200);
+    let status = hub.state.renewer.status(&bob.name).expect("bob has a renewal status");
+    assert!(status.last_error.as_deref().unwrap_or_default().contains("does not exist"), "{status:?}");
+    assert!(support::log_line_with(&[&bob.name, "login", "kinit failed", "does not exist"]), "kinit failure logged");
+    let home = cb.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
+    assert!(home.contains("Kerberos: the last renewal failed"), "{home}");
+
+    // -- Bob cannot reach ann's server, by page, API or WebSocket.
+    for path in ["/", "/api/status", "/api/contents/x.ipynb"] {
+        let r = cb.get(hub.url(&format!("/user/{}{path}", ann.name))).send().await.expect("cross-user");
+        assert_eq!(r.status(), 403, "bob on ann's {path}");
+    }
+    // -- No session: redirect to the login page with a way back.
+    let anon = hub.client();
+    let r = anon.get(hub.url(&format!("/user/{}/lab?reset", ann.name))).send().await.expect("anon");
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"].to_str().expect("loc"),
+        format!("/hub/login?next=/user/{}/lab%3Freset", ann.name)
+    );
+
+    // -- Home shows the running server; Stop ends it and every process of ann's.
+    let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
+    assert!(home.contains("data-state=\"running\"") && home.contains("Kerberos ticket renewed"), "{home}");
+    let r = c.post(hub.url("/hub/home/stop")).send().await.expect("stop");
+    assert_eq!(r.status(), 303);
+    assert!(matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }));
+    assert_eq!(ann.processes(), Vec::<u32>::new(), "no process of ann may remain after stop");
+    assert!(!ccache.exists(), "the ccache is removed when the server stops");
+    let r = c.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("after stop");
+    assert_eq!(r.status(), 503, "a stopped server is not proxied");
+
+    // -- Logout revokes the session, even for a copied cookie.
+    let r = c.get(hub.url("/hub/logout")).send().await.expect("logout");
+    assert_eq!(r.status(), 303);
+    let r = hub.client().get(hub.url("/hub/home")).header("cookie", &cookie_pair).send().await.expect("old cookie");
+    assert_eq!(r.status(), 303, "a logged-out session must not work");
+
+    // -- Shutting the hub down stops bob's server too.
+    hub.stop().await;
+    assert_eq!(bob.processes(), Vec::<u32>::new(), "no process of bob may remain after shutdown");
+    let logs = support::logs();
+    assert!(!logs.contains(&ann.password) && !logs.contains(&bob.password), "passwords must never be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refusals() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let hub = TestHub::start(&pam, None, "").await;
+    let c = hub.client();
+
+    let wrong = hub.login(&c, &ann.name, "not-the-password").await;
+    assert_eq!(wrong.status(), 403);
+    assert!(wrong.headers().get("set-cookie").is_none(), "no session on a wrong password");
+    let wrong_body = wrong.text().await.expect("body");
+    assert!(wrong_body.contains("Invalid user name or password."));
+    assert!(wrong_body.contains(&format!("value=\"{}\"", ann.name)), "the form keeps the user name");
+
+    let ghost = format!("nouser{}", random_hex(4));
+    let unknown = hub.login(&c, &ghost, "whatever-pw").await;
+    assert_eq!(unknown.status(), 403);
+    assert!(unknown.headers().get("set-cookie").is_none());
+    assert!(
+        unknown.text().await.expect("body").contains("Invalid user name or password."),
+        "same message for an unknown user"
+    );
+
+    let bad = hub.login(&c, "../../etc/passwd", "x").await;
+    assert_eq!(bad.status(), 403);
+    let empty = hub.login(&c, "", "").await;
+    assert_eq!(empty.status(), 400);
+
+    let logs = support::logs();
+    assert!(
+        support::log_line_with(&[&ann.name, "login refused", "PAM", "refused the password"]),
+        "the log says PAM refused ann"
+    );
+    assert!(support::log_line_with(&[&ghost, "login refused", "PAM"]), "the log says PAM refused the unknown user");
+    assert!(logs.contains("invalid user name"), "the log says the name was invalid");
+    assert!(!logs.contains("not-the-password") && !logs.contains("whatever-pw"), "passwords are never logged");
+    // No one is logged in.
+    let r = c.get(hub.url("/hub/home")).send().await.expect("home");
+    assert_eq!(r.status(), 303);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_spawn_shows_reason_and_log_tail() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    // A "server" that writes to stderr and exits: the hub appends its own arguments, which
+    // sh receives as $0.. and ignores.
+    let hub =
+        TestHub::start_with_cmd(&pam, &["/bin/sh", "-c", "echo \"boom: cannot import jupyterlab\" >&2; exit 3"]).await;
+    let c = hub.client();
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    use futures_util::StreamExt;
+    let resp = c.get(hub.url(&format!("/hub/api/users/{}/server/progress", ann.name))).send().await.expect("progress");
+    let mut events = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(events.contains("\"failed\":true"), "{events}");
+    assert!(events.contains("exited with status 3"), "{events}");
+    assert!(events.contains("boom: cannot import jupyterlab"), "the log tail is in the event: {events}");
+    let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
+    assert!(home.contains("Your server failed") && home.contains("boom: cannot import jupyterlab"), "{home}");
+    hub.stop().await;
+}
+
+/// The `hub` binary's own checks: bad hub.toml, serve before migrate, migrate twice.
+#[test]
+fn cli_refuses_bad_config_and_unmigrated_database() {
+    let hub = env!("CARGO_BIN_EXE_hub");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(&cfg, "[hub]\nbind = \"127.0.0.1:0\"\n\n[spawner]\ncmd = [\"/bin/true\"]\nstart_timout = \"5s\"\n")
+        .expect("write");
+    let out = Command::new(hub).args(["check-config", "--config"]).arg(&cfg).output().expect("run hub");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 6") && err.contains("start_timout"), "names line and key: {err}");
+
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hub]\nbind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[spawner]\ncmd = [\"/bin/true\"]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(hub).arg("serve").env("HUB_CONFIG", &cfg).output().expect("run hub");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not exist") && err.contains("hub migrate"), "{err}");
+
+    let out = Command::new(hub).args(["migrate", "--config"]).arg(&cfg).output().expect("migrate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied"));
+    let out = Command::new(hub).args(["migrate", "--config"]).arg(&cfg).output().expect("migrate again");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "second migrate is a no-op");
+
+    let out = Command::new(hub).args(["--config", "/nonexistent/hub.toml", "serve"]).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration file /nonexistent/hub.toml"));
+}

@@ -378,7 +378,11 @@ impl Config {
             None => AuthMethod::Pam,
             Some(m) if m.get_ref() == "pam" => AuthMethod::Pam,
             Some(m) => {
-                return Err(src.err("auth.method", m, format!("is {:?}; the supported method is \"pam\"", m.get_ref())));
+                return Err(src.err(
+                    "auth.method",
+                    m,
+                    format!("is {:?}; the supported method is \"pam\"", m.get_ref()),
+                ));
             }
         };
         let pam_service = match &file.auth.pam_service {

@@ -120,7 +120,11 @@ pub async fn serve_state(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.hub.public_url, "hub listening");
-    let app = web::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    // Request tracing: a 5xx from a user's server (502 while it restarts, 503 when stopped) is
+    // worth a warning, not an error in the hub's log.
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN));
+    let app = web::router(state.clone()).layer(trace);
     // TCP_NODELAY on every browser connection: small WebSocket frames must not wait for
     // Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {

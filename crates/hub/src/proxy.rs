@@ -233,9 +233,14 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
 /// Sends an upgrade request on a fresh connection and, on 101, tunnels bytes both ways.
 async fn websocket(
     port: u16,
-    req: hyper::Request<Body>,
+    mut req: hyper::Request<Body>,
     client: hyper::upgrade::OnUpgrade,
 ) -> Result<Response, String> {
+    // A connection of our own speaks origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1);
+    // only the pooled client rewrites absolute URIs itself.
+    let origin_form: Uri =
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().map_err(|_| "bad request path")?;
+    *req.uri_mut() = origin_form;
     let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) =

@@ -165,7 +165,7 @@ impl Renewer {
         }
         let running = self.lock().entry(owner.username.clone()).or_default().running.clone();
         let Ok(guard) = running.try_lock_owned() else {
-            tracing::debug!(user = %owner.username, trigger = trigger.as_str(), outcome = "coalesced", "kinit already running");
+            tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", "kinit already running");
             return;
         };
         let this = self.clone();
@@ -186,7 +186,7 @@ impl Renewer {
         let _guard = running.lock().await;
         let recent = self.status(&owner.username).and_then(|s| s.last_success).and_then(|t| t.elapsed().ok());
         if recent.is_some_and(|age| age < fresh) {
-            tracing::debug!(user = %owner.username, trigger = trigger.as_str(), outcome = "coalesced", "ticket just renewed");
+            tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", "ticket just renewed");
             return Ok(());
         }
         self.renew_locked(owner, trigger).await
@@ -208,7 +208,7 @@ impl Renewer {
                 st.last_error = None;
                 st.consecutive_failures = 0;
                 tracing::info!(
-                    user = %owner.username, trigger = trigger.as_str(), outcome = "renewed",
+                    user = %owner.username, trigger = %trigger.as_str(), outcome = %"renewed",
                     principal = %paths.principal, ccache = %paths.ccache.display(),
                     ms = started.elapsed().as_millis() as u64, "kinit succeeded"
                 );
@@ -217,7 +217,7 @@ impl Renewer {
                 st.last_error = Some(e.to_string());
                 st.consecutive_failures += 1;
                 tracing::warn!(
-                    user = %owner.username, trigger = trigger.as_str(), outcome = "failed",
+                    user = %owner.username, trigger = %trigger.as_str(), outcome = %"failed",
                     failures = st.consecutive_failures, error = %e, "kinit failed"
                 );
             }

@@ -1,0 +1,353 @@
+//! Fixtures on real parts: Linux users with passwords, a PAM service file, a throwaway MIT
+//! Kerberos realm on a loopback port, and the hub itself on port 0.
+//!
+//! Everything created is removed on drop. The tests need root (they create users and the
+//! hub drops privileges) and the packages and venv that `scripts/setup.sh` installs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use hub::config::Config;
+use hub::web::AppState;
+
+/// The Jupyter venv made by scripts/setup.sh.
+pub fn venv() -> PathBuf {
+    PathBuf::from(std::env::var("HUB_VENV").unwrap_or_else(|_| "/opt/hub/jupyter-venv".into()))
+}
+
+/// Fails the test early with a useful message when not run as root.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests must run as root (they create Linux users)");
+    assert!(
+        venv().join("bin/jupyter-lab").exists(),
+        "no JupyterLab venv at {}: run `bash scripts/setup.sh` (or `bash tests/run.sh`)",
+        venv().display()
+    );
+}
+
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::fill(&mut b[..]);
+    hex::encode(b)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Captured tracing output of the hub running inside the test process.
+pub static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        tracing_subscriber::fmt().with_env_filter("info,hub=debug").with_ansi(false).with_writer(|| LogWriter).init();
+    });
+}
+
+/// Whether one captured log line contains every one of `parts`.
+pub fn log_line_with(parts: &[&str]) -> bool {
+    logs().lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// A real Linux user with a home directory, a password and a supplementary group.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+    pub group: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    pub fn create() -> Self {
+        let suffix = random_hex(4);
+        let name = format!("hubt{suffix}");
+        let group = format!("hubg{suffix}");
+        let password = format!("pw-{}", random_hex(8));
+        run(Command::new("groupadd").arg(&group));
+        run(Command::new("useradd").args(["-m", "-s", "/bin/bash", "-G", &group, &name]));
+        let mut p = Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd");
+        p.stdin.take().expect("stdin").write_all(format!("{name}:{password}\n").as_bytes()).expect("write");
+        assert!(p.wait().expect("wait").success(), "chpasswd failed");
+        let u = nix::unistd::User::from_name(&name).expect("getpwnam").expect("user exists");
+        Self { name, password, group, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir }
+    }
+
+    /// Live processes running with this user's UID.
+    pub fn processes(&self) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| hub::spawner::local::owner_uid(*pid) == Some(self.uid))
+            .collect()
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).status();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = Command::new("userdel").args(["-r", "-f", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("groupdel").arg(&self.group).status();
+    }
+}
+
+/// A PAM service file for the tests: pam_unix without the failure delay.
+pub struct PamService {
+    pub name: String,
+}
+
+impl PamService {
+    pub fn create() -> Self {
+        let name = format!("hub-test-{}", random_hex(4));
+        std::fs::write(
+            format!("/etc/pam.d/{name}"),
+            "auth required pam_unix.so nodelay\naccount required pam_unix.so\n",
+        )
+        .expect("write PAM service");
+        Self { name }
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.name));
+    }
+}
+
+/// A throwaway MIT Kerberos realm: its own database in a temp dir, a KDC on a loopback port.
+pub struct Kdc {
+    pub realm: String,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Kdc {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let realm = format!("HUBTEST{}.LOCAL", random_hex(3).to_uppercase());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let d = dir.path();
+        std::fs::write(
+            d.join("krb5.conf"),
+            format!(
+                "[libdefaults]\n default_realm = {realm}\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n\
+                 [realms]\n {realm} = {{\n  kdc = 127.0.0.1:{port}\n }}\n"
+            ),
+        )
+        .expect("krb5.conf");
+        std::fs::write(
+            d.join("kdc.conf"),
+            format!(
+                "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\
+                 [realms]\n {realm} = {{\n  database_name = {db}\n  key_stash_file = {stash}\n  acl_file = {acl}\n  max_life = 10h\n  max_renewable_life = 1d\n }}\n",
+                db = d.join("principal").display(),
+                stash = d.join("stash").display(),
+                acl = d.join("kadm5.acl").display(),
+            ),
+        )
+        .expect("kdc.conf");
+        std::fs::write(d.join("kadm5.acl"), "").expect("acl");
+        let env = |c: &mut Command| {
+            c.env("KRB5_CONFIG", d.join("krb5.conf")).env("KRB5_KDC_PROFILE", d.join("kdc.conf"));
+        };
+        let mut c = Command::new("kdb5_util");
+        c.args(["-r", &realm, "create", "-s", "-P", &random_hex(8)]);
+        env(&mut c);
+        run(&mut c);
+        let mut c = Command::new("krb5kdc");
+        c.args(["-n", "-r", &realm]).stdout(Stdio::null()).stderr(Stdio::null());
+        env(&mut c);
+        let child = c.spawn().expect("krb5kdc");
+        let kdc = Self { realm, dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the KDC did not start listening on 127.0.0.1:{port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kdc
+    }
+
+    pub fn krb5_conf(&self) -> PathBuf {
+        self.dir.path().join("krb5.conf")
+    }
+
+    fn kadmin(&self, query: &str) -> String {
+        let mut c = Command::new("kadmin.local");
+        c.args(["-r", &self.realm, "-q", query])
+            .env("KRB5_CONFIG", self.krb5_conf())
+            .env("KRB5_KDC_PROFILE", self.dir.path().join("kdc.conf"));
+        run(&mut c)
+    }
+
+    /// Creates `user@REALM` with the user's password and exports its keys (without
+    /// re-randomising them) to `~user/user.keytab`, owned by the user, mode 0600.
+    pub fn add_user_with_keytab(&self, user: &TestUser) -> PathBuf {
+        let principal = format!("{}@{}", user.name, self.realm);
+        self.kadmin(&format!("addprinc -pw {} {principal}", user.password));
+        let keytab = user.home.join(format!("{}.keytab", user.name));
+        self.kadmin(&format!("ktadd -k {} -norandkey {principal}", keytab.display()));
+        std::os::unix::fs::chown(&keytab, Some(user.uid), Some(user.gid)).expect("chown keytab");
+        std::fs::set_permissions(&keytab, std::fs::Permissions::from_mode(0o600)).expect("chmod keytab");
+        keytab
+    }
+
+    /// `klist -c FILE:path` output.
+    pub fn klist(&self, ccache: &Path) -> std::process::Output {
+        Command::new("klist")
+            .arg("-c")
+            .arg(format!("FILE:{}", ccache.display()))
+            .env("KRB5_CONFIG", self.krb5_conf())
+            .output()
+            .expect("klist")
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hub running inside the test process on 127.0.0.1:0 with a temporary data_dir.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHub {
+    /// Writes hub.toml (`extra` is appended to `[spawner]`), runs `hub migrate`'s code and serves.
+    pub async fn start(pam: &PamService, kdc: Option<&Kdc>, extra: &str) -> Self {
+        let cmd = format!("[\"{}/bin/jupyter-lab\"]", venv().display());
+        Self::start_inner(pam, kdc, &cmd, extra).await
+    }
+
+    /// A hub whose spawner runs `cmd` instead of JupyterLab, without Kerberos.
+    pub async fn start_with_cmd(pam: &PamService, cmd: &[&str]) -> Self {
+        let cmd = serde_json::to_string(cmd).expect("json");
+        Self::start_inner(pam, None, &cmd, "").await
+    }
+
+    async fn start_inner(pam: &PamService, kdc: Option<&Kdc>, cmd: &str, extra: &str) -> Self {
+        init_logging();
+        let data_dir = tempfile::Builder::new().prefix("hub-test-").tempdir().expect("tmp");
+        std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        let kerberos = match kdc {
+            Some(k) => format!(
+                "[kerberos]\nenabled = true\nrealm = \"{}\"\nkrb5_config = \"{}\"\n",
+                k.realm,
+                k.krb5_conf().display()
+            ),
+            None => "[kerberos]\nenabled = false\n".into(),
+        };
+        let text = format!(
+            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\n\
+             [auth]\npam_service = \"{pam}\"\n\
+             [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}",
+            dd = data_dir.path().display(),
+            pam = pam.name,
+        );
+        let path = data_dir.path().join("hub.toml");
+        std::fs::write(&path, &text).expect("hub.toml");
+        let config = Config::parse(&path, &text).expect("test config must be valid");
+        hub::migrate(&config).await.expect("migrate");
+        let state = hub::build(config).await.expect("build");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hub::serve_state(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Self { addr, state, data_dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A client with its own cookie jar that does not follow redirects.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// Posts the login form; returns the response (a redirect on success).
+    pub async fn login(&self, c: &reqwest::Client, user: &str, password: &str) -> reqwest::Response {
+        c.post(self.url("/hub/login"))
+            .form(&[("username", user), ("password", password), ("next", "")])
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// Follows the spawn progress stream until it reports ready (or fails the test with the
+    /// hub's reason and log tail).
+    pub async fn wait_ready(&self, c: &reqwest::Client, user: &str) {
+        use futures_util::StreamExt;
+        let resp = c.get(self.url(&format!("/hub/api/users/{user}/server/progress"))).send().await.expect("progress");
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        let mut seen = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, stream.next()).await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            if seen.contains("\"ready\":true") {
+                return;
+            }
+            assert!(!seen.contains("\"failed\":true"), "spawn failed: {seen}");
+        }
+        panic!("server for {user} never became ready; events: {seen}");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("join").expect("serve");
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
