@@ -10,7 +10,7 @@ set -euo pipefail
 
 HUB_VENV=${HUB_VENV:-/opt/hub/jupyter-venv}
 APT_PACKAGES=(krb5-kdc krb5-admin-server krb5-user libkrb5-dev libpam0g-dev pkg-config
-  libclang-dev clang curl python3-venv procps passwd)
+  libclang-dev clang curl python3-venv procps passwd chromium)
 PIP_PACKAGES=("jupyter-server>=2.14,<3" "jupyterlab>=4,<5" "ipykernel>=6" "websocket-client>=1.6")
 
 if [ "$(id -u)" != 0 ]; then
@@ -31,6 +31,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node.js and npm for the browser test; machines that already have them (e.g. from
+# NodeSource, whose nodejs bundles npm) keep theirs.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup.sh: installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
 if [ ! -x "$HUB_VENV/bin/jupyter-lab" ] || [ ! -f "$HUB_VENV/.hub-setup-ok" ]; then
   echo "setup.sh: creating the Jupyter venv in $HUB_VENV"
   mkdir -p "$(dirname "$HUB_VENV")"
@@ -38,5 +45,11 @@ if [ ! -x "$HUB_VENV/bin/jupyter-lab" ] || [ ! -f "$HUB_VENV/.hub-setup-ok" ]; t
   "$HUB_VENV/bin/pip" install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
   chmod -R a+rX "$HUB_VENV"
   touch "$HUB_VENV/.hub-setup-ok"
+fi
+# playwright-core (no browser download: the tests use Debian's /usr/bin/chromium).
+BROWSER_DIR=$(cd "$(dirname "$0")/../tests/browser" && pwd)
+if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+  echo "setup.sh: installing playwright-core for the browser test"
+  (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "setup.sh: ready (venv $HUB_VENV)"

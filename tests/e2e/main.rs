@@ -365,3 +365,46 @@ fn cli_refuses_bad_config_and_unmigrated_database() {
     let out = Command::new(hub).args(["--config", "/nonexistent/hub.toml", "serve"]).output().expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration file /nonexistent/hub.toml"));
 }
+
+/// A person's path in a real browser: headless Chromium signs in with the form, follows the
+/// spawn page into JupyterLab, opens a notebook from the launcher and runs `1+1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_opens_lab_and_runs_a_cell() {
+    require_root();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/lab.mjs");
+    assert!(
+        script.with_file_name("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `bash scripts/setup.sh`"
+    );
+    let pam = PamService::create();
+    let kdc = Kdc::start();
+    let ann = TestUser::create();
+    kdc.add_user_with_keytab(&ann);
+    let hub = TestHub::start(&pam, Some(&kdc), "").await;
+    let shot = hub.data_dir.path().join("lab.png");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(hub.url(""))
+        .arg(&ann.name)
+        .arg(&ann.password)
+        .arg(&shot)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
+        let _ = std::fs::copy(&shot, Path::new(&dir).join("browser-lab.png"));
+    }
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        hub::servers::log_tail(&hub.state.servers.log_path(&ann.name))
+    );
+    assert!(stdout.contains("1+1 gave"), "{stdout}");
+    // The browser's notebook work renewed the ticket through the proxy's taps (the launcher
+    // creates and opens Untitled.ipynb).
+    assert!(support::log_line_with(&[&ann.name, "trigger=open", "kinit succeeded"]), "an open was seen");
+    hub.stop().await;
+    assert_eq!(ann.processes(), Vec::<u32>::new());
+}

@@ -1,0 +1,55 @@
+// Drives Debian's headless Chromium through the hub as a person would: sign in with the form,
+// wait for JupyterLab, open a Python notebook from the launcher, run `1+1`, and check the
+// output is 2. Exits 0 on success; on failure prints why and exits 1. Either way a
+// screenshot is written.
+//
+//   node tests/browser/lab.mjs BASE_URL USER PASSWORD SCREENSHOT.png
+//
+// Used by the end-to-end test `browser_login_opens_lab_and_runs_a_cell`.
+import { chromium } from "playwright-core";
+
+const [base, user, password, shot] = process.argv.slice(2);
+if (!base || !user || !password || !shot) {
+  console.error("usage: node lab.mjs BASE_URL USER PASSWORD SCREENSHOT.png");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+let code = 0;
+try {
+  await page.goto(`${base}/hub/login`);
+  await page.fill("input[name=username]", user);
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  // The spawn page follows the progress events and then moves to JupyterLab.
+  await page.waitForURL(new RegExp(`/user/${user}/lab`), { timeout: 90_000 });
+  const card = page.locator(".jp-LauncherCard[data-category='Notebook']").first();
+  await card.waitFor({ timeout: 60_000 });
+  await card.click();
+  const editor = page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first();
+  await editor.waitFor({ timeout: 60_000 });
+  // Wait until the kernel has connected through the hub's WebSocket tunnel and is idle.
+  await page.locator(".jp-StatusBar-TextItem", { hasText: "| Idle" }).first().waitFor({ timeout: 60_000 });
+  await editor.click();
+  await page.keyboard.type("1+1");
+  await page.keyboard.press("Shift+Enter");
+  const result = page.locator(".jp-OutputArea-executeResult").first();
+  await result.waitFor({ timeout: 60_000 });
+  const text = (await result.innerText()).trim();
+  if (!text.endsWith("2")) throw new Error(`expected the cell's output to be 2, got ${JSON.stringify(text)}`);
+  console.log(`ok: signed in as ${user}, JupyterLab opened, 1+1 gave ${JSON.stringify(text)}`);
+} catch (e) {
+  console.error(`browser test failed at ${page.url()}: ${e.message}`);
+  code = 1;
+} finally {
+  await page.screenshot({ path: shot }).catch(() => {});
+  await browser.close();
+}
+process.exit(code);
