@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and records the figures in docs/benchmarks.md. As root:
+#   bash bench/run.sh [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release --locked
+/usr/bin/python3 bench/login_to_ready.py --rounds "${1:-5}" --write docs/benchmarks.md
