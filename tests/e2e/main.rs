@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hub::servers::ServerState;
-use support::{Kdc, PamService, TestHub, TestUser, random_hex, require_root};
+use support::{HubOptions, Kdc, PamService, TestHub, TestUser, random_hex, require_root};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -113,7 +113,9 @@ async fn main_job_end_to_end() {
     let ann = TestUser::create();
     let bob = TestUser::create(); // has no keytab: login and spawn must still work
     kdc.add_user_with_keytab(&ann);
-    let hub = TestHub::start(&pam, Some(&kdc), "").await;
+    // Every open and save renews (event_min_interval = 0), as in the field report.
+    let opts = HubOptions { kerberos: "event_min_interval = \"0s\"".into(), ..Default::default() };
+    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
 
     // -- Login as ann: a session cookie, a redirect to the spawn page.
     let c = hub.client();
@@ -220,7 +222,7 @@ async fn main_job_end_to_end() {
     assert!(status.last_error.as_deref().unwrap_or_default().contains("does not exist"), "{status:?}");
     assert!(support::log_line_with(&[&bob.name, "login", "kinit failed", "does not exist"]), "kinit failure logged");
     let home = cb.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
-    assert!(home.contains("Kerberos: the last renewal failed"), "{home}");
+    assert!(home.contains("The last renewal failed") && home.contains("check your keytab"), "{home}");
 
     // -- Bob cannot reach ann's server, by page, API or WebSocket.
     for path in ["/", "/api/status", "/api/contents/x.ipynb"] {
@@ -238,7 +240,8 @@ async fn main_job_end_to_end() {
 
     // -- Home shows the running server; Stop ends it and every process of ann's.
     let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
-    assert!(home.contains("data-state=\"running\"") && home.contains("Kerberos ticket renewed"), "{home}");
+    assert!(home.contains("data-state=\"running\"") && home.contains("valid until"), "{home}");
+    assert!(home.contains("next renewal"), "the timer has ann scheduled: {home}");
     let r = c.post(hub.url("/hub/home/stop")).send().await.expect("stop");
     assert_eq!(r.status(), 303);
     assert!(matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }));

@@ -238,6 +238,19 @@ impl Drop for Kdc {
     }
 }
 
+/// Extra configuration for [`TestHub::start_with`].
+#[derive(Default)]
+pub struct HubOptions {
+    /// `cmd = ...` value (TOML array); default: the venv's jupyter-lab.
+    pub cmd: Option<String>,
+    /// Lines added to `[spawner]`.
+    pub spawner: String,
+    /// Lines added to `[kerberos]` (when a KDC is given).
+    pub kerberos: String,
+    /// Lines added at the end (e.g. `[[kernelspec]]`).
+    pub tail: String,
+}
+
 /// The hub running inside the test process on 127.0.0.1:0 with a temporary data_dir.
 pub struct TestHub {
     pub addr: SocketAddr,
@@ -250,34 +263,43 @@ pub struct TestHub {
 impl TestHub {
     /// Writes hub.toml (`extra` is appended to `[spawner]`), runs `hub migrate`'s code and serves.
     pub async fn start(pam: &PamService, kdc: Option<&Kdc>, extra: &str) -> Self {
-        let cmd = format!("[\"{}/bin/jupyter-lab\"]", venv().display());
-        Self::start_inner(pam, kdc, &cmd, extra).await
+        Self::start_with(pam, kdc, HubOptions { spawner: extra.into(), ..Default::default() }).await
     }
 
     /// A hub whose spawner runs `cmd` instead of JupyterLab, without Kerberos.
     pub async fn start_with_cmd(pam: &PamService, cmd: &[&str]) -> Self {
         let cmd = serde_json::to_string(cmd).expect("json");
-        Self::start_inner(pam, None, &cmd, "").await
+        Self::start_with(pam, None, HubOptions { cmd: Some(cmd), ..Default::default() }).await
     }
 
-    async fn start_inner(pam: &PamService, kdc: Option<&Kdc>, cmd: &str, extra: &str) -> Self {
-        init_logging();
+    /// A hub with extra lines in `[spawner]` and `[kerberos]` and at the end of the file.
+    pub async fn start_with(pam: &PamService, kdc: Option<&Kdc>, o: HubOptions) -> Self {
         let data_dir = tempfile::Builder::new().prefix("hub-test-").tempdir().expect("tmp");
+        Self::start_in(data_dir, pam, kdc, o).await
+    }
+
+    /// Like [`start_with`] in an existing data_dir (a restarted hub).
+    pub async fn start_in(data_dir: tempfile::TempDir, pam: &PamService, kdc: Option<&Kdc>, o: HubOptions) -> Self {
+        init_logging();
         std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        let cmd = o.cmd.unwrap_or_else(|| format!("[\"{}/bin/jupyter-lab\"]", venv().display()));
         let kerberos = match kdc {
             Some(k) => format!(
-                "[kerberos]\nenabled = true\nrealm = \"{}\"\nkrb5_config = \"{}\"\n",
+                "[kerberos]\nenabled = true\nrealm = \"{}\"\nkrb5_config = \"{}\"\n{}\n",
                 k.realm,
-                k.krb5_conf().display()
+                k.krb5_conf().display(),
+                o.kerberos
             ),
             None => "[kerberos]\nenabled = false\n".into(),
         };
         let text = format!(
             "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\n\
              [auth]\npam_service = \"{pam}\"\n\
-             [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}",
+             [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
             pam = pam.name,
+            extra = o.spawner,
+            tail = o.tail,
         );
         let path = data_dir.path().join("hub.toml");
         std::fs::write(&path, &text).expect("hub.toml");
@@ -335,6 +357,17 @@ impl TestHub {
     }
 
     pub async fn stop(mut self) {
+        self.shutdown_inner().await;
+    }
+
+    /// Stops the hub and hands back its data_dir, for a restart.
+    pub async fn stop_keep_data(mut self) -> tempfile::TempDir {
+        self.shutdown_inner().await;
+        let placeholder = tempfile::tempdir().expect("tmp");
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
+
+    async fn shutdown_inner(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

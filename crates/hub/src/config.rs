@@ -38,6 +38,8 @@ pub struct Config {
     pub spawner: SpawnerConfig,
     /// `[kerberos]`.
     pub kerberos: KerberosConfig,
+    /// `[[kernelspec]]` entries.
+    pub kernelspecs: Vec<KernelSpecConfig>,
 }
 
 /// `[hub]`: where the hub listens and keeps its state.
@@ -113,6 +115,41 @@ pub struct KerberosConfig {
     pub kinit_timeout: Duration,
     /// `KRB5_CONFIG` for kinit and for the servers (`krb5_config`); unset = the system default.
     pub krb5_config: Option<PathBuf>,
+    /// Fraction of the ticket lifetime after which the timer renews (`renew_at`, default 0.75,
+    /// Spark's ratio; Hadoop's UGI uses 0.8). In (0, 1).
+    pub renew_at: f64,
+    /// The timer renews no later than this long before the ticket ends (`min_remaining`,
+    /// default 10 min).
+    pub min_remaining: Duration,
+    /// Open/save/login events within this long of the last successful kinit are folded into
+    /// it (`event_min_interval`, default 30 s; 0 = every event renews).
+    pub event_min_interval: Duration,
+    /// Most kinit processes running at once, hub-wide (`max_concurrent_kinit`, default 8).
+    pub max_concurrent_kinit: usize,
+    /// First retry delay after a failed kinit (`retry_min`, default 10 s); doubles per failure.
+    pub retry_min: Duration,
+    /// Longest retry delay (`retry_max`, default 5 min).
+    pub retry_max: Duration,
+    /// Whether a user's ccache is deleted when their server stops (`remove_ccache_on_stop`,
+    /// default true).
+    pub remove_ccache_on_stop: bool,
+}
+
+/// A `[[kernelspec]]` entry: a kernel.json the hub writes for each user's server
+/// (Jupyter kernelspec format, <https://jupyter-client.readthedocs.io/en/stable/kernels.html>).
+#[derive(Clone, Debug)]
+pub struct KernelSpecConfig {
+    /// Directory name of the kernelspec (`name`): letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Name shown in JupyterLab's launcher (`display_name`).
+    pub display_name: String,
+    /// Language (`language`), e.g. `python`.
+    pub language: String,
+    /// Command line (`argv`); templates, plus Jupyter's own `{connection_file}` and
+    /// `{resource_dir}`, which are passed through.
+    pub argv: Vec<Template>,
+    /// Environment (`env`); templates.
+    pub env: BTreeMap<String, Template>,
 }
 
 /// A string with `{placeholder}`s, checked at load time against the names its key allows.
@@ -186,6 +223,12 @@ impl Template {
                 "principal" => out.push_str(v.principal.unwrap_or_default()),
                 "ccache" => out.push_str(v.ccache.unwrap_or_default()),
                 "keytab" => out.push_str(v.keytab.unwrap_or_default()),
+                // Jupyter fills these in itself when it starts the kernel.
+                name @ ("connection_file" | "resource_dir") => {
+                    out.push('{');
+                    out.push_str(name);
+                    out.push('}');
+                }
                 _ => {}
             }
             rest = after.get(end + 1..).unwrap_or_default();
@@ -210,6 +253,7 @@ impl fmt::Debug for Config {
             .field("spawner.cmd", &self.spawner.cmd)
             .field("spawner.env", &self.spawner.env.keys().collect::<Vec<_>>())
             .field("kerberos", &self.kerberos)
+            .field("kernelspecs", &self.kernelspecs.iter().map(|k| &k.name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -227,6 +271,24 @@ struct FileConfig {
     spawner: FileSpawner,
     #[serde(default)]
     kerberos: FileKerberos,
+    #[serde(default)]
+    kernelspec: Vec<FileKernelSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKernelSpec {
+    name: Spanned<String>,
+    display_name: Option<String>,
+    #[serde(default = "default_language")]
+    language: String,
+    argv: Spanned<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+}
+
+fn default_language() -> String {
+    "python".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +337,13 @@ struct FileKerberos {
     kinit: Option<String>,
     kinit_timeout: Option<Spanned<String>>,
     krb5_config: Option<PathBuf>,
+    renew_at: Option<Spanned<f64>>,
+    min_remaining: Option<Spanned<String>>,
+    event_min_interval: Option<Spanned<String>>,
+    max_concurrent_kinit: Option<Spanned<i64>>,
+    retry_min: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    remove_ccache_on_stop: Option<bool>,
 }
 
 /// Turns byte offsets into "line N" for messages.
@@ -468,6 +537,66 @@ impl Config {
             )),
         };
         let kinit_timeout = src.duration("kerberos.kinit_timeout", &k.kinit_timeout, Duration::from_secs(15))?;
+        let renew_at = match &k.renew_at {
+            None => 0.75,
+            Some(r) if *r.get_ref() > 0.0 && *r.get_ref() < 1.0 => *r.get_ref(),
+            Some(r) => return Err(src.err("kerberos.renew_at", r, "must be a fraction between 0 and 1, e.g. 0.75")),
+        };
+        let min_remaining = src.duration("kerberos.min_remaining", &k.min_remaining, Duration::from_secs(600))?;
+        let event_min_interval =
+            src.duration("kerberos.event_min_interval", &k.event_min_interval, Duration::from_secs(30))?;
+        let max_concurrent_kinit = match &k.max_concurrent_kinit {
+            None => 8,
+            Some(n) if (1..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => return Err(src.err("kerberos.max_concurrent_kinit", n, "must be between 1 and 1024")),
+        };
+        let retry_min = src.duration("kerberos.retry_min", &k.retry_min, Duration::from_secs(10))?;
+        let retry_max = src.duration("kerberos.retry_max", &k.retry_max, Duration::from_secs(300))?;
+        if retry_min.is_zero() || retry_max < retry_min {
+            let at = k.retry_max.as_ref().or(k.retry_min.as_ref());
+            let msg = "must satisfy 0 < retry_min <= retry_max";
+            return Err(match at {
+                Some(v) => src.err("kerberos.retry_min/retry_max", v, msg),
+                None => ConfigError(format!("{}: `kerberos.retry_min/retry_max` {msg}", path.display())),
+            });
+        }
+
+        // [[kernelspec]]
+        let ks_vars = ["username", "uid", "realm", "principal", "ccache", "keytab", "connection_file", "resource_dir"];
+        let mut kernelspecs = Vec::new();
+        for ks in &file.kernelspec {
+            let name = ks.name.get_ref();
+            if name.is_empty()
+                || name.len() > 64
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                || name.starts_with('.')
+            {
+                return Err(src.err("kernelspec.name", &ks.name, "must be 1-64 letters, digits, '.', '_' or '-'"));
+            }
+            if kernelspecs.iter().any(|k: &KernelSpecConfig| k.name == *name) {
+                return Err(src.err("kernelspec.name", &ks.name, format!("{name:?} is declared twice")));
+            }
+            if ks.argv.get_ref().is_empty() {
+                return Err(src.err("kernelspec.argv", &ks.argv, "must name the kernel's program"));
+            }
+            let argv = ks
+                .argv
+                .get_ref()
+                .iter()
+                .map(|a| Template::parse(a, &ks_vars).map_err(|e| src.err("kernelspec.argv", &ks.argv, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut env = BTreeMap::new();
+            for (key, v) in &ks.env {
+                env.insert(key.clone(), src.template(&format!("kernelspec.env.{key}"), v, &ks_vars)?);
+            }
+            kernelspecs.push(KernelSpecConfig {
+                name: name.clone(),
+                display_name: ks.display_name.clone().unwrap_or_else(|| name.clone()),
+                language: ks.language.clone(),
+                argv,
+                env,
+            });
+        }
 
         Ok(Config {
             hub: HubConfig { bind, public_url, data_dir, database_url, jwt_secret_file },
@@ -490,7 +619,15 @@ impl Config {
                 kinit: k.kinit.clone().unwrap_or_else(|| "kinit".into()),
                 kinit_timeout,
                 krb5_config: k.krb5_config.clone(),
+                renew_at,
+                min_remaining,
+                event_min_interval,
+                max_concurrent_kinit,
+                retry_min,
+                retry_max,
+                remove_ccache_on_stop: k.remove_ccache_on_stop.unwrap_or(true),
             },
+            kernelspecs,
         })
     }
 
@@ -568,6 +705,37 @@ mod tests {
         assert_eq!(t.expand(&v), "/c/{x}/krb5cc_1001_ann@R.ORG");
         assert!(Template::parse("{uid", &["uid"]).is_err());
         assert!(Template::parse("uid}", &["uid"]).is_err());
+    }
+
+    #[test]
+    fn renewer_keys_are_checked() {
+        let c = parse(MINIMAL).expect("parse");
+        assert_eq!(c.kerberos.renew_at, 0.75);
+        assert_eq!(c.kerberos.max_concurrent_kinit, 8);
+        assert!(c.kerberos.remove_ccache_on_stop);
+        let e = parse(&format!("{MINIMAL}[kerberos]\nrenew_at = 1.5\n")).expect_err("renew_at > 1").to_string();
+        assert!(e.contains("kerberos.renew_at") && e.contains("line 4"), "{e}");
+        let e = parse(&format!("{MINIMAL}[kerberos]\nmax_concurrent_kinit = 0\n")).expect_err("0").to_string();
+        assert!(e.contains("max_concurrent_kinit"), "{e}");
+        let e = parse(&format!("{MINIMAL}[kerberos]\nretry_min = \"10m\"\nretry_max = \"1m\"\n")).expect_err("min>max");
+        assert!(e.to_string().contains("retry_min"), "{e}");
+    }
+
+    #[test]
+    fn kernelspecs_are_validated_and_expanded() {
+        let text = format!(
+            "{MINIMAL}[[kernelspec]]\nname = \"pyspark\"\nargv = [\"python\", \"-f\", \"{{connection_file}}\", \"--principal\", \"{{principal}}\"]\nenv = {{ A = \"{{keytab}}\" }}\n"
+        );
+        let c = parse(&text).expect("parse");
+        let k = &c.kernelspecs[0];
+        let v = TemplateVars { username: "ann", principal: Some("ann@R"), keytab: Some("/k"), ..Default::default() };
+        let argv: Vec<String> = k.argv.iter().map(|a| a.expand(&v)).collect();
+        assert_eq!(argv, ["python", "-f", "{connection_file}", "--principal", "ann@R"]);
+        assert_eq!(k.env["A"].expand(&v), "/k");
+        let bad = format!("{MINIMAL}[[kernelspec]]\nname = \"../x\"\nargv = [\"python\"]\n");
+        assert!(parse(&bad).expect_err("bad name").to_string().contains("kernelspec.name"));
+        let bad = format!("{MINIMAL}[[kernelspec]]\nname = \"k\"\nargv = [\"{{nope}}\"]\n");
+        assert!(parse(&bad).expect_err("bad placeholder").to_string().contains("{nope}"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! and what the tests call with a listener on port 0.
 
 pub mod auth;
+pub mod ccache;
 pub mod config;
 pub mod proxy;
 pub mod renewer;
@@ -91,7 +92,7 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
         .build(connector);
-    let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone()));
+    let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
     let servers = Arc::new(servers::Servers::new(
         config.clone(),
         Arc::new(spawner::local::LocalSpawner),
@@ -125,6 +126,10 @@ pub async fn serve_state(
     let trace = tower_http::trace::TraceLayer::new_for_http()
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN));
     let app = web::router(state.clone()).layer(trace);
+    let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
+        let _ = timer_stopped.await;
+    }));
     // TCP_NODELAY on every browser connection: small WebSocket frames must not wait for
     // Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -134,5 +139,7 @@ pub async fn serve_state(
         .with_graceful_shutdown(shutdown)
         .await?;
     state.servers.stop_all().await;
+    let _ = timer_stop.send(());
+    let _ = timer.await;
     Ok(())
 }

@@ -1,27 +1,47 @@
-//! The ticket renewer: runs `kinit` from each user's keytab into that user's credential cache.
+//! The ticket renewer: runs `kinit` from each user's keytab into that user's credential cache,
+//! so that a ticket never lapses while its user works.
 //!
-//! Triggers (see [`Trigger`]): login, spawn, and every notebook open and save the proxy sees.
-//! Per user at most one kinit runs at a time: an event that arrives while one runs is
-//! coalesced into it (skipped, with a debug event). A renewal never blocks the request that
-//! triggered it; a failure is logged with kinit's own message and kept for the home page.
+//! **Triggers** ([`Trigger`]): login, spawn, every notebook open and save the proxy sees, and a
+//! **timer** for every user whose server runs. The timer reads the ticket's start and end from
+//! the ccache ([`crate::ccache`]) and renews at `renew_at` of its lifetime, never later than
+//! `min_remaining` before it ends, with jitter so that many users do not hit the KDC in the
+//! same second (see [`next_renewal`]).
 //!
-//! File rules: kinit writes into a fresh, unguessable temporary file next to the live ccache;
-//! the hub then `chown`s it to the user, sets mode 0600 and `rename`s it over the live path,
-//! so a reader (a Spark job) never sees a half-written cache. The ccache directory is created
-//! root-owned, mode 0711 (users can reach their own file, not list others). A keytab that is a
-//! symlink, not a regular file, owned by someone other than the user or root, or readable by
+//! **Coalescing.** Per user at most one kinit runs at a time (single-flight); an event that
+//! arrives while one runs, or within `event_min_interval` of the last success, is folded into
+//! it. Hub-wide at most `max_concurrent_kinit` kinit processes run at once; waiting renewals
+//! queue fairly (FIFO, tokio's semaphore).
+//!
+//! **Failure.** kinit's stderr is kept. A failed renewal is retried with exponential backoff
+//! and jitter from `retry_min` to `retry_max` ([`retry_delay`]); nothing else happens to the
+//! user's server. Failures are counted, logged and shown on the home page.
+//!
+//! **Files.** kinit writes into a fresh, unguessable temporary file next to the live ccache
+//! (in a root-owned directory nobody else can write, so no one can pre-create or swap it);
+//! the hub then sets its owner to the user and its mode to 0600 (`lchown`, never following a
+//! link) and `rename`s it over the live path, so a reader such as a Spark job never sees a
+//! half-written cache. The ccache directory is created root-owned, mode 0711. A keytab that is
+//! a symlink, not a regular file, owned by someone other than the user or root, or readable by
 //! group or others, is refused and kinit is not run.
+//!
+//! **State.** Each user's [`TicketStatus`] is kept in memory and written to the store after
+//! every attempt (never per proxied request), and read back by [`Renewer::restore`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::process::Command;
+use tokio::sync::{Notify, Semaphore};
 
+use crate::ccache::{self, TicketTimes};
 use crate::config::{KerberosConfig, TemplateVars};
+use crate::store::{Store, TicketRecord};
+use crate::unix_now;
 
 /// What caused a renewal; logged with each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +54,19 @@ pub enum Trigger {
     Open,
     /// The proxy saw a notebook saved (`PUT .../api/contents/X.ipynb` answered 200/201).
     Save,
+    /// The renewal timer (ticket near its end, or a retry after a failure).
+    Timer,
 }
 
 impl Trigger {
-    /// Lower-case name for logs: `login`, `spawn`, `open`, `save`.
+    /// Lower-case name for logs: `login`, `spawn`, `open`, `save`, `timer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Login => "login",
             Trigger::Spawn => "spawn",
             Trigger::Open => "open",
             Trigger::Save => "save",
+            Trigger::Timer => "timer",
         }
     }
 }
@@ -59,15 +82,46 @@ pub struct TicketOwner {
     pub gid: u32,
 }
 
-/// What the hub knows of a user's last renewal, for the home page.
+/// What the hub knows of a user's ticket. Times are unix seconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketStatus {
+    /// The principal kinit is run for.
+    pub principal: String,
+    /// The ccache path.
+    pub ccache: String,
+    /// Start of the current ticket, from the ccache.
+    pub valid_from: Option<i64>,
+    /// End of the current ticket.
+    pub valid_until: Option<i64>,
+    /// Last time the ticket can be renewed (0 or `None`: not renewable).
+    pub renew_until: Option<i64>,
     /// When the last kinit succeeded.
-    pub last_success: Option<SystemTime>,
+    pub last_success: Option<i64>,
     /// kinit's message (or the hub's reason) for the last failure, cleared by a success.
     pub last_error: Option<String>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// When the timer renews next (only while the user's server runs).
+    pub next_renewal: Option<i64>,
+    /// kinit processes run for this user since the hub started.
+    pub kinit_runs: u64,
+}
+
+impl TicketStatus {
+    fn record(&self, username: &str) -> TicketRecord {
+        TicketRecord {
+            username: username.to_string(),
+            principal: self.principal.clone(),
+            ccache: self.ccache.clone(),
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+            renew_until: self.renew_until,
+            last_success: self.last_success,
+            last_error: self.last_error.clone(),
+            consecutive_failures: i64::from(self.consecutive_failures),
+            next_renewal: self.next_renewal,
+        }
+    }
 }
 
 /// Paths and principal for one user, expanded from the `[kerberos]` templates.
@@ -112,23 +166,104 @@ pub enum RenewError {
     },
 }
 
+// ---- scheduling (pure; unit-tested with injected times) -------------------------------------
+
+/// The timer's knobs, from `[kerberos]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Fraction of the lifetime after which to renew (0 < renew_at < 1).
+    pub renew_at: f64,
+    /// Renew no later than this many seconds before the end.
+    pub min_remaining: i64,
+    /// First retry delay after a failure, seconds.
+    pub retry_min: f64,
+    /// Longest retry delay, seconds.
+    pub retry_max: f64,
+}
+
+/// When the timer should renew ticket `t` (unix seconds), given `now` and `u`, a uniform
+/// random number in `[0, 1)` for jitter.
+///
+/// Rule: `min(start + renew_at × life, end − min_remaining)`, moved *earlier* by up to 10 % of
+/// the lifetime (`u` × 0.1 × life) so that renewals spread out and never land later than the
+/// rule says; then never before the middle of the ticket's life (so a `min_remaining` larger
+/// than the lifetime cannot make renewals spin) and never before `now`.
+pub fn next_renewal(t: &TicketTimes, now: i64, p: &Policy, u: f64) -> i64 {
+    let life = (t.end - t.start).max(0) as f64;
+    let by_fraction = t.start as f64 + p.renew_at * life;
+    let by_margin = (t.end - p.min_remaining) as f64;
+    let at = by_fraction.min(by_margin) - u.clamp(0.0, 1.0) * 0.1 * life;
+    let at = at.max(t.start as f64 + life / 2.0).round() as i64;
+    at.max(now)
+}
+
+/// Seconds to wait before retry number `failures` (1 = the first retry): `retry_min` doubled
+/// per failure, capped at `retry_max`, then scaled by a jitter factor in `[0.8, 1.2)` from
+/// `u` (and capped at `retry_max` again).
+pub fn retry_delay(failures: u32, p: &Policy, u: f64) -> f64 {
+    let exp = failures.saturating_sub(1).min(30);
+    let base = (p.retry_min * f64::from(1u32 << exp)).min(p.retry_max);
+    (base * (0.8 + 0.4 * u.clamp(0.0, 1.0))).min(p.retry_max)
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+// ---- the renewer -----------------------------------------------------------------------------
+
 #[derive(Default)]
 struct UserState {
     /// Held while a kinit runs for the user (single-flight).
     running: Arc<tokio::sync::Mutex<()>>,
     status: TicketStatus,
+    /// Set while the user's server runs: the timer keeps this user's ticket fresh.
+    owner: Option<TicketOwner>,
+    /// The user's entry in the timer queue.
+    scheduled: Option<i64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, UserState>,
+    /// (when, user): the timer's queue, earliest first.
+    queue: BTreeSet<(i64, String)>,
 }
 
 /// Runs kinit for users; see the module documentation.
 pub struct Renewer {
     cfg: KerberosConfig,
-    users: Mutex<HashMap<String, UserState>>,
+    policy: Policy,
+    store: Option<Arc<dyn Store>>,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    slots: Semaphore,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    kinit_total: AtomicU64,
 }
 
 impl Renewer {
-    /// A renewer for the `[kerberos]` section.
-    pub fn new(cfg: KerberosConfig) -> Self {
-        Self { cfg, users: Mutex::new(HashMap::new()) }
+    /// A renewer for the `[kerberos]` section, recording ticket state in `store` if given.
+    pub fn new(cfg: KerberosConfig, store: Option<Arc<dyn Store>>) -> Self {
+        let policy = Policy {
+            renew_at: cfg.renew_at,
+            min_remaining: cfg.min_remaining.as_secs() as i64,
+            retry_min: cfg.retry_min.as_secs_f64(),
+            retry_max: cfg.retry_max.as_secs_f64(),
+        };
+        let slots = Semaphore::new(cfg.max_concurrent_kinit.max(1));
+        Self {
+            cfg,
+            policy,
+            store,
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+            slots,
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            kinit_total: AtomicU64::new(0),
+        }
     }
 
     /// Whether renewal is on (`[kerberos] enabled`).
@@ -154,16 +289,36 @@ impl Renewer {
 
     /// The last known state of `username`'s ticket.
     pub fn status(&self, username: &str) -> Option<TicketStatus> {
-        self.lock().get(username).map(|u| u.status.clone())
+        self.lock().users.get(username).map(|u| u.status.clone())
     }
 
-    /// Starts a renewal in the background and returns at once. If one is already running
-    /// for the user, this event is coalesced into it.
+    /// `(kinit processes run in total, most that ran at once)` since the hub started.
+    pub fn kinit_counts(&self) -> (u64, usize) {
+        (self.kinit_total.load(Ordering::Relaxed), self.peak.load(Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a renewal in the background for an event and returns at once. Coalesced (no
+    /// kinit) if one is already running for the user or the last success is younger than
+    /// `event_min_interval`.
     pub fn trigger(self: &Arc<Self>, owner: TicketOwner, trigger: Trigger) {
         if !self.cfg.enabled {
             return;
         }
-        let running = self.lock().entry(owner.username.clone()).or_default().running.clone();
+        let (running, last_success) = {
+            let mut inner = self.lock();
+            let u = inner.users.entry(owner.username.clone()).or_default();
+            (u.running.clone(), u.status.last_success)
+        };
+        if trigger != Trigger::Timer
+            && let Some(age) = self.fresh(last_success)
+        {
+            tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", age_s = age, "ticket renewed recently");
+            return;
+        }
         let Ok(guard) = running.try_lock_owned() else {
             tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", "kinit already running");
             return;
@@ -176,51 +331,217 @@ impl Renewer {
     }
 
     /// Renews now and waits for the outcome, after any renewal already running for the user.
-    /// If one finished successfully within the last `fresh` (e.g. the login renewal just
-    /// before the spawn), nothing more is run.
-    pub async fn renew(&self, owner: &TicketOwner, trigger: Trigger, fresh: Duration) -> Result<(), RenewError> {
+    /// Skipped (`Ok`) if the last success is younger than `event_min_interval`.
+    pub async fn renew(&self, owner: &TicketOwner, trigger: Trigger) -> Result<(), RenewError> {
         if !self.cfg.enabled {
             return Ok(());
         }
-        let running = self.lock().entry(owner.username.clone()).or_default().running.clone();
+        let running = self.lock().users.entry(owner.username.clone()).or_default().running.clone();
         let _guard = running.lock().await;
-        let recent = self.status(&owner.username).and_then(|s| s.last_success).and_then(|t| t.elapsed().ok());
-        if recent.is_some_and(|age| age < fresh) {
-            tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", "ticket just renewed");
+        let last = self.status(&owner.username).and_then(|s| s.last_success);
+        if let Some(age) = self.fresh(last) {
+            tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", age_s = age, "ticket renewed recently");
             return Ok(());
         }
         self.renew_locked(owner, trigger).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UserState>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    /// `Some(age)` if a success at `last` is within `event_min_interval` of now.
+    fn fresh(&self, last: Option<i64>) -> Option<i64> {
+        let interval = self.cfg.event_min_interval.as_secs_f64();
+        let age = unix_now() - last?;
+        (interval > 0.0 && (age as f64) < interval).then_some(age)
+    }
+
+    /// Puts `owner` on the timer (their server is running). Schedules from the ccache's
+    /// times, or at once if there is no valid ticket.
+    pub fn activate(&self, owner: &TicketOwner) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let paths = self.paths(owner);
+        let now = unix_now();
+        let at = match ccache::read(&paths.ccache) {
+            Ok(t) if t.end > now => next_renewal(&t, now, &self.policy, jitter()),
+            _ => now,
+        };
+        let mut inner = self.lock();
+        let u = inner.users.entry(owner.username.clone()).or_default();
+        u.owner = Some(owner.clone());
+        Self::schedule_locked(&mut inner, &owner.username, Some(at));
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Takes `owner` off the timer (their server stopped) and removes the ccache if
+    /// `remove_ccache_on_stop`.
+    pub fn deactivate(&self, owner: &TicketOwner) {
+        if !self.cfg.enabled {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            if let Some(u) = inner.users.get_mut(&owner.username) {
+                u.owner = None;
+            }
+            Self::schedule_locked(&mut inner, &owner.username, None);
+        }
+        if self.cfg.remove_ccache_on_stop {
+            let p = self.paths(owner).ccache;
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!(user = %owner.username, ccache = %p.display(), "credential cache removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(user = %owner.username, ccache = %p.display(), error = %e, "could not remove credential cache")
+                }
+            }
+        }
+    }
+
+    /// After a hub restart: reads each owner's recorded state (failure count, last error,
+    /// last success) from the store and puts them on the timer, scheduled from their ccache.
+    pub async fn restore(&self, owners: &[TicketOwner]) {
+        for owner in owners {
+            if let Some(store) = &self.store
+                && let Ok(Some(rec)) = store.get_ticket(&owner.username).await
+            {
+                let mut inner = self.lock();
+                let st = &mut inner.users.entry(owner.username.clone()).or_default().status;
+                st.principal = rec.principal;
+                st.ccache = rec.ccache;
+                st.last_success = rec.last_success;
+                st.last_error = rec.last_error;
+                st.consecutive_failures = rec.consecutive_failures.clamp(0, i64::from(u32::MAX)) as u32;
+                st.valid_from = rec.valid_from;
+                st.valid_until = rec.valid_until;
+                st.renew_until = rec.renew_until;
+            }
+            self.activate(owner);
+            let next = self.status(&owner.username).and_then(|s| s.next_renewal);
+            tracing::info!(user = %owner.username, next_renewal = ?next, "renewal schedule restored");
+        }
+    }
+
+    fn schedule_locked(inner: &mut Inner, user: &str, at: Option<i64>) {
+        let Some(u) = inner.users.get_mut(user) else { return };
+        let old = u.scheduled.take();
+        u.scheduled = at;
+        u.status.next_renewal = at;
+        if let Some(old) = old {
+            inner.queue.remove(&(old, user.to_string()));
+        }
+        if let Some(at) = at {
+            inner.queue.insert((at, user.to_string()));
+        }
+    }
+
+    /// The timer: renews every active user's ticket when due. Runs until `shutdown` resolves.
+    pub async fn run_timer(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        if !self.cfg.enabled {
+            return;
+        }
+        tokio::pin!(shutdown);
+        loop {
+            let now = unix_now();
+            let (due, next) = {
+                let mut inner = self.lock();
+                let mut due = Vec::new();
+                while let Some((at, user)) = inner.queue.first().cloned() {
+                    if at > now {
+                        break;
+                    }
+                    inner.queue.pop_first();
+                    if let Some(u) = inner.users.get_mut(&user) {
+                        u.scheduled = None;
+                        if let Some(o) = &u.owner {
+                            due.push(o.clone());
+                        }
+                    }
+                }
+                (due, inner.queue.first().map(|(at, _)| *at))
+            };
+            for owner in due {
+                self.trigger(owner, Trigger::Timer);
+            }
+            let sleep = match next {
+                Some(at) => Duration::from_secs((at - unix_now()).clamp(0, 3600) as u64),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(200))) => {}
+            }
+        }
     }
 
     async fn renew_locked(&self, owner: &TicketOwner, trigger: Trigger) -> Result<(), RenewError> {
         let paths = self.paths(owner);
         let started = std::time::Instant::now();
-        let result = self.run_kinit(owner, &paths).await;
-        let mut users = self.lock();
-        let st = &mut users.entry(owner.username.clone()).or_default().status;
-        match &result {
-            Ok(()) => {
-                st.last_success = Some(SystemTime::now());
-                st.last_error = None;
-                st.consecutive_failures = 0;
-                tracing::info!(
+        let result = {
+            // Fair, hub-wide bound on kinit processes.
+            let _permit = self.slots.acquire().await;
+            let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(n, Ordering::SeqCst);
+            self.kinit_total.fetch_add(1, Ordering::Relaxed);
+            let r = self.run_kinit(owner, &paths).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            r
+        };
+        let now = unix_now();
+        let times = result.as_ref().ok().and_then(|_| ccache::read(&paths.ccache).ok());
+        let record = {
+            let mut inner = self.lock();
+            let u = inner.users.entry(owner.username.clone()).or_default();
+            let active = u.owner.is_some();
+            let st = &mut u.status;
+            st.principal = paths.principal.clone();
+            st.ccache = paths.ccache.display().to_string();
+            st.kinit_runs += 1;
+            let next = match (&result, &times) {
+                (Ok(()), Some(t)) => {
+                    st.valid_from = Some(t.start);
+                    st.valid_until = Some(t.end);
+                    st.renew_until = (t.renew_until > 0).then_some(t.renew_until);
+                    st.last_success = Some(now);
+                    st.last_error = None;
+                    st.consecutive_failures = 0;
+                    next_renewal(t, now, &self.policy, jitter())
+                }
+                (Ok(()), None) => {
+                    st.last_success = Some(now);
+                    st.last_error = Some("kinit succeeded but the new credential cache could not be read".into());
+                    st.consecutive_failures += 1;
+                    now + retry_delay(st.consecutive_failures, &self.policy, jitter()) as i64
+                }
+                (Err(e), _) => {
+                    st.last_error = Some(e.to_string());
+                    st.consecutive_failures += 1;
+                    now + retry_delay(st.consecutive_failures, &self.policy, jitter()).ceil() as i64
+                }
+            };
+            let failures = st.consecutive_failures;
+            match &result {
+                Ok(()) => tracing::info!(
                     user = %owner.username, trigger = %trigger.as_str(), outcome = %"renewed",
-                    principal = %paths.principal, ccache = %paths.ccache.display(),
-                    ms = started.elapsed().as_millis() as u64, "kinit succeeded"
-                );
-            }
-            Err(e) => {
-                st.last_error = Some(e.to_string());
-                st.consecutive_failures += 1;
-                tracing::warn!(
+                    principal = %paths.principal, valid_until = ?times.as_ref().map(|t| t.end),
+                    next_renewal = next, ms = started.elapsed().as_millis() as u64, "kinit succeeded"
+                ),
+                Err(e) => tracing::warn!(
                     user = %owner.username, trigger = %trigger.as_str(), outcome = %"failed",
-                    failures = st.consecutive_failures, error = %e, "kinit failed"
-                );
+                    failures, retry_at = next, error = %e, "kinit failed"
+                ),
             }
+            if active {
+                Self::schedule_locked(&mut inner, &owner.username, Some(next));
+            }
+            inner.users.get(&owner.username).map(|u| u.status.record(&owner.username))
+        };
+        self.wake.notify_one();
+        if let (Some(store), Some(rec)) = (&self.store, record)
+            && let Err(e) = store.put_ticket(&rec).await
+        {
+            tracing::warn!(user = %owner.username, error = %e, "could not record the ticket state");
         }
         result
     }
@@ -280,8 +601,7 @@ impl Renewer {
             });
         }
         let finish = || -> std::io::Result<()> {
-            // The temporary file is ours (root created it in a root-owned directory); fix its
-            // owner and mode before it becomes visible under the live name.
+            // Fix owner and mode before the file becomes visible under the live name.
             std::os::unix::fs::lchown(&tmp, Some(owner.uid), Some(owner.gid))?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
             std::fs::rename(&tmp, &p.ccache)
@@ -290,21 +610,6 @@ impl Renewer {
             let _ = std::fs::remove_file(&tmp);
             io(&p.ccache)(e)
         })
-    }
-
-    /// Removes `owner`'s ccache (when their server stops). A missing file is not an error.
-    pub fn remove_ccache(&self, owner: &TicketOwner) {
-        if !self.cfg.enabled {
-            return;
-        }
-        let p = self.paths(owner).ccache;
-        match std::fs::remove_file(&p) {
-            Ok(()) => tracing::info!(user = %owner.username, ccache = %p.display(), "credential cache removed"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(user = %owner.username, ccache = %p.display(), error = %e, "could not remove credential cache")
-            }
-        }
     }
 }
 
@@ -328,7 +633,11 @@ fn check_keytab(path: &Path, uid: u32) -> Result<(), RenewError> {
         return Err(err("is not a regular file".into()));
     }
     if meta.uid() != uid && meta.uid() != 0 {
-        return Err(err(format!("is owned by uid {}, not by the user (uid {uid}) or root", meta.uid())));
+        return Err(err(format!(
+            "is owned by uid {}, not by the user (uid {uid}) or root; run `chown {uid} {}`",
+            meta.uid(),
+            path.display()
+        )));
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -338,7 +647,7 @@ fn check_keytab(path: &Path, uid: u32) -> Result<(), RenewError> {
 }
 
 /// Creates the ccache directory (and parents) root-owned with mode 0711 if missing, and
-/// refuses one that is a symlink or writable by group or others.
+/// refuses one that is a symlink, not owned by root, or writable by group or others.
 fn ensure_ccache_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -347,8 +656,12 @@ fn ensure_ccache_dir(dir: &Path) -> std::io::Result<()> {
         }
         Err(e) => Err(e),
         Ok(m) if !m.is_dir() => Err(std::io::Error::other("is not a directory (symlinks are not followed)")),
-        Ok(m) if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 => Err(std::io::Error::other(format!(
-            "directory is writable by group or others (mode {:o}); use a root-owned directory with mode 0711",
+        Ok(m) if m.uid() != 0 => Err(std::io::Error::other(format!(
+            "directory is owned by uid {}, not root; use a root-owned directory with mode 0711",
+            m.uid()
+        ))),
+        Ok(m) if m.mode() & 0o022 != 0 => Err(std::io::Error::other(format!(
+            "directory is writable by group or others (mode {:o}); use a root-owned directory with mode 0711 (not /tmp)",
             m.mode() & 0o7777
         ))),
         Ok(_) => Ok(()),
@@ -360,6 +673,69 @@ mod tests {
     use super::*;
     use std::os::unix::fs::OpenOptionsExt;
 
+    const HOUR: i64 = 3600;
+
+    fn policy() -> Policy {
+        Policy { renew_at: 0.75, min_remaining: 600, retry_min: 10.0, retry_max: 300.0 }
+    }
+
+    fn ticket(start: i64, life: i64) -> TicketTimes {
+        TicketTimes { principal: "ann@R".into(), start, end: start + life, renew_until: 0 }
+    }
+
+    #[test]
+    fn renews_at_the_fraction_of_the_lifetime() {
+        let t = ticket(1_000_000, 10 * HOUR);
+        // No jitter: exactly 75 % of 10 h.
+        assert_eq!(next_renewal(&t, 1_000_000, &policy(), 0.0), 1_000_000 + 27_000);
+        // Jitter only moves it earlier, by at most 10 % of the life.
+        let early = next_renewal(&t, 1_000_000, &policy(), 0.999);
+        assert!((1_000_000 + 23_400..1_000_000 + 27_000).contains(&early), "{early}");
+        let hadoop = Policy { renew_at: 0.8, ..policy() };
+        assert_eq!(next_renewal(&t, 1_000_000, &hadoop, 0.0), 1_000_000 + 28_800);
+    }
+
+    #[test]
+    fn min_remaining_wins_for_short_tickets_but_never_before_half_life() {
+        // 1 h ticket, min_remaining 20 min: 75 % would leave 15 min, so renew at 40 min.
+        let p = Policy { min_remaining: 1200, ..policy() };
+        assert_eq!(next_renewal(&ticket(0, HOUR), 0, &p, 0.0), 2400);
+        // 2 min ticket with the default 10 min margin: the margin cannot make it spin;
+        // the renewal lands at half-life.
+        assert_eq!(next_renewal(&ticket(0, 120), 0, &policy(), 0.0), 60);
+    }
+
+    #[test]
+    fn never_schedules_in_the_past() {
+        let t = ticket(0, HOUR);
+        assert_eq!(next_renewal(&t, 3000, &policy(), 0.0), 3000);
+        assert_eq!(next_renewal(&t, 99_999, &policy(), 0.5), 99_999);
+    }
+
+    #[test]
+    fn jitter_spreads_many_users() {
+        let t = ticket(0, 10 * HOUR);
+        let mut seen = BTreeSet::new();
+        for i in 0..1000 {
+            seen.insert(next_renewal(&t, 0, &policy(), f64::from(i) / 1000.0));
+        }
+        // 1,000 users over a one-hour window: no second holds more than a handful.
+        assert!(seen.len() > 900, "only {} distinct seconds", seen.len());
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let p = policy();
+        assert_eq!(retry_delay(1, &p, 0.5), 10.0);
+        assert_eq!(retry_delay(2, &p, 0.5), 20.0);
+        assert_eq!(retry_delay(3, &p, 0.5), 40.0);
+        assert_eq!(retry_delay(10, &p, 0.5), 300.0);
+        assert_eq!(retry_delay(u32::MAX, &p, 0.999), 300.0);
+        let lo = retry_delay(1, &p, 0.0);
+        let hi = retry_delay(1, &p, 0.999);
+        assert!((8.0..=8.0).contains(&lo) && hi > 11.9 && hi < 12.0, "{lo} {hi}");
+    }
+
     #[test]
     fn keytab_rules() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -370,7 +746,7 @@ mod tests {
         check_keytab(&kt, 1000).expect("root-owned 0600 is fine");
         std::fs::set_permissions(&kt, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let e = check_keytab(&kt, 1000).expect_err("0644 refused").to_string();
-        assert!(e.contains("mode 644"), "{e}");
+        assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&kt, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::os::unix::fs::chown(&kt, Some(4242), None).expect("chown");
         let e = check_keytab(&kt, 1000).expect_err("foreign owner refused").to_string();
@@ -388,5 +764,11 @@ mod tests {
         assert_eq!(std::fs::metadata(&d).expect("meta").mode() & 0o777, 0o711);
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         assert!(ensure_ccache_dir(&d).is_err());
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        std::os::unix::fs::chown(&d, Some(4242), None).expect("chown");
+        assert!(ensure_ccache_dir(&d).expect_err("not root-owned").to_string().contains("uid 4242"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).expect("symlink");
+        assert!(ensure_ccache_dir(&link).is_err());
     }
 }

@@ -203,7 +203,7 @@ impl Servers {
         };
         if self.renewer.enabled() {
             progress(10, "Getting a Kerberos ticket");
-            if let Err(e) = self.renewer.renew(&owner, Trigger::Spawn, Duration::from_secs(10)).await {
+            if let Err(e) = self.renewer.renew(&owner, Trigger::Spawn).await {
                 // Never blocks the spawn: the server starts without a fresh ticket.
                 tracing::warn!(user = %name, error = %e, "starting the server without a fresh Kerberos ticket");
             }
@@ -263,6 +263,7 @@ impl Servers {
                 _ = exited.changed() => {}
             }
         }
+        self.renewer.activate(&owner);
         slot.state.send_replace(ServerState::Running { port, token, pid, owner });
         self.record(&name, "running", Some(pid), Some(port), None).await;
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
@@ -281,8 +282,12 @@ impl Servers {
         let this = self.clone();
         tokio::spawn(async move {
             let Ok(how) = exited.wait_for(|e| e.is_some()).await.map(|e| e.clone().unwrap_or_default()) else { return };
-            let still_running = matches!(*slot.state.borrow(), ServerState::Running { pid: p, .. } if p == pid);
-            if still_running {
+            let owner = match &*slot.state.borrow() {
+                ServerState::Running { pid: p, owner, .. } if *p == pid => Some(owner.clone()),
+                _ => None,
+            };
+            if let Some(owner) = owner {
+                this.renewer.deactivate(&owner);
                 let message = format!("The server {how} unexpectedly");
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
                 slot.process.lock().await.take();
@@ -325,6 +330,15 @@ impl Servers {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.expand(&vars)));
         }
+        if !self.config.kernelspecs.is_empty() {
+            match self.write_kernelspecs(user, &vars) {
+                Ok(dir) => {
+                    env.retain(|(k, _)| k != "JUPYTER_PATH");
+                    env.push(("JUPYTER_PATH".into(), dir.display().to_string()));
+                }
+                Err(e) => tracing::error!(user = %user.name, error = %e, "could not write the kernelspecs"),
+            }
+        }
         let mut argv = sc.cmd.clone();
         argv.extend([
             format!("--ServerApp.base_url=/user/{}/", user.name),
@@ -339,6 +353,37 @@ impl Servers {
         ]);
         argv.extend(sc.args.iter().cloned());
         SpawnSpec { user: user.clone(), argv, env, log_path }
+    }
+
+    /// Writes each `[[kernelspec]]` as `<data_dir>/jupyter/<user>/kernels/<name>/kernel.json`
+    /// (Jupyter's kernelspec format) and returns `<data_dir>/jupyter/<user>`, the directory to
+    /// put on the server's `JUPYTER_PATH`. The per-user directory is root-owned, group the
+    /// user's primary group, mode 0750: the user reads it, other users do not, nobody but the
+    /// hub writes it. It is rewritten on every spawn, so a removed entry disappears.
+    fn write_kernelspecs(&self, user: &LinuxUser, vars: &TemplateVars<'_>) -> std::io::Result<PathBuf> {
+        let base = self.config.hub.data_dir.join("jupyter");
+        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&base)?;
+        let root = base.join(&user.name);
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        std::fs::DirBuilder::new().mode(0o750).create(&root)?;
+        std::os::unix::fs::chown(&root, Some(0), Some(user.gid))?;
+        for ks in &self.config.kernelspecs {
+            let dir = root.join("kernels").join(&ks.name);
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
+            let env: serde_json::Map<String, serde_json::Value> =
+                ks.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expand(vars)))).collect();
+            let spec = serde_json::json!({
+                "argv": ks.argv.iter().map(|a| a.expand(vars)).collect::<Vec<_>>(),
+                "display_name": ks.display_name,
+                "language": ks.language,
+                "env": env,
+                "metadata": { "hub": { "managed": true } },
+            });
+            std::fs::write(dir.join("kernel.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
+        }
+        Ok(root)
     }
 
     async fn status_ok(&self, url: &str, token: &str) -> bool {
@@ -367,7 +412,7 @@ impl Servers {
         slot.state.send_replace(ServerState::Stopping);
         let how = process.stop(self.config.spawner.term_timeout).await;
         tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
-        self.renewer.remove_ccache(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
+        self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
         self.record(&user.name, "stopped", None, None, Some(how)).await;
     }

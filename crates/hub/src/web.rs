@@ -308,22 +308,7 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
             log_block(log_tail)
         ),
     };
-    let ticket = if app.renewer.enabled() {
-        match app.renewer.status(name) {
-            Some(t) if t.last_error.is_some() => format!(
-                r#"<p class="state error">Kerberos: the last renewal failed ({} in a row): {}. Ask an admin to check your keytab and the KDC.</p>"#,
-                t.consecutive_failures,
-                e(t.last_error.as_deref().unwrap_or_default())
-            ),
-            Some(t) if t.last_success.is_some() => format!(
-                r#"<p class="state ok">Kerberos ticket renewed at {} UTC.</p>"#,
-                t.last_success.map(|s| humantime::format_rfc3339_seconds(s).to_string()).unwrap_or_default()
-            ),
-            _ => r#"<p class="state">Kerberos: no ticket requested yet.</p>"#.to_string(),
-        }
-    } else {
-        String::new()
-    };
+    let ticket = if app.renewer.enabled() { ticket_html(app.renewer.status(name)) } else { String::new() };
     let body = format!(
         r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>"#,
         e(name),
@@ -459,6 +444,62 @@ fn progress_stream(
     })
 }
 
+/// "14:32 UTC" for today, "2026-11-22 14:32 UTC" otherwise.
+fn clock(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    let full = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-21T14:32:05Z
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let (date, time) = (&full[..10], &full[11..16]);
+    if now.starts_with(date) { format!("{time} UTC") } else { format!("{date} {time} UTC") }
+}
+
+/// The home page's Kerberos section.
+fn ticket_html(status: Option<crate::renewer::TicketStatus>) -> String {
+    let Some(t) = status else {
+        return r#"<p class="state">Kerberos: no ticket requested yet.</p>"#.to_string();
+    };
+    let now = unix_now();
+    let mut out = String::new();
+    match t.valid_until {
+        Some(end) if end > now => out.push_str(&format!(
+            r#"<p class="state ok" id="ticket">Kerberos ticket for {} valid until {}.</p>"#,
+            esc(&t.principal),
+            clock(end)
+        )),
+        Some(end) => out.push_str(&format!(
+            r#"<p class="state error" id="ticket">Your Kerberos ticket expired at {}. Cluster jobs (Spark, HDFS) will fail until it is renewed.</p>"#,
+            clock(end)
+        )),
+        None => out.push_str(r#"<p class="state" id="ticket">Kerberos: no ticket yet.</p>"#),
+    }
+    if let Some(err) = &t.last_error {
+        out.push_str(&format!(
+            r#"<p class="state error">The last renewal failed ({} in a row): {}. {}</p>"#,
+            t.consecutive_failures,
+            esc(err),
+            if err.contains("keytab") {
+                "Ask an admin to check your keytab."
+            } else {
+                "The hub keeps retrying; if this persists, ask an admin to check the KDC."
+            }
+        ));
+    }
+    let mut facts = Vec::new();
+    if let Some(s) = t.last_success {
+        facts.push(format!("last renewed {}", clock(s)));
+    }
+    if let Some(n) = t.next_renewal {
+        facts.push(format!("next renewal {}", clock(n)));
+    }
+    if let Some(r) = t.renew_until {
+        facts.push(format!("renewable until {}", clock(r)));
+    }
+    if !facts.is_empty() {
+        out.push_str(&format!(r#"<p class="muted">{}; credential cache {}.</p>"#, facts.join(", "), esc(&t.ccache)));
+    }
+    out
+}
+
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_safe(s)
 }
@@ -501,7 +542,7 @@ header{background:#1d2330;color:#fff;padding:.6rem 1.2rem}main{max-width:46rem;m
 nav{margin-bottom:1rem;color:#555}.card{background:#fff;border:1px solid #dde;border-radius:8px;padding:1rem 1.2rem;margin:0 0 1rem}\
 form.card label{display:block;margin:.5rem 0}input{display:block;width:100%;box-sizing:border-box;padding:.5rem;font:inherit}\
 button,.button{background:#2f6fde;color:#fff;border:0;border-radius:6px;padding:.5rem 1rem;font:inherit;cursor:pointer;text-decoration:none;display:inline-block}\
-button.secondary{background:#667}.error{color:#b00020}.ok{color:#17663a}progress{width:100%;height:1.2rem}\
+button.secondary{background:#667}.muted{color:#667;font-size:.9rem}.error{color:#b00020}.ok{color:#17663a}progress{width:100%;height:1.2rem}\
 pre{background:#111;color:#eee;padding:.8rem;overflow:auto;max-height:20rem;font-size:13px}";
 
 #[cfg(test)]

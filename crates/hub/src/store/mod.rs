@@ -60,6 +60,31 @@ pub struct ServerRecord {
     pub message: Option<String>,
 }
 
+/// A user's Kerberos ticket as the renewer last saw it. Times are unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketRecord {
+    /// Owner.
+    pub username: String,
+    /// The principal kinit was run for.
+    pub principal: String,
+    /// The ccache path.
+    pub ccache: String,
+    /// Ticket start.
+    pub valid_from: Option<i64>,
+    /// Ticket end.
+    pub valid_until: Option<i64>,
+    /// Last time the ticket can be renewed.
+    pub renew_until: Option<i64>,
+    /// Last successful kinit.
+    pub last_success: Option<i64>,
+    /// The last failure's message, cleared by a success.
+    pub last_error: Option<String>,
+    /// Failures since the last success.
+    pub consecutive_failures: i64,
+    /// When the timer will renew next.
+    pub next_renewal: Option<i64>,
+}
+
 /// The hub's persistent state. Implemented once per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -75,4 +100,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError>;
     /// The recorded state of `username`'s server.
     async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError>;
+    /// Records a user's ticket state, replacing the previous record.
+    async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError>;
+    /// The recorded ticket state of `username`.
+    async fn get_ticket(&self, username: &str) -> Result<Option<TicketRecord>, StoreError>;
 }

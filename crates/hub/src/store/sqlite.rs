@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{ServerRecord, SessionRecord, Store, StoreError};
+use super::{ServerRecord, SessionRecord, Store, StoreError, TicketRecord};
 
 /// The SQLite migrations from `migrations/sqlite`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -162,6 +162,52 @@ impl Store for SqliteStore {
             }),
         })
     }
+
+    async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO tickets (username, principal, ccache, valid_from, valid_until, renew_until,
+               last_success, last_error, consecutive_failures, next_renewal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(&t.username)
+        .bind(&t.principal)
+        .bind(&t.ccache)
+        .bind(t.valid_from)
+        .bind(t.valid_until)
+        .bind(t.renew_until)
+        .bind(t.last_success)
+        .bind(&t.last_error)
+        .bind(t.consecutive_failures)
+        .bind(t.next_renewal)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_ticket(&self, username: &str) -> Result<Option<TicketRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT username, principal, ccache, valid_from, valid_until, renew_until, last_success, last_error,
+               consecutive_failures, next_renewal FROM tickets WHERE username = ?1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(TicketRecord {
+                username: r.try_get("username")?,
+                principal: r.try_get("principal")?,
+                ccache: r.try_get("ccache")?,
+                valid_from: r.try_get("valid_from")?,
+                valid_until: r.try_get("valid_until")?,
+                renew_until: r.try_get("renew_until")?,
+                last_success: r.try_get("last_success")?,
+                last_error: r.try_get("last_error")?,
+                consecutive_failures: r.try_get("consecutive_failures")?,
+                next_renewal: r.try_get("next_renewal")?,
+            }),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -213,5 +259,22 @@ mod tests {
         let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), ..rec };
         store.put_server(&stopped).await.expect("put again");
         assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
+
+        let t = TicketRecord {
+            username: "ann".into(),
+            principal: "ann@R".into(),
+            ccache: "/c/krb5cc_1".into(),
+            valid_from: Some(1),
+            valid_until: Some(2),
+            renew_until: None,
+            last_success: Some(1),
+            last_error: Some("kinit: boom".into()),
+            consecutive_failures: 3,
+            next_renewal: Some(5),
+        };
+        store.put_ticket(&t).await.expect("put ticket");
+        store.put_ticket(&t).await.expect("put ticket again");
+        assert_eq!(store.get_ticket("ann").await.expect("get"), Some(t));
+        assert_eq!(store.get_ticket("bob").await.expect("get"), None);
     }
 }
