@@ -147,11 +147,29 @@ pub struct Kdc {
     pub realm: String,
     pub dir: tempfile::TempDir,
     pub port: u16,
-    child: Child,
+    /// Ticket lifetime of new principals (`None`: 10 h).
+    pub max_life: Option<Duration>,
+    child: Option<Child>,
+}
+
+/// Lifetime for the short-ticket tests: 2 minutes, as the renewer issue asks; set
+/// `HUB_TEST_TICKET_LIFE` (seconds) to try the tests faster while developing.
+pub fn short_life() -> Duration {
+    Duration::from_secs(std::env::var("HUB_TEST_TICKET_LIFE").ok().and_then(|s| s.parse().ok()).unwrap_or(120))
 }
 
 impl Kdc {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A realm whose tickets live `max_life` (renewable for 5 × that), with `clockskew = 1`
+    /// so that an expired ticket really is expired.
+    pub fn start_short(max_life: Duration) -> Self {
+        Self::start_with(Some(max_life))
+    }
+
+    fn start_with(max_life: Option<Duration>) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let realm = format!("HUBTEST{}.LOCAL", random_hex(3).to_uppercase());
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -159,16 +177,21 @@ impl Kdc {
         std::fs::write(
             d.join("krb5.conf"),
             format!(
-                "[libdefaults]\n default_realm = {realm}\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n\
-                 [realms]\n {realm} = {{\n  kdc = 127.0.0.1:{port}\n }}\n"
+                "[libdefaults]\n default_realm = {realm}\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n clockskew = {skew}\n\
+                 [realms]\n {realm} = {{\n  kdc = 127.0.0.1:{port}\n }}\n",
+                skew = if max_life.is_some() { 1 } else { 300 },
             ),
         )
         .expect("krb5.conf");
+        let (life, renew) = match max_life {
+            Some(l) => (format!("{}s", l.as_secs()), format!("{}s", l.as_secs() * 5)),
+            None => ("10h".into(), "1d".into()),
+        };
         std::fs::write(
             d.join("kdc.conf"),
             format!(
                 "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\
-                 [realms]\n {realm} = {{\n  database_name = {db}\n  key_stash_file = {stash}\n  acl_file = {acl}\n  max_life = 10h\n  max_renewable_life = 1d\n }}\n",
+                 [realms]\n {realm} = {{\n  database_name = {db}\n  key_stash_file = {stash}\n  acl_file = {acl}\n  max_life = {life}\n  max_renewable_life = {renew}\n }}\n",
                 db = d.join("principal").display(),
                 stash = d.join("stash").display(),
                 acl = d.join("kadm5.acl").display(),
@@ -183,24 +206,48 @@ impl Kdc {
         c.args(["-r", &realm, "create", "-s", "-P", &random_hex(8)]);
         env(&mut c);
         run(&mut c);
+        let mut kdc = Self { realm, dir, port, max_life, child: None };
+        if let Some(l) = max_life {
+            let (life, renew) = (l.as_secs(), l.as_secs() * 5);
+            kdc.kadmin(&format!(
+                "modprinc -maxlife \"{life} seconds\" -maxrenewlife \"{renew} seconds\" krbtgt/{0}@{0}",
+                kdc.realm
+            ));
+        }
+        kdc.restart();
+        kdc
+    }
+
+    /// Starts the KDC process (again) on the same port and waits until it listens.
+    pub fn restart(&mut self) {
+        let d = self.dir.path();
         let mut c = Command::new("krb5kdc");
-        c.args(["-n", "-r", &realm]).stdout(Stdio::null()).stderr(Stdio::null());
-        env(&mut c);
-        let child = c.spawn().expect("krb5kdc");
-        let kdc = Self { realm, dir, port, child };
+        c.args(["-n", "-r", &self.realm])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("KRB5_CONFIG", d.join("krb5.conf"))
+            .env("KRB5_KDC_PROFILE", d.join("kdc.conf"));
+        self.child = Some(c.spawn().expect("krb5kdc"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the KDC did not start listening on 127.0.0.1:{port}");
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the KDC did not start listening on 127.0.0.1:{}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
-        kdc
+    }
+
+    /// Stops the KDC process (a KDC outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn krb5_conf(&self) -> PathBuf {
         self.dir.path().join("krb5.conf")
     }
 
-    fn kadmin(&self, query: &str) -> String {
+    pub fn kadmin(&self, query: &str) -> String {
         let mut c = Command::new("kadmin.local");
         c.args(["-r", &self.realm, "-q", query])
             .env("KRB5_CONFIG", self.krb5_conf())
@@ -212,12 +259,29 @@ impl Kdc {
     /// re-randomising them) to `~user/user.keytab`, owned by the user, mode 0600.
     pub fn add_user_with_keytab(&self, user: &TestUser) -> PathBuf {
         let principal = format!("{}@{}", user.name, self.realm);
-        self.kadmin(&format!("addprinc -pw {} {principal}", user.password));
+        self.kadmin(&format!("addprinc {} -pw {} {principal}", self.life_flags(), user.password));
         let keytab = user.home.join(format!("{}.keytab", user.name));
         self.kadmin(&format!("ktadd -k {} -norandkey {principal}", keytab.display()));
         std::os::unix::fs::chown(&keytab, Some(user.uid), Some(user.gid)).expect("chown keytab");
         std::fs::set_permissions(&keytab, std::fs::Permissions::from_mode(0o600)).expect("chmod keytab");
         keytab
+    }
+
+    fn life_flags(&self) -> String {
+        match self.max_life {
+            Some(l) => format!("-maxlife \"{} seconds\" -maxrenewlife \"{} seconds\"", l.as_secs(), l.as_secs() * 5),
+            None => String::new(),
+        }
+    }
+
+    /// Creates `names` as principals with random keys, all exported into one keytab at
+    /// `keytab` (left root-owned, mode 0600).
+    pub fn add_principals(&self, names: &[String], keytab: &Path) {
+        for n in names {
+            self.kadmin(&format!("addprinc {} -randkey {n}@{}", self.life_flags(), self.realm));
+            self.kadmin(&format!("ktadd -k {} {n}@{}", keytab.display(), self.realm));
+        }
+        std::fs::set_permissions(keytab, std::fs::Permissions::from_mode(0o600)).expect("chmod keytab");
     }
 
     /// `klist -c FILE:path` output.
@@ -233,8 +297,7 @@ impl Kdc {
 
 impl Drop for Kdc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

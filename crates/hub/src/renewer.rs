@@ -103,7 +103,8 @@ pub struct TicketStatus {
     pub consecutive_failures: u32,
     /// When the timer renews next (only while the user's server runs).
     pub next_renewal: Option<i64>,
-    /// kinit processes run for this user since the hub started.
+    /// Renewal attempts for this user since the hub started (kinit runs, and refusals before
+    /// kinit such as an unsafe keytab); coalesced events are not counted.
     pub kinit_runs: u64,
 }
 
@@ -483,7 +484,6 @@ impl Renewer {
             let _permit = self.slots.acquire().await;
             let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(n, Ordering::SeqCst);
-            self.kinit_total.fetch_add(1, Ordering::Relaxed);
             let r = self.run_kinit(owner, &paths).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             r
@@ -560,6 +560,7 @@ impl Renewer {
         let file_name = p.ccache.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}.{}.tmp", hex::encode(suffix)));
 
+        self.kinit_total.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(&self.cfg.kinit);
         cmd.arg("-k")
             .arg("-t")
