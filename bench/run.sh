@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked
 /usr/bin/python3 bench/login_to_ready.py --rounds "${1:-5}" --write docs/benchmarks.md
+bash bench/renewer.sh 8

@@ -655,6 +655,28 @@ mod tests {
     }
 
     #[test]
+    fn example_pyspark_kernelspec_is_valid_when_uncommented() {
+        let start = EXAMPLE.find("# [[kernelspec]]").expect("the example has a kernelspec");
+        let block: String =
+            EXAMPLE[start..].lines().take_while(|l| l.starts_with("# ")).map(|l| format!("{}\n", &l[2..])).collect();
+        let c = parse(&format!("{EXAMPLE}\n{block}")).expect("uncommented example parses");
+        let ks = &c.kernelspecs[0];
+        let v = TemplateVars {
+            username: "ann",
+            principal: Some("ann@EXAMPLE.COM"),
+            keytab: Some("/home/ann/ann.keytab"),
+            ..Default::default()
+        };
+        let submit = ks.env["PYSPARK_SUBMIT_ARGS"].expand(&v);
+        assert!(
+            submit.contains(
+                "--master yarn --deploy-mode client --principal ann@EXAMPLE.COM --keytab /home/ann/ann.keytab"
+            ),
+            "{submit}"
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).expect("parse");
         assert_eq!(c.hub.database_url, "sqlite:///var/lib/hub/hub.sqlite");
