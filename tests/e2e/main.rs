@@ -384,7 +384,8 @@ async fn browser_login_opens_lab_and_runs_a_cell() {
     let kdc = Kdc::start();
     let ann = TestUser::create();
     kdc.add_user_with_keytab(&ann);
-    let hub = TestHub::start(&pam, Some(&kdc), "").await;
+    let opts = HubOptions { kerberos: "event_min_interval = \"0s\"".into(), ..Default::default() };
+    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
     let shot = hub.data_dir.path().join("lab.png");
     let out = tokio::process::Command::new("node")
         .arg(&script)
