@@ -112,7 +112,7 @@ cat <<MSG
   hub is starting at  http://${BIND/127.0.0.1/localhost}/
   user: $USER_NAME    password: $PASSWORD
   (Kerberos realm $REALM, KDC on 127.0.0.1:$KDC_PORT; the demo user's ticket is in $DIR/ccache)
-  Ctrl-C stops the hub (and the user servers it started).
+  Ctrl-C stops the hub; the demo user's server keeps running and the next run re-adopts it.
 
 MSG
 exec "$HUB" serve --config "$DIR/hub.toml"

@@ -356,7 +356,7 @@ impl TestHub {
             None => "[kerberos]\nenabled = false\n".into(),
         };
         let text = format!(
-            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\n\
+            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = true\n\
              [auth]\npam_service = \"{pam}\"\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),

@@ -55,6 +55,10 @@ pub struct HubConfig {
     pub database_url: String,
     /// File holding the JWT signing key; default `<data_dir>/jwt.key`, generated on first start.
     pub jwt_secret_file: PathBuf,
+    /// Whether `hub serve` stops every user's server when it shuts down
+    /// (`stop_servers_on_shutdown`, default false: servers keep running and the next hub
+    /// re-adopts them).
+    pub stop_servers_on_shutdown: bool,
 }
 
 /// Which authenticator checks passwords.
@@ -299,6 +303,7 @@ struct FileHub {
     data_dir: Option<PathBuf>,
     database_url: Option<Spanned<String>>,
     jwt_secret_file: Option<PathBuf>,
+    stop_servers_on_shutdown: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -599,7 +604,14 @@ impl Config {
         }
 
         Ok(Config {
-            hub: HubConfig { bind, public_url, data_dir, database_url, jwt_secret_file },
+            hub: HubConfig {
+                bind,
+                public_url,
+                data_dir,
+                database_url,
+                jwt_secret_file,
+                stop_servers_on_shutdown: file.hub.stop_servers_on_shutdown.unwrap_or(false),
+            },
             auth: AuthConfig { method, pam_service, admin_users: file.auth.admin_users, session_max_age },
             spawner: SpawnerConfig {
                 cmd,

@@ -100,11 +100,14 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
         store.clone(),
         client.clone(),
     ));
+    // Servers a previous hub process left running are checked (in the background) and
+    // re-adopted or cleaned up.
+    let _adoption = servers.adopt_recorded().await;
     Ok(web::AppState(Arc::new(web::App { config, store, sessions, auth, servers, renewer, client })))
 }
 
-/// `hub serve`: serves the hub on `listener` until `shutdown` resolves, then stops every
-/// user's server (servers are not re-adopted across restarts yet, so none is left behind).
+/// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep
+/// running (the next hub re-adopts them) unless `stop_servers_on_shutdown`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -138,7 +141,9 @@ pub async fn serve_state(
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
-    state.servers.stop_all().await;
+    if state.config.hub.stop_servers_on_shutdown {
+        state.servers.stop_all().await;
+    }
     let _ = timer_stop.send(());
     let _ = timer.await;
     Ok(())

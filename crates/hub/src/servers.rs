@@ -189,7 +189,7 @@ impl Servers {
                 Err((message, log_tail)) => {
                     tracing::warn!(user = %name, reason = %message, "spawn failed");
                     slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail });
-                    this.record(&name, "failed", None, None, Some(message)).await;
+                    this.record(&name, "failed", None, Some(message)).await;
                 }
             }
         });
@@ -224,9 +224,11 @@ impl Servers {
             Err(e) => return Err((e.to_string(), log_tail(&log_path))),
         };
         let pid = process.pid();
+        let start_ticks = process.start_ticks();
         let mut exited = process.exited();
         *slot.process.lock().await = Some(process);
-        self.record(&name, "starting", Some(pid), Some(port), None).await;
+        let live = |token| Live { pid, port, token, start_ticks, owner: &owner };
+        self.record(&name, "starting", Some(live(&token)), None).await;
         progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
 
         let deadline = Instant::now() + self.config.spawner.start_timeout;
@@ -263,9 +265,9 @@ impl Servers {
                 _ = exited.changed() => {}
             }
         }
+        self.record(&name, "running", Some(live(&token)), None).await;
         self.renewer.activate(&owner);
-        slot.state.send_replace(ServerState::Running { port, token, pid, owner });
-        self.record(&name, "running", Some(pid), Some(port), None).await;
+        slot.state.send_replace(ServerState::Running { port, token, pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
         Ok(())
     }
@@ -292,7 +294,7 @@ impl Servers {
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
                 slot.process.lock().await.take();
                 slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: log_tail(&log) });
-                this.record(&name, "failed", None, None, Some(message)).await;
+                this.record(&name, "failed", None, Some(message)).await;
             }
         });
     }
@@ -414,11 +416,118 @@ impl Servers {
         tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
         self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
-        self.record(&user.name, "stopped", None, None, Some(how)).await;
+        self.record(&user.name, "stopped", None, Some(how)).await;
     }
 
-    /// Stops every server (used when the hub shuts down: without re-adoption, a server left
-    /// running would be an orphan).
+    /// After a hub restart: every server the database records as starting or running is
+    /// marked "reconnecting" at once (so nothing spawns a second one), then checked in the
+    /// background, at most 32 at a time: a live process of the same owner with the same start
+    /// time that answers `api/status` with its token is re-adopted (same port and token, so
+    /// the user's URL and cookie keep working, and its ticket goes back on the renewer's
+    /// timer); a half-started one gets until its start timeout to answer; anything else is
+    /// stopped if it is still that process, and recorded as stopped. A reused pid is never
+    /// signalled. Returns the task doing the checks.
+    pub async fn adopt_recorded(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let recs = match self.store.active_servers().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the recorded servers; none re-adopted");
+                Vec::new()
+            }
+        };
+        for r in &recs {
+            self.slot(&r.username).state.send_replace(ServerState::Starting {
+                progress: 50,
+                message: "Reconnecting to your server after a hub restart".into(),
+            });
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let n = recs.len();
+            let started = Instant::now();
+            futures_util::stream::iter(recs)
+                .for_each_concurrent(32, |r| {
+                    let this = this.clone();
+                    async move { this.adopt_one(r).await }
+                })
+                .await;
+            if n > 0 {
+                tracing::info!(servers = n, secs = started.elapsed().as_secs_f64(), "recorded servers checked");
+            }
+        })
+    }
+
+    async fn adopt_one(self: &Arc<Self>, r: ServerRecord) {
+        let name = r.username.clone();
+        let slot = self.slot(&name);
+        let _op = slot.op.lock().await;
+        let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
+        let (Some(pid), Some(port), Some(token), Some(ticks), Some(uid), Some(gid)) = (
+            r.pid.and_then(|p| u32::try_from(p).ok()),
+            r.port.and_then(|p| u16::try_from(p).ok()),
+            r.token.clone(),
+            r.pid_start,
+            r.uid.and_then(|u| u32::try_from(u).ok()),
+            r.gid.and_then(|g| u32::try_from(g).ok()),
+        ) else {
+            return self.mark_stopped(&slot, &name, None, gone("incomplete record")).await;
+        };
+        let owner = TicketOwner { username: name.clone(), uid, gid };
+        let Some(process) = self.spawner.adopt(pid, uid, ticks).await else {
+            tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
+            return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
+        };
+        let url = format!("http://127.0.0.1:{port}/user/{name}/api/status");
+        // A server that was still starting gets the rest of its start timeout.
+        let deadline = match (r.state.as_str(), r.started) {
+            ("starting", Some(t)) => {
+                let left = (t + self.config.spawner.start_timeout.as_secs() as i64 - unix_now()).max(5);
+                Instant::now() + Duration::from_secs(left as u64)
+            }
+            _ => Instant::now() + Duration::from_secs(5),
+        };
+        let exited = process.exited();
+        let mut ready = false;
+        while Instant::now() < deadline && exited.borrow().is_none() {
+            if self.status_ok(&url, &token).await {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !ready {
+            let how = process.stop(self.config.spawner.term_timeout).await;
+            tracing::warn!(user = %name, pid, how = %how, "recorded server did not answer; stopped it");
+            return self
+                .mark_stopped(
+                    &slot,
+                    &name,
+                    Some(&owner),
+                    format!("Your server did not answer after the hub restarted and was stopped ({how})"),
+                )
+                .await;
+        }
+        let start_ticks = process.start_ticks();
+        *slot.process.lock().await = Some(process);
+        let live = Live { pid, port, token: &token, start_ticks, owner: &owner };
+        self.record(&name, "running", Some(live), None).await;
+        self.renewer.restore(std::slice::from_ref(&owner)).await;
+        slot.state.send_replace(ServerState::Running { port, token: token.clone(), pid, owner });
+        tracing::info!(user = %name, pid, port, "re-adopted a running server");
+        let log = self.log_path(&name);
+        self.watch_exit(name, slot.clone(), pid, exited, log);
+    }
+
+    async fn mark_stopped(&self, slot: &Slot, name: &str, owner: Option<&TicketOwner>, message: String) {
+        if let Some(o) = owner {
+            self.renewer.deactivate(o);
+        }
+        slot.state.send_replace(ServerState::Stopped { message: Some(message.clone()) });
+        self.record(name, "stopped", None, Some(message)).await;
+    }
+
+    /// Stops every server (when the hub shuts down with `stop_servers_on_shutdown = true`).
     pub async fn stop_all(&self) {
         let names: Vec<String> = self.slots.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         let mut tasks = Vec::new();
@@ -430,23 +539,36 @@ impl Servers {
         futures_util::future::join_all(tasks).await;
     }
 
-    async fn record(&self, name: &str, state: &str, pid: Option<u32>, port: Option<u16>, message: Option<String>) {
+    async fn record(&self, name: &str, state: &str, live: Option<Live<'_>>, message: Option<String>) {
         let now = unix_now();
         let prev = self.store.get_server(name).await.ok().flatten();
         let started = if state == "starting" { Some(now) } else { prev.and_then(|p| p.started) };
         let rec = ServerRecord {
             username: name.to_string(),
             state: state.to_string(),
-            pid: pid.map(i64::from),
-            port: port.map(i64::from),
+            pid: live.as_ref().map(|l| i64::from(l.pid)),
+            port: live.as_ref().map(|l| i64::from(l.port)),
             started,
             stopped: matches!(state, "stopped" | "failed").then_some(now),
             message,
+            token: live.as_ref().map(|l| l.token.to_string()),
+            pid_start: live.as_ref().and_then(|l| l.start_ticks),
+            uid: live.as_ref().map(|l| i64::from(l.owner.uid)),
+            gid: live.as_ref().map(|l| i64::from(l.owner.gid)),
         };
         if let Err(e) = self.store.put_server(&rec).await {
             tracing::error!(user = %name, error = %e, "could not record the server's state");
         }
     }
+}
+
+/// What the database needs to find a live server again.
+struct Live<'a> {
+    pid: u32,
+    port: u16,
+    token: &'a str,
+    start_ticks: Option<i64>,
+    owner: &'a TicketOwner,
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
@@ -28,6 +29,7 @@ pub struct LocalSpawner;
 struct LocalProcess {
     pid: u32,
     uid: u32,
+    start_ticks: Option<i64>,
     exited: watch::Receiver<Option<String>>,
 }
 
@@ -84,6 +86,7 @@ impl Spawner for LocalSpawner {
             .spawn()
             .map_err(|source| SpawnError::Exec { program: spec.argv[0].clone(), source })?;
         let pid = child.id().unwrap_or_default();
+        let start_ticks = start_ticks(pid);
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             let how = match child.wait().await {
@@ -99,8 +102,59 @@ impl Spawner for LocalSpawner {
             };
             let _ = tx.send(Some(how));
         });
-        Ok(Box::new(LocalProcess { pid, uid, exited: rx }))
+        Ok(Box::new(LocalProcess { pid, uid, start_ticks, exited: rx }))
     }
+
+    async fn adopt(&self, pid: u32, uid: u32, ticks: i64) -> Option<Box<dyn ServerProcess>> {
+        if !is_same_process(pid, uid, ticks) {
+            return None;
+        }
+        // A pidfd (pidfd_open(2), Linux 5.3) refers to this very process even if the pid is
+        // reused later, and becomes readable when it exits: a way to wait for a process that
+        // is not our child. Check the identity again after opening it, to close the race.
+        // SAFETY: a plain syscall with integer arguments; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 || !is_same_process(pid, uid, ticks) {
+            if fd >= 0 {
+                // SAFETY: fd is a descriptor we own and have not shared.
+                unsafe { libc::close(fd as i32) };
+            }
+            return None;
+        }
+        // SAFETY: fd is a fresh descriptor owned by nothing else.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: `owned` is an open descriptor that the AsyncFd owns for its whole life.
+        let afd =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }.ok()?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let _ = afd.readable().await;
+            let _ = tx.send(Some("exited (status unknown: adopted after a hub restart)".to_string()));
+        });
+        Some(Box::new(LocalProcess { pid, uid, start_ticks: Some(ticks), exited: rx }))
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process of `uid` that started at `ticks`.
+pub fn is_same_process(pid: u32, uid: u32, ticks: i64) -> bool {
+    start_ticks(pid) == Some(ticks) && owner_uid(pid) == Some(uid) && !matches!(proc_state(pid), Some('Z' | 'X') | None)
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`, for n >= 3. The command name in
+/// field 2 may contain spaces and parentheses, so fields are counted after the last `)`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(n.checked_sub(3)?).map(str::to_string)
+}
+
+/// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22).
+pub fn start_ticks(pid: u32) -> Option<i64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    stat_field(pid, 3)?.chars().next()
 }
 
 #[async_trait]
@@ -111,6 +165,10 @@ impl ServerProcess for LocalProcess {
 
     fn exited(&self) -> watch::Receiver<Option<String>> {
         self.exited.clone()
+    }
+
+    fn start_ticks(&self) -> Option<i64> {
+        self.start_ticks
     }
 
     async fn stop(&self, term_timeout: Duration) -> String {
@@ -165,12 +223,9 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
-/// The parent pid from `/proc/PID/stat` (field 4; the command name in field 2 may contain
-/// spaces and parentheses, so parsing starts after the last `)`; see proc(5)).
+/// The parent pid (`/proc/PID/stat` field 4).
 fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    stat_field(pid, 4)?.parse().ok()
 }
 
 /// The real UID of a live process, from `/proc/PID/status` (`Uid:` line), or `None` if gone.
@@ -193,8 +248,16 @@ mod tests {
         let me = std::process::id();
         assert!(descendants(me).contains(&c.id()));
         assert_eq!(parent_pid(c.id()), Some(me));
-        assert_eq!(owner_uid(c.id()), Some(nix::unistd::getuid().as_raw()));
+        let uid = nix::unistd::getuid().as_raw();
+        assert_eq!(owner_uid(c.id()), Some(uid));
+        let ticks = start_ticks(c.id()).expect("start time");
+        assert!(is_same_process(c.id(), uid, ticks));
+        assert!(!is_same_process(c.id(), uid, ticks + 1), "another start time is another process");
+        assert!(!is_same_process(c.id(), uid + 1, ticks), "another owner is another process");
         c.kill().expect("kill");
+        // A zombie is not a live server.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!is_same_process(c.id(), uid, ticks));
         c.wait().expect("wait");
     }
 }

@@ -119,6 +119,8 @@ pub trait ServerProcess: Send + Sync {
     /// Stops the server: SIGTERM to its process group, SIGKILL after `term_timeout`, then
     /// SIGKILL to any descendant (kernels, terminals) that outlived it. Returns how it exited.
     async fn stop(&self, term_timeout: Duration) -> String;
+    /// The process's start time (clock ticks after boot), recorded to tell a reused pid.
+    fn start_ticks(&self) -> Option<i64>;
 }
 
 /// Starts servers.
@@ -127,4 +129,8 @@ pub trait Spawner: Send + Sync + 'static {
     /// Starts the server described by `spec`. Returns once the process exists; readiness is
     /// checked by the caller.
     async fn start(&self, spec: SpawnSpec) -> Result<Box<dyn ServerProcess>, SpawnError>;
+    /// Takes over a server started by an earlier hub process: `None` unless `pid` is alive,
+    /// runs as `uid` and started at `start_ticks` (so a reused pid is never adopted, nor
+    /// signalled).
+    async fn adopt(&self, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
 }

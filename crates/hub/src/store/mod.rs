@@ -42,7 +42,7 @@ pub struct SessionRecord {
 }
 
 /// The recorded state of a user's single-user server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerRecord {
     /// Owner of the server.
     pub username: String,
@@ -58,6 +58,15 @@ pub struct ServerRecord {
     pub stopped: Option<i64>,
     /// Why it failed or how it exited.
     pub message: Option<String>,
+    /// The server's token, for the proxy after a hub restart (the database is mode 0600).
+    pub token: Option<String>,
+    /// Process start time in clock ticks after boot (`/proc/PID/stat` field 22), to tell a
+    /// reused pid from the server.
+    pub pid_start: Option<i64>,
+    /// Owner's UID at spawn.
+    pub uid: Option<i64>,
+    /// Owner's primary GID at spawn.
+    pub gid: Option<i64>,
 }
 
 /// A user's Kerberos ticket as the renewer last saw it. Times are unix seconds.
@@ -100,6 +109,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError>;
     /// The recorded state of `username`'s server.
     async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError>;
+    /// Every server recorded as `starting` or `running` (what a restarted hub must check).
+    async fn active_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
     /// Records a user's ticket state, replacing the previous record.
     async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError>;
     /// The recorded ticket state of `username`.

@@ -1,6 +1,7 @@
 //! SQLite backend of [`Store`], the embedded default.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -34,7 +35,16 @@ impl SqliteStore {
                 return Err(StoreError::NotMigrated { url: url.to_string(), problem: "does not exist".into() });
             }
         }
+        let path = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        // The database holds server tokens: readable by root only (and its WAL files too).
+        for suffix in ["", "-wal", "-shm"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+        }
         Ok(Self { pool })
     }
 
@@ -124,11 +134,8 @@ impl Store for SqliteStore {
 
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO servers (username, state, pid, port, started, stopped, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(username) DO UPDATE SET state = excluded.state, pid = excluded.pid,
-               port = excluded.port, started = excluded.started, stopped = excluded.stopped,
-               message = excluded.message",
+            "INSERT OR REPLACE INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(&s.username)
         .bind(&s.state)
@@ -137,6 +144,10 @@ impl Store for SqliteStore {
         .bind(s.started)
         .bind(s.stopped)
         .bind(&s.message)
+        .bind(&s.token)
+        .bind(s.pid_start)
+        .bind(s.uid)
+        .bind(s.gid)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -144,23 +155,23 @@ impl Store for SqliteStore {
 
     async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT username, state, pid, port, started, stopped, message FROM servers WHERE username = ?1",
+            "SELECT username, state, pid, port, started, stopped, message, token, pid_start, uid, gid
+             FROM servers WHERE username = ?1",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            None => None,
-            Some(r) => Some(ServerRecord {
-                username: r.try_get("username")?,
-                state: r.try_get("state")?,
-                pid: r.try_get("pid")?,
-                port: r.try_get("port")?,
-                started: r.try_get("started")?,
-                stopped: r.try_get("stopped")?,
-                message: r.try_get("message")?,
-            }),
-        })
+        row.map(|r| server_row(&r)).transpose()
+    }
+
+    async fn active_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, state, pid, port, started, stopped, message, token, pid_start, uid, gid
+             FROM servers WHERE state IN ('starting', 'running') ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(server_row).collect()
     }
 
     async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError> {
@@ -210,6 +221,22 @@ impl Store for SqliteStore {
     }
 }
 
+fn server_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServerRecord, StoreError> {
+    Ok(ServerRecord {
+        username: r.try_get("username")?,
+        state: r.try_get("state")?,
+        pid: r.try_get("pid")?,
+        port: r.try_get("port")?,
+        started: r.try_get("started")?,
+        stopped: r.try_get("stopped")?,
+        message: r.try_get("message")?,
+        token: r.try_get("token")?,
+        pid_start: r.try_get("pid_start")?,
+        uid: r.try_get("uid")?,
+        gid: r.try_get("gid")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +254,9 @@ mod tests {
         assert_eq!(store.migrate().await.expect("migrate"), MIGRATOR.iter().count());
         assert_eq!(store.migrate().await.expect("migrate again"), 0);
         store.check_schema(&url).await.expect("schema current");
+        // The file holds server tokens: root only.
+        let mode = std::fs::metadata(dir.path().join("hub.sqlite")).expect("db file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[tokio::test]
@@ -254,11 +284,17 @@ mod tests {
             started: Some(11),
             stopped: None,
             message: None,
+            token: Some("t".into()),
+            pid_start: Some(123),
+            uid: Some(1000),
+            gid: Some(1000),
         };
         store.put_server(&rec).await.expect("put");
+        assert_eq!(store.active_servers().await.expect("active"), vec![rec.clone()]);
         let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), ..rec };
         store.put_server(&stopped).await.expect("put again");
         assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
+        assert!(store.active_servers().await.expect("active").is_empty());
 
         let t = TicketRecord {
             username: "ann".into(),

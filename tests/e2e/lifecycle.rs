@@ -1,0 +1,238 @@
+//! Server lifecycle across hub restarts, with the real `hub` binary: `kill -9` the hub with
+//! servers running and one half-started, restart it, and every user is back at the same URL
+//! with the same cookie, with no orphans; a reused pid is neither adopted nor signalled.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hub::store::sqlite::SqliteStore;
+use hub::store::{ServerRecord, Store};
+
+use crate::support::{Kdc, PamService, TestUser, require_root, venv};
+
+/// `hub serve` as a separate process, so that it can be killed with SIGKILL.
+struct HubProcess {
+    child: Child,
+    base: String,
+}
+
+impl HubProcess {
+    fn start(config: &Path, log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,hub=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hub serve");
+        let text = std::fs::read_to_string(config).expect("config");
+        let bind = text.lines().find_map(|l| l.strip_prefix("bind = ")).expect("bind").trim_matches('"').to_string();
+        let hub = Self { child, base: format!("http://{bind}") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bind).is_err() {
+            assert!(std::time::Instant::now() < deadline, "hub did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+async fn login(base: &str, c: &reqwest::Client, u: &TestUser) {
+    let r = c
+        .post(format!("{base}/hub/login"))
+        .form(&[("username", u.name.as_str()), ("password", u.password.as_str()), ("next", "")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303, "login of {}", u.name);
+}
+
+/// Polls `api/status` through the hub until 200.
+async fn wait_status(base: &str, c: &reqwest::Client, u: &TestUser, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = c.get(format!("{base}/user/{}/api/status", u.name)).header("accept", "application/json").send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} never answered through the hub", u.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The home page, and the server pid it shows ("running (pid N)").
+async fn home(base: &str, c: &reqwest::Client) -> (String, Option<u32>) {
+    let body = c.get(format!("{base}/hub/home")).send().await.expect("home").text().await.expect("body");
+    let pid = body.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok());
+    (body, pid)
+}
+
+fn write_config(dir: &Path, pam: &PamService, kdc: &Kdc) -> PathBuf {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let text = format!(
+        "[hub]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\ndata_dir = \"{d}\"\n\
+         [auth]\npam_service = \"{pam}\"\n[spawner]\ncmd = [\"{venv}/bin/jupyter-lab\"]\nstart_timeout = \"60s\"\n\
+         [kerberos]\nenabled = true\nrealm = \"{realm}\"\nkrb5_config = \"{conf}\"\n",
+        d = dir.display(),
+        pam = pam.name,
+        venv = venv().display(),
+        realm = kdc.realm,
+        conf = kdc.krb5_conf().display(),
+    );
+    let path = dir.join("hub.toml");
+    std::fs::write(&path, text).expect("hub.toml");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_hub")).args(["migrate", "--config"]).arg(&path).output().expect("migrate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_and_restart_readopts_servers() {
+    require_root();
+    let pam = PamService::create();
+    let kdc = Kdc::start();
+    let users: Vec<TestUser> = (0..3).map(|_| TestUser::create()).collect();
+    let late = TestUser::create(); // logs in just before the kill: its spawn is cut short
+    let reused = TestUser::create(); // its recorded pid now belongs to another process
+    for u in users.iter().chain([&late]) {
+        kdc.add_user_with_keytab(u);
+    }
+    let dir = tempfile::Builder::new().prefix("hub-lifecycle-").tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+    let config = write_config(dir.path(), &pam, &kdc);
+    let log = dir.path().join("hub.log");
+
+    let mut hub = HubProcess::start(&config, &log);
+    let base = hub.base.clone();
+    let clients: Vec<reqwest::Client> = users.iter().map(|_| client()).collect();
+    for (u, c) in users.iter().zip(&clients) {
+        login(&base, c, u).await;
+    }
+    let mut pids = Vec::new();
+    for (u, c) in users.iter().zip(&clients) {
+        wait_status(&base, c, u, Duration::from_secs(90)).await;
+        pids.push(home(&base, c).await.1.expect("pid on the home page"));
+    }
+    let late_client = client();
+    login(&base, &late_client, &late).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the spawn is under way, not done
+    hub.kill9();
+
+    // A recorded "running" server whose pid is now someone else's process.
+    let impostor = Command::new("sleep").arg("300").uid(reused.uid).gid(reused.gid).spawn().expect("sleep as the user");
+    {
+        let store =
+            SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
+        store.upsert_user(&reused.name, false, 0).await.expect("user");
+        let ticks = hub::spawner::local::start_ticks(impostor.id()).expect("ticks");
+        store
+            .put_server(&ServerRecord {
+                username: reused.name.clone(),
+                state: "running".into(),
+                pid: Some(i64::from(impostor.id())),
+                port: Some(1),
+                token: Some("x".into()),
+                pid_start: Some(ticks - 1), // the recorded process started at another time
+                uid: Some(i64::from(reused.uid)),
+                gid: Some(i64::from(reused.gid)),
+                ..Default::default()
+            })
+            .await
+            .expect("fake record");
+    }
+
+    let _hub2 = HubProcess::start(&config, &log);
+    // Same URL, same cookies, same processes.
+    for ((u, c), pid) in users.iter().zip(&clients).zip(&pids) {
+        wait_status(&base, c, u, Duration::from_secs(20)).await;
+        let (body, now) = home(&base, c).await;
+        assert_eq!(now, Some(*pid), "{} kept the same server process", u.name);
+        assert!(body.contains("next renewal"), "{}'s ticket is back on the renewer's timer: {body}", u.name);
+        let mut tree = hub::spawner::local::descendants(*pid);
+        tree.push(*pid);
+        for p in u.processes() {
+            assert!(tree.contains(&p), "process {p} of {} is not part of its server (an orphan)", u.name);
+        }
+    }
+    // The half-started server either finished and was adopted, or was cleaned up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (body, pid) = home(&base, &late_client).await;
+        if body.contains("data-state=\"running\"") {
+            wait_status(&base, &late_client, &late, Duration::from_secs(5)).await;
+            let mut tree = hub::spawner::local::descendants(pid.expect("pid"));
+            tree.push(pid.expect("pid"));
+            assert!(late.processes().iter().all(|p| tree.contains(p)), "no orphan of the half-started spawn");
+            break;
+        }
+        if body.contains("data-state=\"stopped\"") || body.contains("data-state=\"failed\"") {
+            assert_eq!(late.processes(), Vec::<u32>::new(), "a cleaned-up spawn leaves no process");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the half-started server was neither adopted nor cleaned: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The impostor was neither adopted nor signalled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(hub::spawner::local::owner_uid(impostor.id()).is_some(), "a reused pid must not be killed");
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logs.lines().any(|l| l.contains(&reused.name) && l.contains("not adopted")),
+        "the reused pid is reported as not adopted"
+    );
+    let mut impostor = impostor;
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+}
+
+/// A server killed from outside is noticed and shown as stopped, with how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_from_outside_is_shown() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let hub = crate::support::TestHub::start(&pam, None, "").await;
+    let c = hub.client();
+    login(&format!("http://{}", hub.addr), &c, &ann).await;
+    hub.wait_ready(&c, &ann.name).await;
+    let (_, pid) = home(&format!("http://{}", hub.addr), &c).await;
+    let pid = pid.expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (body, _) = home(&format!("http://{}", hub.addr), &c).await;
+        if body.contains("data-state=\"failed\"") {
+            assert!(body.contains("killed by signal 9 (SIGKILL) unexpectedly"), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dead server is still shown as running: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 503, "a dead server is not proxied");
+    hub.stop().await;
+}
