@@ -30,6 +30,8 @@ try {
   await page.click("button[type=submit]");
   // The spawn page follows the progress events and then moves to JupyterLab.
   await page.waitForURL(new RegExp(`/user/${user}/lab`), { timeout: 90_000 });
+  // A user who was here before gets their last workspace back; start from the launcher.
+  await page.goto(`${base}/user/${user}/lab?reset`);
   const card = page.locator(".jp-LauncherCard[data-category='Notebook']").first();
   await card.waitFor({ timeout: 60_000 });
   await card.click();
