@@ -71,13 +71,29 @@ fn notebook(source: &str) -> serde_json::Value {
     })
 }
 
+/// Kernel WebSocket type used by the tests.
+type KernelWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/user/<user>/api/kernels/<id>/channels` through the hub with the session `cookie`
+/// ("hub-session=..."); returns the socket and the Jupyter session id used.
+async fn kernel_channels(hub: &TestHub, user: &str, kernel_id: &str, cookie: &str) -> (KernelWs, String) {
+    let session = random_hex(16);
+    let mut req = format!("ws://{}/user/{user}/api/kernels/{kernel_id}/channels?session_id={session}", hub.addr)
+        .into_client_request()
+        .expect("ws request");
+    req.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => (ws, session),
+        Err(e) => panic!(
+            "WebSocket through the hub: {e}\nserver log:\n{}",
+            hub::servers::log_tail(&hub.state.servers.log_path(user))
+        ),
+    }
+}
+
 /// Runs `code` in a kernel over the hub's WebSocket tunnel and returns the `text/plain` of its
 /// `execute_result` (Jupyter messaging spec 5.3, JSON over WebSocket as jupyter-server speaks it).
-async fn execute(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    session: &str,
-    code: &str,
-) -> String {
+async fn execute(ws: &mut KernelWs, session: &str, code: &str) -> String {
     let msg_id = random_hex(16);
     let msg = serde_json::json!({
         "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
@@ -189,23 +205,7 @@ async fn main_job_end_to_end() {
         .expect("start kernel");
     assert_eq!(r.status(), 201);
     let kernel: serde_json::Value = r.json().await.expect("kernel json");
-    let session = random_hex(16);
-    let mut req = format!(
-        "ws://{}/user/{}/api/kernels/{}/channels?session_id={session}",
-        hub.addr,
-        ann.name,
-        kernel["id"].as_str().expect("id")
-    )
-    .into_client_request()
-    .expect("ws request");
-    req.headers_mut().insert("cookie", cookie_pair.parse().expect("cookie"));
-    let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(pair) => pair,
-        Err(e) => panic!(
-            "WebSocket through the hub: {e}\nserver log:\n{}",
-            hub::servers::log_tail(&hub.state.servers.log_path(&ann.name))
-        ),
-    };
+    let (mut ws, session) = kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie_pair).await;
     assert_eq!(execute(&mut ws, &session, "1+1").await, "2");
     let env = execute(&mut ws, &session, "import os; (os.environ.get('KRB5CCNAME'), os.getuid())").await;
     assert_eq!(env, format!("('FILE:{}', {})", ccache.display(), ann.uid));

@@ -13,7 +13,6 @@ use hub::renewer::{Renewer, TicketOwner, Trigger};
 use hub::store::Store;
 use hub::store::sqlite::SqliteStore;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{self, HubOptions, Kdc, PamService, TestHub, TestUser, random_hex, require_root, short_life};
 
@@ -122,17 +121,7 @@ async fn timer_keeps_an_idle_users_ticket_valid() {
     assert!(support::log_line_with(&[&ann.name, "trigger=timer", "kinit succeeded"]), "timer renewals logged");
 
     // The kernel, started three lifetimes ago, sees a valid ticket and the kernelspec's env.
-    let session = random_hex(16);
-    let mut req = format!(
-        "ws://{}/user/{}/api/kernels/{}/channels?session_id={session}",
-        hub.addr,
-        ann.name,
-        kernel["id"].as_str().expect("id")
-    )
-    .into_client_request()
-    .expect("req");
-    req.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws");
+    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie).await;
     let code = "import os, subprocess; '|'.join([str(subprocess.run(['klist', '-s']).returncode), \
                 os.environ['KRB5CCNAME'], os.environ['HUB_PRINCIPAL']])";
     let out = crate::execute(&mut ws, &session, code).await;
