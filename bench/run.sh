@@ -7,3 +7,4 @@ bash scripts/setup.sh
 cargo build --release --locked
 /usr/bin/python3 bench/login_to_ready.py --rounds "${1:-5}" --write docs/benchmarks.md
 bash bench/renewer.sh 8
+bash bench/ws_latency.sh 5

@@ -414,3 +414,81 @@ async fn browser_login_opens_lab_and_runs_a_cell() {
     hub.stop().await;
     assert_eq!(ann.processes(), Vec::<u32>::new());
 }
+
+/// Sends `execute_request` for `code` and returns the time until its `execute_reply`.
+async fn execute_reply_time(ws: &mut KernelWs, session: &str, code: &str) -> Duration {
+    let msg_id = random_hex(16);
+    let msg = serde_json::json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    let t0 = std::time::Instant::now();
+    ws.send(Message::text(msg.to_string())).await.expect("send");
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("reply in time")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = m else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+        if v["parent_header"]["msg_id"] == msg_id && v["header"]["msg_type"] == "execute_reply" {
+            return t0.elapsed();
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// WebSocket replies through the hub are not held back by Nagle's algorithm: jupyter-server
+/// re-enables Nagle after the upgrade, so a direct client waits for its delayed ACK (~40 ms)
+/// on every `execute_reply`; the hub's tunnel (TCP_NODELAY, TCP_QUICKACK re-armed on every
+/// upstream read) does not. Compared as a ratio against the direct path in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_replies_are_not_nagle_bound() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let hub = TestHub::start(&pam, None, "").await;
+    let c = hub.client();
+    let r = hub.login(&c, &ann.name, &ann.password).await;
+    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    hub.wait_ready(&c, &ann.name).await;
+    let ServerState::Running { port, token, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
+    let r = c
+        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("kernel");
+    let kernel: serde_json::Value = r.json().await.expect("json");
+    let id = kernel["id"].as_str().expect("id");
+    let (mut via_hub, hub_session) = kernel_channels(&hub, &ann.name, id, &cookie).await;
+    let direct_session = random_hex(16);
+    let mut req =
+        format!("ws://127.0.0.1:{port}/user/{}/api/kernels/{id}/channels?session_id={direct_session}", ann.name)
+            .into_client_request()
+            .expect("req");
+    req.headers_mut().insert("authorization", format!("token {token}").parse().expect("header"));
+    // The direct client disables Nagle on its side, as browsers do.
+    let (mut direct, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await.expect("direct ws");
+    // Warm up both paths, then alternate.
+    execute_reply_time(&mut via_hub, &hub_session, "1").await;
+    execute_reply_time(&mut direct, &direct_session, "1").await;
+    let (mut h, mut d) = (Vec::new(), Vec::new());
+    for i in 0..15 {
+        h.push(execute_reply_time(&mut via_hub, &hub_session, &format!("{i}+1")).await);
+        d.push(execute_reply_time(&mut direct, &direct_session, &format!("{i}+1")).await);
+    }
+    let (h, d) = (median(h), median(d));
+    eprintln!("execute_reply median: through the hub {h:?}, direct {d:?}");
+    assert!(
+        h.as_secs_f64() < 0.5 * d.as_secs_f64(),
+        "through the hub {h:?} should be well under the Nagle-bound direct path {d:?}"
+    );
+    hub.stop().await;
+}
