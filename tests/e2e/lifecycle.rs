@@ -236,3 +236,84 @@ async fn server_killed_from_outside_is_shown() {
     assert_eq!(r.status(), 503, "a dead server is not proxied");
     hub.stop().await;
 }
+
+/// Culling: with a 5 s idle timeout an untouched server is stopped, while a server whose
+/// only activity is WebSocket traffic to a kernel keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culling_stops_idle_servers_but_not_busy_ones() {
+    require_root();
+    let pam = PamService::create();
+    let (idle, busy) = (TestUser::create(), TestUser::create());
+    let opts = crate::support::HubOptions {
+        spawner: "cull_idle_timeout = \"5s\"\ncull_interval = \"1s\"".into(),
+        ..Default::default()
+    };
+    let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
+    let (ci, cb) = (hub.client(), hub.client());
+    let base = format!("http://{}", hub.addr);
+    login(&base, &ci, &idle).await;
+    let r = cb
+        .post(format!("{base}/hub/login"))
+        .form(&[("username", busy.name.as_str()), ("password", busy.password.as_str()), ("next", "")])
+        .send()
+        .await
+        .expect("login");
+    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    hub.wait_ready(&ci, &idle.name).await;
+    hub.wait_ready(&cb, &busy.name).await;
+    let r = cb
+        .post(hub.url(&format!("/user/{}/api/kernels", busy.name)))
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("kernel");
+    let kernel: serde_json::Value = r.json().await.expect("json");
+    let (mut ws, session) = crate::kernel_channels(&hub, &busy.name, kernel["id"].as_str().expect("id"), &cookie).await;
+
+    // Keep the busy user's kernel talking for 10 s; touch nothing of the idle user's.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        crate::execute_reply_time(&mut ws, &session, "1").await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let (body, _) = home(&base, &ci).await;
+    assert!(
+        body.contains("data-state=\"stopped\"") && body.contains("cull_idle_timeout"),
+        "idle server culled: {body}"
+    );
+    assert_eq!(idle.processes(), Vec::<u32>::new(), "a culled server leaves no process");
+    assert!(
+        matches!(hub.state.servers.state(&busy.name), hub::servers::ServerState::Running { .. }),
+        "WebSocket traffic counts as activity"
+    );
+    hub.stop().await;
+}
+
+/// Spawn limits answer 429 with Retry-After, as JupyterHub does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_limit_answers_429() {
+    require_root();
+    let pam = PamService::create();
+    let (a, b) = (TestUser::create(), TestUser::create());
+    // A "server" that never answers, so the first spawn stays in progress.
+    let opts = crate::support::HubOptions {
+        cmd: Some(r#"["/bin/sh", "-c", "sleep 60"]"#.into()),
+        spawner: "concurrent_spawn_limit = 1".into(),
+        ..Default::default()
+    };
+    let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
+    let base = format!("http://{}", hub.addr);
+    let (ca, cb) = (client(), client());
+    login(&base, &ca, &a).await;
+    login(&base, &cb, &b).await;
+    let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(r.text().await.expect("body").contains("concurrent_spawn_limit"));
+    // Once the first spawn is cancelled, the second may start.
+    let r = ca.post(format!("{base}/hub/home/stop")).send().await.expect("cancel");
+    assert_eq!(r.status(), 303);
+    let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn again");
+    assert_eq!(r.status(), 200, "the spawn page, now that there is room");
+    hub.stop().await;
+}

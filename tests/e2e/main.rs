@@ -76,7 +76,7 @@ type KernelWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsSt
 
 /// Opens `/user/<user>/api/kernels/<id>/channels` through the hub with the session `cookie`
 /// ("hub-session=..."); returns the socket and the Jupyter session id used.
-async fn kernel_channels(hub: &TestHub, user: &str, kernel_id: &str, cookie: &str) -> (KernelWs, String) {
+pub(crate) async fn kernel_channels(hub: &TestHub, user: &str, kernel_id: &str, cookie: &str) -> (KernelWs, String) {
     let session = random_hex(16);
     let mut req = format!("ws://{}/user/{user}/api/kernels/{kernel_id}/channels?session_id={session}", hub.addr)
         .into_client_request()
@@ -416,7 +416,7 @@ async fn browser_login_opens_lab_and_runs_a_cell() {
 }
 
 /// Sends `execute_request` for `code` and returns the time until its `execute_reply`.
-async fn execute_reply_time(ws: &mut KernelWs, session: &str, code: &str) -> Duration {
+pub(crate) async fn execute_reply_time(ws: &mut KernelWs, session: &str, code: &str) -> Duration {
     let msg_id = random_hex(16);
     let msg = serde_json::json!({
         "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00Z"},

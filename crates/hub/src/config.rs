@@ -98,6 +98,19 @@ pub struct SpawnerConfig {
     pub term_timeout: Duration,
     /// Where the browser lands in the server after it starts (`default_url`, default `/lab`).
     pub default_url: String,
+    /// Most spawns in progress at once (`concurrent_spawn_limit`, default 100, JupyterHub's
+    /// default); beyond it a spawn request gets 429 with `Retry-After`. 0 = no limit.
+    pub concurrent_spawn_limit: usize,
+    /// Most servers starting or running at once (`active_server_limit`, default 0 = no limit).
+    pub active_server_limit: usize,
+    /// Stop a server after this long without activity (`cull_idle_timeout`; 0 = never).
+    /// Activity is any proxied request or WebSocket traffic in either direction.
+    pub cull_idle_timeout: Duration,
+    /// Stop a server this long after it started, active or not (`cull_max_age`; 0 = never).
+    pub cull_max_age: Duration,
+    /// How often the culler looks, and how often activity is written to the database
+    /// (`cull_interval`, default 60 s).
+    pub cull_interval: Duration,
 }
 
 /// `[kerberos]`: tickets for each user.
@@ -326,6 +339,11 @@ struct FileSpawner {
     env: BTreeMap<String, Spanned<String>>,
     path: Option<String>,
     start_timeout: Option<Spanned<String>>,
+    concurrent_spawn_limit: Option<Spanned<i64>>,
+    active_server_limit: Option<Spanned<i64>>,
+    cull_idle_timeout: Option<Spanned<String>>,
+    cull_max_age: Option<Spanned<String>>,
+    cull_interval: Option<Spanned<String>>,
     term_timeout: Option<Spanned<String>>,
     default_url: Option<Spanned<String>>,
 }
@@ -495,6 +513,24 @@ impl Config {
         let start_timeout =
             src.duration("spawner.start_timeout", &file.spawner.start_timeout, Duration::from_secs(60))?;
         let term_timeout = src.duration("spawner.term_timeout", &file.spawner.term_timeout, Duration::from_secs(5))?;
+        let count = |key: &str, v: &Option<Spanned<i64>>, default: usize| -> Result<usize, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (0..=1_000_000).contains(n.get_ref()) => Ok(*n.get_ref() as usize),
+                Some(n) => Err(src.err(key, n, "must be between 0 (no limit) and 1000000")),
+            }
+        };
+        let concurrent_spawn_limit =
+            count("spawner.concurrent_spawn_limit", &file.spawner.concurrent_spawn_limit, 100)?;
+        let active_server_limit = count("spawner.active_server_limit", &file.spawner.active_server_limit, 0)?;
+        let cull_idle_timeout =
+            src.duration("spawner.cull_idle_timeout", &file.spawner.cull_idle_timeout, Duration::ZERO)?;
+        let cull_max_age = src.duration("spawner.cull_max_age", &file.spawner.cull_max_age, Duration::ZERO)?;
+        let cull_interval =
+            src.duration("spawner.cull_interval", &file.spawner.cull_interval, Duration::from_secs(60))?;
+        if let (true, Some(v)) = (cull_interval.is_zero(), &file.spawner.cull_interval) {
+            return Err(src.err("spawner.cull_interval", v, "must be more than 0, e.g. \"60s\""));
+        }
         let default_url = match &file.spawner.default_url {
             None => "/lab".to_string(),
             Some(u) if u.get_ref().starts_with('/') && !u.get_ref().starts_with("//") => u.get_ref().clone(),
@@ -621,6 +657,11 @@ impl Config {
                 start_timeout,
                 term_timeout,
                 default_url,
+                concurrent_spawn_limit,
+                active_server_limit,
+                cull_idle_timeout,
+                cull_max_age,
+                cull_interval,
             },
             kerberos: KerberosConfig {
                 enabled: k.enabled,

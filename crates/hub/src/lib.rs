@@ -133,6 +133,10 @@ pub async fn serve_state(
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
     }));
+    let (culler_stop, culler_stopped) = tokio::sync::oneshot::channel::<()>();
+    let culler = tokio::spawn(state.servers.clone().run_culler(async move {
+        let _ = culler_stopped.await;
+    }));
     // TCP_NODELAY on every browser connection: small WebSocket frames must not wait for
     // Nagle's algorithm.
     let listener = listener.tap_io(|tcp| {
@@ -145,6 +149,8 @@ pub async fn serve_state(
         state.servers.stop_all().await;
     }
     let _ = timer_stop.send(());
+    let _ = culler_stop.send(());
     let _ = timer.await;
+    let _ = culler.await;
     Ok(())
 }

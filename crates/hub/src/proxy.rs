@@ -82,6 +82,8 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "your server is not running: start it at /hub/home");
     };
 
+    let activity = app.servers.activity_clock(&name);
+    activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
     let tap = notebook_event(req.method(), &path, req.uri().query());
     let upgrade = is_upgrade(req.headers());
     let mut req = req;
@@ -102,7 +104,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     };
 
     let resp = if let Some(client_upgrade) = client_upgrade {
-        match websocket(up.port, upstream_req, client_upgrade).await {
+        match websocket(up.port, upstream_req, client_upgrade, activity).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "WebSocket upgrade to the server failed");
@@ -235,6 +237,7 @@ async fn websocket(
     port: u16,
     mut req: hyper::Request<Body>,
     client: hyper::upgrade::OnUpgrade,
+    activity: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) -> Result<Response, String> {
     // A connection of our own speaks origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1);
     // only the pooled client rewrites absolute URIs itself.
@@ -261,7 +264,7 @@ async fn websocket(
                     return;
                 }
             };
-            if let Err(e) = tunnel(c, u).await {
+            if let Err(e) = tunnel(c, u, &activity).await {
                 tracing::debug!(error = %e, "WebSocket tunnel closed");
             }
         });
@@ -281,7 +284,13 @@ const TUNNEL_BUF: usize = 64 * 1024;
 /// TCP_QUICKACK after every read (Linux clears it again by itself, see tcp(7)), so our ACKs go
 /// out at once and the server's second write is not held back. Measured here: ~5 ms per
 /// `execute_reply` instead of ~48 ms (docs/benchmarks.md).
-async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgraded) -> std::io::Result<()> {
+/// Every read in either direction stores the time in `activity` (for culling).
+async fn tunnel(
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    activity: &std::sync::atomic::AtomicI64,
+) -> std::io::Result<()> {
+    let touch = || activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut c_read, mut c_write) = tokio::io::split(TokioIo::new(client));
     // The upstream connection is ours (hyper::client::conn over TokioIo<TcpStream>), so it
@@ -300,6 +309,7 @@ async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgr
         loop {
             let n = u_read.read(&mut buf).await?;
             quickack(u_read.as_ref());
+            touch();
             if n == 0 {
                 return c_write.shutdown().await;
             }
@@ -310,6 +320,7 @@ async fn tunnel(client: hyper::upgrade::Upgraded, upstream: hyper::upgrade::Upgr
         let mut buf = vec![0u8; TUNNEL_BUF];
         loop {
             let n = c_read.read(&mut buf).await?;
+            touch();
             if n == 0 {
                 return u_write.shutdown().await;
             }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,33 @@ struct Slot {
     /// Set by `stop` to make a start in progress give up.
     cancel: AtomicBool,
     process: Mutex<Option<Box<dyn ServerProcess>>>,
+    /// Unix seconds of the last proxied request or WebSocket traffic (the culler's clock).
+    activity: Arc<AtomicI64>,
+    /// Unix seconds the running server became ready (or was re-adopted).
+    running_since: AtomicI64,
+}
+
+/// Why a spawn was refused (HTTP 429, as JupyterHub answers).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnRefused {
+    /// `concurrent_spawn_limit` spawns are already in progress.
+    #[error("{0} servers are starting right now (spawner.concurrent_spawn_limit); try again in a few seconds")]
+    TooManySpawns(usize),
+    /// `active_server_limit` servers are starting or running.
+    #[error(
+        "the hub is at its limit of {0} active servers (spawner.active_server_limit); try again later or ask an admin"
+    )]
+    TooManyActive(usize),
+}
+
+impl SpawnRefused {
+    /// Seconds for the `Retry-After` header.
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            SpawnRefused::TooManySpawns(_) => 5,
+            SpawnRefused::TooManyActive(_) => 60,
+        }
+    }
 }
 
 /// Starts, watches and stops users' servers. See the module documentation.
@@ -135,6 +162,8 @@ impl Servers {
                     op: Mutex::new(()),
                     cancel: AtomicBool::new(false),
                     process: Mutex::new(None),
+                    activity: Arc::new(AtomicI64::new(0)),
+                    running_since: AtomicI64::new(0),
                 })
             })
             .clone()
@@ -168,15 +197,41 @@ impl Servers {
 
     /// Starts `user`'s server in the background unless it is already starting or running.
     /// Progress is published on the state channel.
-    pub fn start(self: &Arc<Self>, user: LinuxUser) {
+    ///
+    /// Refused (and nothing started) when `concurrent_spawn_limit` spawns are in progress or
+    /// `active_server_limit` servers are active.
+    pub fn start(self: &Arc<Self>, user: LinuxUser) -> Result<(), SpawnRefused> {
         let slot = self.slot(&user.name);
         {
-            let st = slot.state.borrow();
-            if matches!(*st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping) {
-                return;
+            // The limits are checked and the slot claimed under the slots lock, so two
+            // concurrent requests cannot both squeeze under a limit.
+            let slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            if matches!(
+                *slot.state.borrow(),
+                ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping
+            ) {
+                return Ok(());
             }
+            let (mut starting, mut active) = (0, 0);
+            for s in slots.values() {
+                match *s.state.borrow() {
+                    ServerState::Starting { .. } => {
+                        starting += 1;
+                        active += 1;
+                    }
+                    ServerState::Running { .. } | ServerState::Stopping => active += 1,
+                    _ => {}
+                }
+            }
+            let sc = &self.config.spawner;
+            if sc.concurrent_spawn_limit > 0 && starting >= sc.concurrent_spawn_limit {
+                return Err(SpawnRefused::TooManySpawns(starting));
+            }
+            if sc.active_server_limit > 0 && active >= sc.active_server_limit {
+                return Err(SpawnRefused::TooManyActive(active));
+            }
+            slot.state.send_replace(ServerState::Starting { progress: 5, message: "Spawn requested".into() });
         }
-        slot.state.send_replace(ServerState::Starting { progress: 5, message: "Spawn requested".into() });
         let this = self.clone();
         tokio::spawn(async move {
             let _op = slot.op.lock().await;
@@ -193,6 +248,7 @@ impl Servers {
                 }
             }
         });
+        Ok(())
     }
 
     async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<Slot>, user: LinuxUser) -> Result<(), (String, String)> {
@@ -266,6 +322,8 @@ impl Servers {
             }
         }
         self.record(&name, "running", Some(live(&token)), None).await;
+        slot.running_since.store(unix_now(), Ordering::Relaxed);
+        slot.activity.store(unix_now(), Ordering::Relaxed);
         self.renewer.activate(&owner);
         slot.state.send_replace(ServerState::Running { port, token, pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
@@ -419,6 +477,64 @@ impl Servers {
         self.record(&user.name, "stopped", None, Some(how)).await;
     }
 
+    /// The activity clock of `name`'s server: the proxy stores the current unix time in it on
+    /// every request and every WebSocket read (an atomic store: no lock, no database write).
+    pub fn activity_clock(&self, name: &str) -> Arc<AtomicI64> {
+        self.slot(name).activity.clone()
+    }
+
+    /// Every `cull_interval`: writes the activity seen since the last round to the database in
+    /// one transaction, and stops servers idle longer than `cull_idle_timeout` or older than
+    /// `cull_max_age` (gracefully, as the Stop button does). Runs until `shutdown` resolves.
+    pub async fn run_culler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let sc = self.config.spawner.clone();
+        let mut flushed: HashMap<String, i64> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(sc.cull_interval) => {}
+            }
+            let now = unix_now();
+            let mut changed = Vec::new();
+            let mut cull = Vec::new();
+            for (name, slot) in self.slots.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                let last = slot.activity.load(Ordering::Relaxed);
+                if last > 0 && flushed.get(name) != Some(&last) {
+                    changed.push((name.clone(), last));
+                }
+                if !matches!(*slot.state.borrow(), ServerState::Running { .. }) {
+                    continue;
+                }
+                let since = slot.running_since.load(Ordering::Relaxed);
+                let idle = now - last.max(since);
+                if !sc.cull_idle_timeout.is_zero() && idle >= sc.cull_idle_timeout.as_secs() as i64 {
+                    cull.push((name.clone(), format!("idle for {idle} s (spawner.cull_idle_timeout)")));
+                } else if !sc.cull_max_age.is_zero() && now - since >= sc.cull_max_age.as_secs() as i64 {
+                    cull.push((name.clone(), format!("running for {} s (spawner.cull_max_age)", now - since)));
+                }
+            }
+            if !changed.is_empty() {
+                match self.store.record_activity(&changed).await {
+                    Ok(()) => flushed.extend(changed),
+                    Err(e) => tracing::warn!(error = %e, "could not record activity"),
+                }
+            }
+            for (name, why) in cull {
+                tracing::info!(user = %name, reason = %why, "culling an idle server");
+                match LinuxUser::lookup_async(&name).await {
+                    Ok(user) => {
+                        self.stop(&user).await;
+                        let slot = self.slot(&name);
+                        slot.state
+                            .send_replace(ServerState::Stopped { message: Some(format!("Stopped by the hub: {why}")) });
+                    }
+                    Err(e) => tracing::warn!(user = %name, error = %e, "cannot cull: account lookup failed"),
+                }
+            }
+        }
+    }
+
     /// After a hub restart: every server the database records as starting or running is
     /// marked "reconnecting" at once (so nothing spawns a second one), then checked in the
     /// background, at most 32 at a time: a live process of the same owner with the same start
@@ -513,6 +629,8 @@ impl Servers {
         let live = Live { pid, port, token: &token, start_ticks, owner: &owner };
         self.record(&name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
+        slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
+        slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
         slot.state.send_replace(ServerState::Running { port, token: token.clone(), pid, owner });
         tracing::info!(user = %name, pid, port, "re-adopted a running server");
         let log = self.log_path(&name);

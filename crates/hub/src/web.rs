@@ -260,7 +260,10 @@ async fn login_submit(State(app): State<AppState>, Form(f): Form<LoginForm>) -> 
     };
     tracing::info!(user = %user, "logged in");
     app.renewer.trigger(TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid }, Trigger::Login);
-    app.servers.start(linux);
+    if let Err(refused) = app.servers.start(linux) {
+        // The spawn page tries again and says why if it is still refused.
+        tracing::info!(user = %user, reason = %refused, "spawn at login refused");
+    }
     let target = match next {
         Some(n) if !n.starts_with("/hub/login") => format!("/hub/spawn?next={}", percent_encode(&n)),
         _ => "/hub/spawn".to_string(),
@@ -322,10 +325,10 @@ async fn home_start(State(app): State<AppState>, headers: HeaderMap, CurrentUser
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-site request refused.");
     }
     match LinuxUser::lookup_async(&s.username).await {
-        Ok(u) => {
-            app.servers.start(u);
-            Redirect::to("/hub/spawn").into_response()
-        }
+        Ok(u) => match app.servers.start(u) {
+            Ok(()) => Redirect::to("/hub/spawn").into_response(),
+            Err(refused) => too_many(&refused),
+        },
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &e.to_string()),
     }
 }
@@ -353,7 +356,11 @@ async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Qu
         ServerState::Running { .. } => return Redirect::to(&target).into_response(),
         ServerState::Starting { .. } => {}
         _ => match LinuxUser::lookup_async(name).await {
-            Ok(u) => app.servers.start(u),
+            Ok(u) => {
+                if let Err(refused) = app.servers.start(u) {
+                    return too_many(&refused);
+                }
+            }
             Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
         },
     }
@@ -512,6 +519,14 @@ fn log_block(tail: &str) -> String {
         "<details open><summary>Last lines of the server log</summary><pre>{}</pre></details>",
         html_escape::encode_safe(tail)
     )
+}
+
+/// 429 Too Many Requests with `Retry-After`, for a refused spawn.
+fn too_many(refused: &crate::servers::SpawnRefused) -> Response {
+    let mut r =
+        error_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &format!("Your server cannot start yet: {refused}."));
+    r.headers_mut().insert(header::RETRY_AFTER, refused.retry_after().into());
+    r
 }
 
 /// A plain error page with `status`.

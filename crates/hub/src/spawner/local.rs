@@ -190,7 +190,7 @@ impl ServerProcess for LocalProcess {
         }
         // Whatever of the tree is still alive and still belongs to the user goes too.
         for pid in tree {
-            if owner_uid(pid) == Some(self.uid) {
+            if owner_uid(pid) == Some(self.uid) && !matches!(proc_state(pid), Some('Z' | 'X') | None) {
                 tracing::info!(pid, "killing a leftover process of the server");
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

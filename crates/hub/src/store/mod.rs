@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError>;
     /// Every server recorded as `starting` or `running` (what a restarted hub must check).
     async fn active_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
+    /// Sets `users.last_activity` for many users in one transaction: `(name, unix seconds)`.
+    async fn record_activity(&self, items: &[(String, i64)]) -> Result<(), StoreError>;
     /// Records a user's ticket state, replacing the previous record.
     async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError>;
     /// The recorded ticket state of `username`.

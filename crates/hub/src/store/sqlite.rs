@@ -174,6 +174,19 @@ impl Store for SqliteStore {
         rows.iter().map(server_row).collect()
     }
 
+    async fn record_activity(&self, items: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (name, at) in items {
+            sqlx::query("UPDATE users SET last_activity = MAX(COALESCE(last_activity, 0), ?2) WHERE name = ?1")
+                .bind(name)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR REPLACE INTO tickets (username, principal, ccache, valid_from, valid_until, renew_until,
@@ -267,6 +280,13 @@ mod tests {
         store.migrate().await.expect("migrate");
         store.upsert_user("ann", false, 10).await.expect("user");
         store.upsert_user("ann", true, 20).await.expect("user again");
+        store.record_activity(&[("ann".into(), 30), ("ghost".into(), 40)]).await.expect("activity");
+        store.record_activity(&[("ann".into(), 25)]).await.expect("older activity");
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_activity FROM users WHERE name = 'ann'")
+            .fetch_one(&store.pool)
+            .await
+            .expect("select");
+        assert_eq!(last, Some(30), "activity only moves forward");
         let s = SessionRecord { id: "a".repeat(32), username: "ann".into(), created: 10, expires: 99 };
         store.create_session(&s).await.expect("session");
         assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
