@@ -317,3 +317,83 @@ async fn spawn_limit_answers_429() {
     assert_eq!(r.status(), 200, "the spawn page, now that there is room");
     hub.stop().await;
 }
+
+/// SIGTERM-style shutdown: open WebSockets are closed at once (not after the 30 s
+/// shutdown_timeout), and with `stop_servers_on_shutdown = false` the server keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_and_keeps_servers() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let opts = crate::support::HubOptions { keep_servers: true, ..Default::default() };
+    let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
+    let c = hub.client();
+    let r = c
+        .post(hub.url("/hub/login"))
+        .form(&[("username", ann.name.as_str()), ("password", ann.password.as_str()), ("next", "")])
+        .send()
+        .await
+        .expect("login");
+    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    hub.wait_ready(&c, &ann.name).await;
+    let (_, pid) = home(&format!("http://{}", hub.addr), &c).await;
+    let kernel: serde_json::Value = c
+        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("kernel")
+        .json()
+        .await
+        .expect("json");
+    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie).await;
+    crate::execute_reply_time(&mut ws, &session, "1").await;
+
+    let t0 = std::time::Instant::now();
+    hub.stop().await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "shutdown waited {:?} (WebSockets must not hold it)", t0.elapsed());
+    use futures_util::StreamExt;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the WebSocket was closed by the shutdown");
+    let pid = pid.expect("pid");
+    assert_eq!(hub::spawner::local::owner_uid(pid), Some(ann.uid), "the server outlives the hub");
+}
+
+/// Admins read a user's server log from the hub; other users may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_read_server_logs() {
+    require_root();
+    let pam = PamService::create();
+    let (admin, ann) = (TestUser::create(), TestUser::create());
+    let opts = crate::support::HubOptions {
+        cmd: Some(r#"["/bin/sh", "-c", "echo 'hello from the server'; exit 1"]"#.into()),
+        auth: format!("admin_users = [\"{}\"]", admin.name),
+        ..Default::default()
+    };
+    let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
+    let base = format!("http://{}", hub.addr);
+    let (ca, cn) = (client(), client());
+    login(&base, &ca, &admin).await;
+    login(&base, &cn, &ann).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !home(&base, &cn).await.0.contains("data-state=\"failed\"") {
+        assert!(tokio::time::Instant::now() < deadline, "the spawn should fail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = ca.get(format!("{base}/hub/admin/logs/{}", ann.name)).send().await.expect("log");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.expect("body").contains("hello from the server"));
+    let r = cn.get(format!("{base}/hub/admin/logs/{}", admin.name)).send().await.expect("log");
+    assert_eq!(r.status(), 403, "a non-admin may not read logs");
+    let r = ca.get(format!("{base}/hub/admin/logs/..%2Fetc")).send().await.expect("log");
+    assert_eq!(r.status(), 400);
+    hub.stop().await;
+}

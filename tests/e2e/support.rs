@@ -312,6 +312,10 @@ pub struct HubOptions {
     pub kerberos: String,
     /// Lines added at the end (e.g. `[[kernelspec]]`).
     pub tail: String,
+    /// Lines added to `[auth]`.
+    pub auth: String,
+    /// Leave servers running when the hub stops (`stop_servers_on_shutdown = false`).
+    pub keep_servers: bool,
 }
 
 /// The hub running inside the test process on 127.0.0.1:0 with a temporary data_dir.
@@ -356,13 +360,15 @@ impl TestHub {
             None => "[kerberos]\nenabled = false\n".into(),
         };
         let text = format!(
-            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = true\n\
-             [auth]\npam_service = \"{pam}\"\n\
+            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n\
+             [auth]\npam_service = \"{pam}\"\n{auth}\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
             pam = pam.name,
             extra = o.spawner,
             tail = o.tail,
+            auth = o.auth,
+            stop = !o.keep_servers,
         );
         let path = data_dir.path().join("hub.toml");
         std::fs::write(&path, &text).expect("hub.toml");

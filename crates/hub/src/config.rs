@@ -59,6 +59,9 @@ pub struct HubConfig {
     /// (`stop_servers_on_shutdown`, default false: servers keep running and the next hub
     /// re-adopts them).
     pub stop_servers_on_shutdown: bool,
+    /// On SIGTERM, how long in-flight requests get to finish before the hub exits anyway
+    /// (`shutdown_timeout`, default 10 s). WebSocket tunnels are closed at once.
+    pub shutdown_timeout: Duration,
 }
 
 /// Which authenticator checks passwords.
@@ -111,6 +114,9 @@ pub struct SpawnerConfig {
     /// How often the culler looks, and how often activity is written to the database
     /// (`cull_interval`, default 60 s).
     pub cull_interval: Duration,
+    /// A server log larger than this many MiB is rotated to `<name>.log.1` (checked every
+    /// `cull_interval`; `log_max_mib`, default 10).
+    pub log_max_mib: u64,
 }
 
 /// `[kerberos]`: tickets for each user.
@@ -317,6 +323,7 @@ struct FileHub {
     database_url: Option<Spanned<String>>,
     jwt_secret_file: Option<PathBuf>,
     stop_servers_on_shutdown: Option<bool>,
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -344,6 +351,7 @@ struct FileSpawner {
     cull_idle_timeout: Option<Spanned<String>>,
     cull_max_age: Option<Spanned<String>>,
     cull_interval: Option<Spanned<String>>,
+    log_max_mib: Option<Spanned<i64>>,
     term_timeout: Option<Spanned<String>>,
     default_url: Option<Spanned<String>>,
 }
@@ -647,6 +655,11 @@ impl Config {
                 database_url,
                 jwt_secret_file,
                 stop_servers_on_shutdown: file.hub.stop_servers_on_shutdown.unwrap_or(false),
+                shutdown_timeout: src.duration(
+                    "hub.shutdown_timeout",
+                    &file.hub.shutdown_timeout,
+                    Duration::from_secs(10),
+                )?,
             },
             auth: AuthConfig { method, pam_service, admin_users: file.auth.admin_users, session_max_age },
             spawner: SpawnerConfig {
@@ -662,6 +675,7 @@ impl Config {
                 cull_idle_timeout,
                 cull_max_age,
                 cull_interval,
+                log_max_mib: count("spawner.log_max_mib", &file.spawner.log_max_mib, 10)? as u64,
             },
             kerberos: KerberosConfig {
                 enabled: k.enabled,

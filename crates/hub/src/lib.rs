@@ -31,6 +31,7 @@ use axum::serve::ListenerExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -103,7 +104,8 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     // Servers a previous hub process left running are checked (in the background) and
     // re-adopted or cleaned up.
     let _adoption = servers.adopt_recorded().await;
-    Ok(web::AppState(Arc::new(web::App { config, store, sessions, auth, servers, renewer, client })))
+    let closing = tokio::sync::watch::channel(false).0;
+    Ok(web::AppState(Arc::new(web::App { config, store, sessions, auth, servers, renewer, client, closing })))
 }
 
 /// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep
@@ -142,9 +144,24 @@ pub async fn serve_state(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // On shutdown: tunnels and progress streams close at once; other in-flight requests get
+    // up to shutdown_timeout to finish.
+    let closing = state.closing.clone();
+    let mut closed = state.closing.subscribe();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        },
+    );
+    let limit = state.config.hub.shutdown_timeout;
+    tokio::select! {
+        r = server.into_future() => r?,
+        _ = async {
+            let _ = closed.wait_for(|c| *c).await;
+            tokio::time::sleep(limit).await;
+        } => tracing::warn!(timeout = ?limit, "requests still in flight after hub.shutdown_timeout; exiting anyway"),
+    }
     if state.config.hub.stop_servers_on_shutdown {
         state.servers.stop_all().await;
     }

@@ -104,7 +104,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     };
 
     let resp = if let Some(client_upgrade) = client_upgrade {
-        match websocket(up.port, upstream_req, client_upgrade, activity).await {
+        match websocket(up.port, upstream_req, client_upgrade, activity, app.closing.subscribe()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "WebSocket upgrade to the server failed");
@@ -238,6 +238,7 @@ async fn websocket(
     mut req: hyper::Request<Body>,
     client: hyper::upgrade::OnUpgrade,
     activity: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response, String> {
     // A connection of our own speaks origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1);
     // only the pooled client rewrites absolute URIs itself.
@@ -264,8 +265,13 @@ async fn websocket(
                     return;
                 }
             };
-            if let Err(e) = tunnel(c, u, &activity).await {
-                tracing::debug!(error = %e, "WebSocket tunnel closed");
+            tokio::select! {
+                r = tunnel(c, u, &activity) => if let Err(e) = r {
+                    tracing::debug!(error = %e, "WebSocket tunnel closed");
+                },
+                // Hub shutting down: dropping both ends closes them (TCP FIN); JupyterLab
+                // reconnects to the next hub, which re-adopts the server.
+                _ = closing.wait_for(|c| *c) => tracing::debug!("WebSocket tunnel closed for shutdown"),
             }
         });
     }

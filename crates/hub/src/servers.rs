@@ -514,6 +514,17 @@ impl Servers {
                     cull.push((name.clone(), format!("running for {} s (spawner.cull_max_age)", now - since)));
                 }
             }
+            if sc.log_max_mib > 0 {
+                let names: Vec<String> = self.slots.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+                for name in names {
+                    let path = self.log_path(&name);
+                    match rotate_log(&path, sc.log_max_mib * 1024 * 1024) {
+                        Ok(true) => tracing::info!(user = %name, log = %path.display(), "server log rotated"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(user = %name, error = %e, "could not rotate the server log"),
+                    }
+                }
+            }
             if !changed.is_empty() {
                 match self.store.record_activity(&changed).await {
                     Ok(()) => flushed.extend(changed),
@@ -695,6 +706,26 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// If `path` is larger than `max` bytes, copies it to `<path>.1` (replacing an older one) and
+/// truncates it, so at most about 2 × `max` bytes are kept. The server keeps writing through
+/// its own `O_APPEND` descriptor, which survives hub restarts; lines written between the copy
+/// and the truncation are lost (logrotate's `copytruncate` has the same window). Returns
+/// whether it rotated.
+pub fn rotate_log(path: &Path, max: u64) -> std::io::Result<bool> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= max {
+        return Ok(false);
+    }
+    let old = PathBuf::from(format!("{}.1", path.display()));
+    std::fs::copy(path, &old)?;
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
 /// The last [`LOG_TAIL_LINES`] lines of a log file (at most the last 8 KiB), or "".
 pub fn log_tail(path: &Path) -> String {
     let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
@@ -710,6 +741,22 @@ pub fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_rotates_past_its_cap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.log");
+        assert!(!rotate_log(&p, 10).expect("missing is fine"));
+        std::fs::write(&p, "0123456789").expect("write");
+        assert!(!rotate_log(&p, 10).expect("at the cap"));
+        // A writer with O_APPEND, as the server has, keeps writing at the new end.
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        std::io::Write::write_all(&mut w, b"AB").expect("write");
+        assert!(rotate_log(&p, 10).expect("over the cap"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("x.log.1")).expect("old"), "0123456789AB");
+        std::io::Write::write_all(&mut w, b"new").expect("write");
+        assert_eq!(std::fs::read_to_string(&p).expect("current"), "new");
+    }
 
     #[test]
     fn log_tail_keeps_last_lines() {

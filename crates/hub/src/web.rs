@@ -46,6 +46,8 @@ pub struct App {
     pub renewer: Arc<Renewer>,
     /// Pooled HTTP client for proxied requests (TCP_NODELAY on).
     pub client: Client<HttpConnector, Body>,
+    /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Shared application state: a cheap handle to [`App`].
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/home/stop", post(home_stop))
         .route("/hub/spawn", get(spawn_page))
         .route("/hub/api/users/{name}/server/progress", get(progress))
+        .route("/hub/admin/logs/{name}", get(admin_log))
         .route("/user", any(crate::proxy::handle))
         .route("/user/", any(crate::proxy::handle))
         .route("/user/{*rest}", any(crate::proxy::handle))
@@ -409,7 +412,11 @@ async fn progress(State(app): State<AppState>, headers: HeaderMap, Path(name): P
     }
     let url = format!("/user/{name}/");
     let rx = app.servers.subscribe(&name);
-    Sse::new(progress_stream(rx, url)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    let mut closing = app.closing.subscribe();
+    let stream = futures_util::StreamExt::take_until(progress_stream(rx, url), async move {
+        let _ = closing.wait_for(|c| *c).await;
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 fn progress_stream(
@@ -519,6 +526,39 @@ fn log_block(tail: &str) -> String {
         "<details open><summary>Last lines of the server log</summary><pre>{}</pre></details>",
         html_escape::encode_safe(tail)
     )
+}
+
+/// Most of a server log an admin page shows, in bytes (the end of the file).
+const ADMIN_LOG_BYTES: u64 = 256 * 1024;
+
+/// `GET /hub/admin/logs/{name}`: the end of a user's server log as text, for admins
+/// (`[auth] admin_users`). 403 for others, 404 if there is no log.
+async fn admin_log(State(app): State<AppState>, CurrentUser(s): CurrentUser, Path(name): Path<String>) -> Response {
+    if !app.config.auth.admin_users.contains(&s.username) {
+        tracing::warn!(user = %s.username, log_of = %name, "refused: not an admin");
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can read server logs.");
+    }
+    if normalize_username(&name).ok().as_deref() != Some(name.as_str()) {
+        return error_page(StatusCode::BAD_REQUEST, "Bad user name", "That is not a valid user name.");
+    }
+    let path = app.servers.log_path(&name);
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(ADMIN_LOG_BYTES)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    })
+    .await;
+    match text {
+        Ok(Ok(t)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t).into_response(),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            error_page(StatusCode::NOT_FOUND, "No log", "This user has no server log.")
+        }
+        _ => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot read the log", "See the hub's own log."),
+    }
 }
 
 /// 429 Too Many Requests with `Retry-After`, for a refused spawn.
