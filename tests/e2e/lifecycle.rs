@@ -252,23 +252,11 @@ async fn culling_stops_idle_servers_but_not_busy_ones() {
     let (ci, cb) = (hub.client(), hub.client());
     let base = format!("http://{}", hub.addr);
     login(&base, &ci, &idle).await;
-    let r = cb
-        .post(format!("{base}/hub/login"))
-        .form(&[("username", busy.name.as_str()), ("password", busy.password.as_str()), ("next", "")])
-        .send()
-        .await
-        .expect("login");
-    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    let cookie = hub.login_cookie(&cb, &busy).await;
     hub.wait_ready(&ci, &idle.name).await;
     hub.wait_ready(&cb, &busy.name).await;
-    let r = cb
-        .post(hub.url(&format!("/user/{}/api/kernels", busy.name)))
-        .json(&serde_json::json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("kernel");
-    let kernel: serde_json::Value = r.json().await.expect("json");
-    let (mut ws, session) = crate::kernel_channels(&hub, &busy.name, kernel["id"].as_str().expect("id"), &cookie).await;
+    let kernel_id = hub.start_kernel(&cb, &busy.name, "python3").await;
+    let (mut ws, session) = crate::kernel_channels(&hub, &busy.name, &kernel_id, &cookie).await;
 
     // Keep the busy user's kernel talking for 10 s; touch nothing of the idle user's.
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -328,25 +316,11 @@ async fn shutdown_closes_websockets_and_keeps_servers() {
     let opts = crate::support::HubOptions { keep_servers: true, ..Default::default() };
     let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
     let c = hub.client();
-    let r = c
-        .post(hub.url("/hub/login"))
-        .form(&[("username", ann.name.as_str()), ("password", ann.password.as_str()), ("next", "")])
-        .send()
-        .await
-        .expect("login");
-    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
     let (_, pid) = home(&format!("http://{}", hub.addr), &c).await;
-    let kernel: serde_json::Value = c
-        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
-        .json(&serde_json::json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("kernel")
-        .json()
-        .await
-        .expect("json");
-    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie).await;
+    let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
+    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, &kernel_id, &cookie).await;
     crate::execute_reply_time(&mut ws, &session, "1").await;
 
     let t0 = std::time::Instant::now();

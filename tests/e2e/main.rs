@@ -197,15 +197,8 @@ async fn main_job_end_to_end() {
     assert_eq!((meta.uid(), meta.mode() & 0o777), (ann.uid, 0o600), "still ann's and 0600 after renewals");
 
     // -- A kernel over the WebSocket tunnel: 1+1, and it sees the ccache and runs as ann.
-    let r = c
-        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
-        .json(&serde_json::json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("start kernel");
-    assert_eq!(r.status(), 201);
-    let kernel: serde_json::Value = r.json().await.expect("kernel json");
-    let (mut ws, session) = kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie_pair).await;
+    let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
+    let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel_id, &cookie_pair).await;
     assert_eq!(execute(&mut ws, &session, "1+1").await, "2");
     let env = execute(&mut ws, &session, "import os; (os.environ.get('KRB5CCNAME'), os.getuid())").await;
     assert_eq!(env, format!("('FILE:{}', {})", ccache.display(), ann.uid));
@@ -455,18 +448,11 @@ async fn websocket_replies_are_not_nagle_bound() {
     let ann = TestUser::create();
     let hub = TestHub::start(&pam, None, "").await;
     let c = hub.client();
-    let r = hub.login(&c, &ann.name, &ann.password).await;
-    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
     let ServerState::Running { port, token, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
-    let r = c
-        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
-        .json(&serde_json::json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("kernel");
-    let kernel: serde_json::Value = r.json().await.expect("json");
-    let id = kernel["id"].as_str().expect("id");
+    let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
+    let id = &kernel_id;
     let (mut via_hub, hub_session) = kernel_channels(&hub, &ann.name, id, &cookie).await;
     let direct_session = random_hex(16);
     let mut req =

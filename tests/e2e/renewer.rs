@@ -81,8 +81,7 @@ async fn timer_keeps_an_idle_users_ticket_valid() {
     };
     let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
     let c = hub.client();
-    let r = hub.login(&c, &ann.name, &ann.password).await;
-    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_string();
+    let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
 
     // The kernelspec is on the server's JUPYTER_PATH.
@@ -95,14 +94,7 @@ async fn timer_keeps_an_idle_users_ticket_valid() {
         .await
         .expect("json");
     assert!(specs["kernelspecs"]["krb-python"].is_object(), "{specs}");
-    let r = c
-        .post(hub.url(&format!("/user/{}/api/kernels", ann.name)))
-        .json(&serde_json::json!({"name": "krb-python"}))
-        .send()
-        .await
-        .expect("kernel");
-    assert_eq!(r.status(), 201);
-    let kernel: serde_json::Value = r.json().await.expect("json");
+    let kernel_id = hub.start_kernel(&c, &ann.name, "krb-python").await;
 
     // Three lifetimes with nobody touching anything; the ticket must never lapse.
     let ccache = hub.data_dir.path().join(format!("ccache/krb5cc_{}", ann.uid));
@@ -121,7 +113,7 @@ async fn timer_keeps_an_idle_users_ticket_valid() {
     assert!(support::log_line_with(&[&ann.name, "trigger=timer", "kinit succeeded"]), "timer renewals logged");
 
     // The kernel, started three lifetimes ago, sees a valid ticket and the kernelspec's env.
-    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, kernel["id"].as_str().expect("id"), &cookie).await;
+    let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, &kernel_id, &cookie).await;
     let code = "import os, subprocess; '|'.join([str(subprocess.run(['klist', '-s']).returncode), \
                 os.environ['KRB5CCNAME'], os.environ['HUB_PRINCIPAL']])";
     let out = crate::execute(&mut ws, &session, code).await;

@@ -406,6 +406,28 @@ impl TestHub {
             .expect("login request")
     }
 
+    /// Logs `user` in (asserting the redirect) and returns the session cookie as
+    /// `hub-session=...`, for clients that cannot use the jar (WebSockets).
+    pub async fn login_cookie(&self, c: &reqwest::Client, user: &TestUser) -> String {
+        let r = self.login(c, &user.name, &user.password).await;
+        assert_eq!(r.status(), 303, "login of {}", user.name);
+        let set_cookie = r.headers()["set-cookie"].to_str().expect("ascii");
+        set_cookie.split(';').next().expect("name=value").to_string()
+    }
+
+    /// Starts a kernel of kernelspec `spec` in `user`'s server through the hub; returns its id.
+    pub async fn start_kernel(&self, c: &reqwest::Client, user: &str, spec: &str) -> String {
+        let r = c
+            .post(self.url(&format!("/user/{user}/api/kernels")))
+            .json(&serde_json::json!({ "name": spec }))
+            .send()
+            .await
+            .expect("start kernel");
+        assert_eq!(r.status(), 201, "kernel {spec} for {user}");
+        let v: serde_json::Value = r.json().await.expect("kernel json");
+        v["id"].as_str().expect("kernel id").to_string()
+    }
+
     /// Follows the spawn progress stream until it reports ready (or fails the test with the
     /// hub's reason and log tail).
     pub async fn wait_ready(&self, c: &reqwest::Client, user: &str) {
