@@ -82,8 +82,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "your server is not running: start it at /hub/home");
     };
 
-    let activity = app.servers.activity_clock(&name);
-    activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+    up.activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
     let tap = notebook_event(req.method(), &path, req.uri().query());
     let upgrade = is_upgrade(req.headers());
     let mut req = req;
@@ -104,7 +103,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     };
 
     let resp = if let Some(client_upgrade) = client_upgrade {
-        match websocket(up.port, upstream_req, client_upgrade, activity, app.closing.subscribe()).await {
+        match websocket(up.port, upstream_req, client_upgrade, up.activity.clone(), app.closing.subscribe()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "WebSocket upgrade to the server failed");

@@ -87,6 +87,9 @@ pub struct Upstream {
     pub token: String,
     /// Whose server it is.
     pub owner: TicketOwner,
+    /// The server's activity clock: the proxy stores the current unix time in it on every
+    /// request and every WebSocket read (an atomic store: no lock, no database write).
+    pub activity: Arc<AtomicI64>,
 }
 
 struct Slot {
@@ -182,10 +185,14 @@ impl Servers {
     /// Port, token and owner of `name`'s server if it is running. The proxy's hot path.
     pub fn upstream(&self, name: &str) -> Option<Upstream> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        match &*slots.get(name)?.state.borrow() {
-            ServerState::Running { port, token, owner, .. } => {
-                Some(Upstream { port: *port, token: token.clone(), owner: owner.clone() })
-            }
+        let slot = slots.get(name)?;
+        match &*slot.state.borrow() {
+            ServerState::Running { port, token, owner, .. } => Some(Upstream {
+                port: *port,
+                token: token.clone(),
+                owner: owner.clone(),
+                activity: slot.activity.clone(),
+            }),
             _ => None,
         }
     }
@@ -475,12 +482,6 @@ impl Servers {
         self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
         self.record(&user.name, "stopped", None, Some(how)).await;
-    }
-
-    /// The activity clock of `name`'s server: the proxy stores the current unix time in it on
-    /// every request and every WebSocket read (an atomic store: no lock, no database write).
-    pub fn activity_clock(&self, name: &str) -> Arc<AtomicI64> {
-        self.slot(name).activity.clone()
     }
 
     /// Every `cull_interval`: writes the activity seen since the last round to the database in

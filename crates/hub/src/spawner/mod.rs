@@ -89,9 +89,11 @@ impl LinuxUser {
     /// Like [`lookup`](Self::lookup), off the async runtime's worker threads.
     pub async fn lookup_async(name: &str) -> Result<Self, SpawnError> {
         let n = name.to_string();
-        tokio::task::spawn_blocking(move || Self::lookup(&n)).await.unwrap_or_else(|e| {
-            Err(SpawnError::Lookup { name: name.to_string(), source: nix::Error::from_raw(e.is_panic() as i32) })
-        })
+        // The blocking pool only fails when the runtime is shutting down (or the lookup
+        // panicked); report it as an I/O error of the lookup.
+        tokio::task::spawn_blocking(move || Self::lookup(&n))
+            .await
+            .unwrap_or_else(|_| Err(SpawnError::Lookup { name: name.to_string(), source: nix::Error::EIO }))
     }
 }
 
