@@ -47,8 +47,18 @@ pub struct Config {
 pub struct HubConfig {
     /// Address the HTTP server listens on (`bind`, default `127.0.0.1:8000`).
     pub bind: SocketAddr,
-    /// URL users reach the hub at (`public_url`); decides the cookie's `Secure` flag.
+    /// URL users reach the hub at (`public_url`); decides the cookie's `Secure` flag and
+    /// `__Host-` prefix. Default: the first of `public_urls`, else `http://<bind>`.
     pub public_url: String,
+    /// Every origin (`scheme://host[:port]`, lower case, no default port) the hub is reached
+    /// at (`public_urls`, plus `public_url`; for a loopback `bind`, also `localhost` and
+    /// `127.0.0.1` on its port). Cookie-authenticated POSTs and WebSocket upgrades must carry an
+    /// `Origin` (or `Referer`) from this list (RFC 6454 origins).
+    pub public_origins: Vec<String>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`,
+    /// IPs or CIDR networks; default none). The client address used for login rate limits is
+    /// the rightmost `X-Forwarded-For` entry not in this list.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Directory for the database, signing key, logs and (by default) ccaches.
     pub data_dir: PathBuf,
     /// sqlx connection URL; default `sqlite://<data_dir>/hub.sqlite`.
@@ -69,6 +79,20 @@ pub struct HubConfig {
 pub enum AuthMethod {
     /// Linux PAM, through the service named by `pam_service`.
     Pam,
+    /// A Kerberos AS exchange with the password, validated against the hub's own keytab.
+    Kerberos,
+}
+
+/// One `[[auth.principal_map]]` rule, in the spirit of krb5.conf's `auth_to_local` `RULE:`:
+/// a principal that matches `pattern` (a regular expression over the whole principal,
+/// `name/instance@REALM`) becomes the user name `user`, where `$1`, `$2`... are the
+/// pattern's groups. Rules are tried in order; the first match wins.
+#[derive(Clone, Debug)]
+pub struct PrincipalRule {
+    /// The anchored pattern.
+    pub pattern: regex::Regex,
+    /// The replacement, e.g. `"$1"`.
+    pub user: String,
 }
 
 /// `[auth]`: who may log in and for how long.
@@ -78,10 +102,47 @@ pub struct AuthConfig {
     pub method: AuthMethod,
     /// PAM service name (`pam_service`, default `"login"`): the file under `/etc/pam.d/`.
     pub pam_service: String,
+    /// Also accept `Authorization: Negotiate` (SPNEGO, RFC 4559) at `/hub/login` (`spnego`,
+    /// default false).
+    pub spnego: bool,
+    /// The realm user names belong to (`realm`, default `[kerberos] realm`); needed by the
+    /// `kerberos` method and SPNEGO.
+    pub realm: String,
+    /// The hub's own service principal (`service_principal`, e.g.
+    /// `HTTP/hub.example.com@EXAMPLE.COM`): password logins get a ticket for it to prove the KDC
+    /// genuine, and SPNEGO clients get tickets for it.
+    pub service_principal: String,
+    /// Keytab holding `service_principal`'s keys (`service_keytab`, root-only).
+    pub service_keytab: Option<PathBuf>,
+    /// Realms besides `realm` whose principals may log in by SPNEGO (`allowed_realms`).
+    pub allowed_realms: Vec<String>,
+    /// Principal → user name rules (`[[auth.principal_map]]`), tried before stripping the realm.
+    pub principal_map: Vec<PrincipalRule>,
+    /// Only these user names may log in (`allowed_users`; empty = anyone the authenticator
+    /// accepts, subject to `allowed_groups`).
+    pub allowed_users: Vec<String>,
+    /// Members of these Unix groups may log in (`allowed_groups`, checked with getgrouplist).
+    pub allowed_groups: Vec<String>,
     /// User names that are admins (`admin_users`).
     pub admin_users: Vec<String>,
+    /// Members of these Unix groups are admins (`admin_groups`).
+    pub admin_groups: Vec<String>,
     /// Lifetime of a login session (`session_max_age`, default 24 h).
     pub session_max_age: Duration,
+    /// Older signing keys still accepted for sessions they signed (`previous_jwt_secret_files`),
+    /// so a key can be rotated without logging everyone out.
+    pub previous_jwt_secret_files: Vec<PathBuf>,
+    /// Failed logins allowed per user name within `failed_login_window` before more attempts
+    /// are refused unchecked (`max_failed_logins`, default 5).
+    pub max_failed_logins: u32,
+    /// Failed logins allowed per client address within the window
+    /// (`max_failed_logins_per_address`, default 20).
+    pub max_failed_logins_per_address: u32,
+    /// The window for both limits (`failed_login_window`, default 5 min).
+    pub failed_login_window: Duration,
+    /// Every refused login takes at least this long, so that timing does not tell whether the
+    /// user exists (`failure_delay`, default 1 s).
+    pub failure_delay: Duration,
 }
 
 /// `[spawner]`: how a user's single-user server is started.
@@ -319,6 +380,10 @@ fn default_language() -> String {
 struct FileHub {
     bind: Option<Spanned<String>>,
     public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    public_urls: Vec<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
     data_dir: Option<PathBuf>,
     database_url: Option<Spanned<String>>,
     jwt_secret_file: Option<PathBuf>,
@@ -332,8 +397,37 @@ struct FileAuth {
     method: Option<Spanned<String>>,
     pam_service: Option<Spanned<String>>,
     #[serde(default)]
-    admin_users: Vec<String>,
+    spnego: bool,
+    realm: Option<Spanned<String>>,
+    service_principal: Option<Spanned<String>>,
+    service_keytab: Option<PathBuf>,
+    #[serde(default)]
+    allowed_realms: Vec<String>,
+    #[serde(default)]
+    principal_map: Vec<FilePrincipalRule>,
+    #[serde(default)]
+    allowed_users: Vec<Spanned<String>>,
+    #[serde(default)]
+    allowed_groups: Vec<String>,
+    #[serde(default)]
+    admin_users: Vec<Spanned<String>>,
+    #[serde(default)]
+    admin_groups: Vec<String>,
     session_max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    previous_jwt_secret_files: Vec<PathBuf>,
+    max_failed_logins: Option<Spanned<i64>>,
+    max_failed_logins_per_address: Option<Spanned<i64>>,
+    failed_login_window: Option<Spanned<String>>,
+    failure_delay: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePrincipalRule {
+    #[serde(rename = "match")]
+    pattern: Spanned<String>,
+    user: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,23 +529,55 @@ impl Config {
                 .parse()
                 .map_err(|_| src.err("hub.bind", b, "is not an address:port such as \"127.0.0.1:8000\""))?,
         };
-        let public_url = match &file.hub.public_url {
-            None => format!("http://{bind}"),
-            Some(u) => {
-                let s = u.get_ref().trim_end_matches('/');
-                let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
-                match rest {
-                    Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => s.to_string(),
-                    _ => {
-                        return Err(src.err(
-                            "hub.public_url",
-                            u,
-                            "must be http(s)://host[:port] with no path, e.g. \"https://hub.example.com\"",
-                        ));
-                    }
+        let check_url = |key: &str, u: &Spanned<String>| -> Result<String, ConfigError> {
+            let s = u.get_ref().trim_end_matches('/');
+            let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+            match (rest, url::Url::parse(s)) {
+                (Some(host), Ok(_)) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => {
+                    Ok(s.to_string())
+                }
+                _ => {
+                    Err(src.err(key, u, "must be http(s)://host[:port] with no path, e.g. \"https://hub.example.com\""))
                 }
             }
         };
+        let mut public_urls = Vec::new();
+        for u in &file.hub.public_urls {
+            public_urls.push(check_url("hub.public_urls", u)?);
+        }
+        let public_url = match &file.hub.public_url {
+            Some(u) => check_url("hub.public_url", u)?,
+            None => public_urls.first().cloned().unwrap_or_else(|| format!("http://{bind}")),
+        };
+        let mut public_origins: Vec<String> = Vec::new();
+        let mut add_origin = |u: &str| {
+            if let Some(o) = origin_of(u).filter(|o| !public_origins.contains(o)) {
+                public_origins.push(o);
+            }
+        };
+        add_origin(&public_url);
+        for u in &public_urls {
+            add_origin(u);
+        }
+        if file.hub.public_url.is_none() && public_urls.is_empty() && bind.ip().is_loopback() {
+            add_origin(&format!("http://localhost:{}", bind.port()));
+            add_origin(&format!("http://127.0.0.1:{}", bind.port()));
+        }
+        let mut trusted_proxies = Vec::new();
+        for p in &file.hub.trusted_proxies {
+            let net = p
+                .get_ref()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.get_ref().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    src.err(
+                        "hub.trusted_proxies",
+                        p,
+                        format!("has {:?}, not an IP address or CIDR network such as \"10.0.0.0/8\"", p.get_ref()),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
         let data_dir = file.hub.data_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/hub"));
         if !data_dir.is_absolute() {
             return Err(ConfigError(format!(
@@ -474,18 +600,20 @@ impl Config {
         let jwt_secret_file = file.hub.jwt_secret_file.clone().unwrap_or_else(|| data_dir.join("jwt.key"));
 
         // [auth]
-        let method = match &file.auth.method {
+        let a = &file.auth;
+        let method = match &a.method {
             None => AuthMethod::Pam,
             Some(m) if m.get_ref() == "pam" => AuthMethod::Pam,
+            Some(m) if m.get_ref() == "kerberos" => AuthMethod::Kerberos,
             Some(m) => {
                 return Err(src.err(
                     "auth.method",
                     m,
-                    format!("is {:?}; the supported method is \"pam\"", m.get_ref()),
+                    format!("is {:?}; the supported methods are \"pam\" and \"kerberos\"", m.get_ref()),
                 ));
             }
         };
-        let pam_service = match &file.auth.pam_service {
+        let pam_service = match &a.pam_service {
             None => "login".to_string(),
             Some(s) if !s.get_ref().is_empty() && !s.get_ref().contains(['/', '\0']) && s.get_ref() != ".." => {
                 s.get_ref().clone()
@@ -495,7 +623,96 @@ impl Config {
             }
         };
         let session_max_age =
-            src.duration("auth.session_max_age", &file.auth.session_max_age, Duration::from_secs(24 * 3600))?;
+            src.duration("auth.session_max_age", &a.session_max_age, Duration::from_secs(24 * 3600))?;
+        let auth_realm = match &a.realm {
+            Some(r) if valid_realm(r.get_ref()) => r.get_ref().clone(),
+            Some(r) => return Err(src.err("auth.realm", r, "must be a realm name such as \"EXAMPLE.COM\"")),
+            None => file.kerberos.realm.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
+        };
+        let needs_kerberos = method == AuthMethod::Kerberos || a.spnego;
+        if needs_kerberos && auth_realm.is_empty() {
+            return Err(ConfigError(format!(
+                "{}: `auth.realm` (or `kerberos.realm`) is required for Kerberos or SPNEGO login",
+                path.display()
+            )));
+        }
+        let service_principal = match &a.service_principal {
+            Some(p) if p.get_ref().contains('/') && !p.get_ref().contains(char::is_whitespace) => {
+                let p = p.get_ref();
+                if p.contains('@') { p.clone() } else { format!("{p}@{auth_realm}") }
+            }
+            Some(p) => {
+                return Err(src.err(
+                    "auth.service_principal",
+                    p,
+                    "must be a service principal such as \"HTTP/hub.example.com@EXAMPLE.COM\"",
+                ));
+            }
+            None if needs_kerberos => {
+                return Err(ConfigError(format!(
+                    "{}: `auth.service_principal` is required for Kerberos or SPNEGO login \
+                     (e.g. \"HTTP/hub.example.com@{auth_realm}\", with its keys in `auth.service_keytab`)",
+                    path.display()
+                )));
+            }
+            None => String::new(),
+        };
+        if needs_kerberos && a.service_keytab.is_none() {
+            return Err(ConfigError(format!(
+                "{}: `auth.service_keytab` is required for Kerberos or SPNEGO login: the keytab of {service_principal}",
+                path.display()
+            )));
+        }
+        let mut principal_map = Vec::new();
+        for r in &a.principal_map {
+            let pattern = regex::Regex::new(&format!("^(?:{})$", r.pattern.get_ref()))
+                .map_err(|e| src.err("auth.principal_map.match", &r.pattern, format!("is not a valid pattern: {e}")))?;
+            principal_map.push(PrincipalRule { pattern, user: r.user.clone() });
+        }
+        let user_list = |key: &str, v: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
+            v.iter()
+                .map(|u| {
+                    crate::auth::normalize_username(u.get_ref()).ok().filter(|n| n == u.get_ref()).ok_or_else(|| {
+                        src.err(key, u, format!("has {:?}, not a valid lower-case user name", u.get_ref()))
+                    })
+                })
+                .collect()
+        };
+        let limit = |key: &str, v: &Option<Spanned<i64>>, default: u32| -> Result<u32, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (1..=1_000_000).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
+                Some(n) => Err(src.err(key, n, "must be between 1 and 1000000")),
+            }
+        };
+        let auth = AuthConfig {
+            method,
+            pam_service,
+            spnego: a.spnego,
+            realm: auth_realm,
+            service_principal,
+            service_keytab: a.service_keytab.clone(),
+            allowed_realms: a.allowed_realms.clone(),
+            principal_map,
+            allowed_users: user_list("auth.allowed_users", &a.allowed_users)?,
+            allowed_groups: a.allowed_groups.clone(),
+            admin_users: user_list("auth.admin_users", &a.admin_users)?,
+            admin_groups: a.admin_groups.clone(),
+            session_max_age,
+            previous_jwt_secret_files: a.previous_jwt_secret_files.clone(),
+            max_failed_logins: limit("auth.max_failed_logins", &a.max_failed_logins, 5)?,
+            max_failed_logins_per_address: limit(
+                "auth.max_failed_logins_per_address",
+                &a.max_failed_logins_per_address,
+                20,
+            )?,
+            failed_login_window: src.duration(
+                "auth.failed_login_window",
+                &a.failed_login_window,
+                Duration::from_secs(300),
+            )?,
+            failure_delay: src.duration("auth.failure_delay", &a.failure_delay, Duration::from_secs(1))?,
+        };
 
         // [spawner]
         let cmd = match &file.spawner.cmd {
@@ -651,6 +868,8 @@ impl Config {
             hub: HubConfig {
                 bind,
                 public_url,
+                public_origins,
+                trusted_proxies,
                 data_dir,
                 database_url,
                 jwt_secret_file,
@@ -661,7 +880,7 @@ impl Config {
                     Duration::from_secs(10),
                 )?,
             },
-            auth: AuthConfig { method, pam_service, admin_users: file.auth.admin_users, session_max_age },
+            auth,
             spawner: SpawnerConfig {
                 cmd,
                 args: file.spawner.args,
@@ -702,6 +921,18 @@ impl Config {
     pub fn secure_cookies(&self) -> bool {
         self.hub.public_url.starts_with("https://")
     }
+}
+
+/// The RFC 6454 origin of `url` (`scheme://host[:port]`, lower case, default port dropped),
+/// or `None` if it is not an absolute http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    matches!(u.scheme(), "http" | "https").then(|| u.origin().ascii_serialization())
+}
+
+/// A realm name: upper-case-insensitive letters, digits, `.`, `-`, `_`, 1-255 bytes.
+fn valid_realm(r: &str) -> bool {
+    !r.is_empty() && r.len() <= 255 && r.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
 }
 
 #[cfg(test)]

@@ -77,15 +77,35 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     ensure_data_dir(&config)?;
     let store: Arc<dyn Store> = Arc::new(sqlite);
     let key = session::load_or_create_key(&config.hub.jwt_secret_file)?;
+    let mut previous = Vec::new();
+    for path in &config.auth.previous_jwt_secret_files {
+        if !path.exists() {
+            anyhow::bail!(
+                "[auth] previous_jwt_secret_files: {} does not exist; remove it from the list once its sessions have expired",
+                path.display()
+            );
+        }
+        previous.push(session::load_or_create_key(path)?);
+    }
     let sessions = session::Sessions::new(
         &key,
+        &previous,
         store.clone(),
         config.auth.session_max_age.as_secs() as i64,
         config.secure_cookies(),
     );
     let auth: Arc<dyn auth::Authenticator> = match config.auth.method {
         config::AuthMethod::Pam => Arc::new(auth::pam::PamAuthenticator::new(&config.auth.pam_service)),
+        config::AuthMethod::Kerberos => {
+            Arc::new(auth::kerberos::KerberosAuthenticator::new(kerberos_settings(&config)?))
+        }
     };
+    let spnego = if config.auth.spnego { Some(kerberos_settings(&config)?) } else { None };
+    let throttle = auth::throttle::Throttle::new(
+        config.auth.max_failed_logins,
+        config.auth.max_failed_logins_per_address,
+        config.auth.failed_login_window,
+    );
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -105,7 +125,48 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     // re-adopted or cleaned up.
     let _adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
-    Ok(web::AppState(Arc::new(web::App { config, store, sessions, auth, servers, renewer, client, closing })))
+    Ok(web::AppState(Arc::new(web::App {
+        config,
+        store,
+        sessions,
+        auth,
+        spnego,
+        throttle,
+        servers,
+        renewer,
+        client,
+        closing,
+    })))
+}
+
+/// The `[auth]` Kerberos settings, after checking that the service keytab is usable: it
+/// exists, is a regular file, and only root can read it (it holds the hub's own keys).
+fn kerberos_settings(config: &Config) -> anyhow::Result<auth::kerberos::KerberosSettings> {
+    use std::os::unix::fs::MetadataExt;
+    let a = &config.auth;
+    let keytab = a.service_keytab.clone().context("[auth] service_keytab is required for Kerberos or SPNEGO login")?;
+    let meta = std::fs::metadata(&keytab).with_context(|| {
+        format!(
+            "[auth] service_keytab {}: cannot read it (create it with `kadmin ktadd {}`)",
+            keytab.display(),
+            a.service_principal
+        )
+    })?;
+    if !meta.is_file() || meta.mode() & 0o077 != 0 || meta.uid() != 0 {
+        anyhow::bail!(
+            "[auth] service_keytab {} must be a regular file owned by root with mode 0600 (it is mode {:o}, uid {}); run `chown root {0} && chmod 600 {0}`",
+            keytab.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        );
+    }
+    Ok(auth::kerberos::KerberosSettings {
+        realm: a.realm.clone(),
+        allowed_realms: a.allowed_realms.clone(),
+        service_principal: a.service_principal.clone(),
+        service_keytab: keytab,
+        principal_map: a.principal_map.clone(),
+    })
 }
 
 /// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // GSS-API (Kerberos and SPNEGO logins) reads KRB5_CONFIG from the environment; set it
+    // while the process has one thread, before the runtime starts any.
+    if let Some(k) = &config.kerberos.krb5_config {
+        // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("KRB5_CONFIG", k) };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

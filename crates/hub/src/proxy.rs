@@ -39,6 +39,39 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// The double-submit XSRF check for a cookie-authenticated, state-changing request to a
+/// user's server: the `_xsrf` cookie (set by jupyter-server, Tornado's XSRF cookie) must be
+/// present and equal to the `X-XSRFToken` header (what JupyterLab sends) or to an `_xsrf`
+/// query parameter. A cross-site page can make the browser send the cookie but can neither
+/// read it nor set a custom header. This is needed because jupyter-server skips its own XSRF
+/// check for requests authenticated by token, and the hub adds the token.
+pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
+    let Some(cookie) = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == "_xsrf")
+        .map(|c| c.value().to_string())
+    else {
+        return false;
+    };
+    if cookie.is_empty() {
+        return false;
+    }
+    let header = h.get("x-xsrftoken").or_else(|| h.get("x-csrftoken")).and_then(|v| v.to_str().ok());
+    let from_query = || {
+        query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "_xsrf").map(|(_, v)| v.into_owned())
+        })
+    };
+    match header {
+        Some(v) => v == cookie,
+        None => from_query().is_some_and(|v| v == cookie),
+    }
+}
+
 /// Handles every request under `/user/`.
 pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let path = req.uri().path().to_string();
@@ -70,8 +103,22 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if (state_changing || is_upgrade(req.headers())) && !origin_allowed(&app, req.headers()) {
-        tracing::warn!(user = %name, path = %path, origin = ?req.headers().get(header::ORIGIN), "refused: cross-origin request");
-        return json_error(StatusCode::FORBIDDEN, "cross-origin request refused");
+        tracing::warn!(
+            user = %name, path = %path, origin = ?req.headers().get(header::ORIGIN),
+            referer = ?req.headers().get(header::REFERER), public_urls = ?app.config.hub.public_origins,
+            "refused: the request's Origin is not one of [hub] public_urls"
+        );
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: the Origin header is missing or not one of the hub's public URLs",
+        );
+    }
+    if state_changing && !xsrf_double_submit(req.headers(), req.uri().query()) {
+        tracing::warn!(user = %name, path = %path, method = %req.method(), "refused: no XSRF token");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header (JupyterLab does this itself)",
+        );
     }
     let Some(up) = app.servers.upstream(&name) else {
         let wants_html =
@@ -208,7 +255,11 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';').map(|c| c.trim().to_string()).collect::<Vec<_>>())
-        .filter(|c| !c.is_empty() && !c.starts_with(&format!("{}=", crate::session::COOKIE_NAME)))
+        .filter(|c| {
+            !c.is_empty()
+                && !c.starts_with(&format!("{}=", crate::session::COOKIE_NAME))
+                && !c.starts_with(&format!("{}=", crate::session::SECURE_COOKIE_NAME))
+        })
         .collect();
     h.remove(header::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
@@ -219,9 +270,14 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
     if let Ok(v) = HeaderValue::from_str(&format!("token {token}")) {
         h.insert(header::AUTHORIZATION, v);
     }
-    // A client-sent X-Forwarded-For is only worth keeping from a trusted proxy; none is
-    // configurable yet, so the peer address replaces whatever the client sent.
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+    // A client-sent X-Forwarded-For is kept (and the peer appended) only when the peer is one
+    // of [hub] trusted_proxies; otherwise the peer address replaces it.
+    let trusted = app.config.hub.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
+        _ => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
     let proto = if app.config.secure_cookies() { "https" } else { "http" };

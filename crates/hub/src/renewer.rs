@@ -24,6 +24,11 @@
 //! a symlink, not a regular file, owned by someone other than the user or root, or readable by
 //! group or others, is refused and kinit is not run.
 //!
+//! **Users without a keytab.** When a user's keytab does not exist but a Kerberos password
+//! login gave a TGT, that TGT becomes the ccache ([`Renewer::install_login_ccache`]) and is
+//! renewed with `kinit -R` (on a copy, renamed into place the same way) until its
+//! renew-until time; after that the user must sign in again, and the home page says when.
+//!
 //! **State.** Each user's [`TicketStatus`] is kept in memory and written to the store after
 //! every attempt (never per proxied request), and read back by [`Renewer::restore`].
 
@@ -106,6 +111,8 @@ pub struct TicketStatus {
     /// Renewal attempts for this user since the hub started (kinit runs, and refusals before
     /// kinit such as an unsafe keytab); coalesced events are not counted.
     pub kinit_runs: u64,
+    /// The ticket came from the user's sign-in (no keytab): it lapses at `renew_until`.
+    pub from_login: bool,
 }
 
 impl TicketStatus {
@@ -136,9 +143,15 @@ pub struct UserKerberos {
     pub ccache: PathBuf,
 }
 
+/// Writes login credentials into the given (new, temporary) ccache path; blocking.
+pub type LoginWriter = Box<dyn FnOnce(&Path) -> Result<(), String> + Send + 'static>;
+
 /// A failed renewal.
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
+    /// The login credentials could not be written.
+    #[error("keeping the login ticket: {0}")]
+    Login(String),
     /// The keytab is missing or unsafe; kinit was not run.
     #[error("keytab {path}: {problem}")]
     Keytab {
@@ -281,6 +294,28 @@ impl Renewer {
             keytab: PathBuf::from(self.cfg.keytab.expand(&v)),
             ccache: PathBuf::from(self.cfg.ccache.expand(&v)),
         }
+    }
+
+    /// Whether `owner`'s keytab exists (then kinit uses it; otherwise the login ticket is kept
+    /// and renewed with `kinit -R`).
+    pub fn has_keytab(&self, owner: &TicketOwner) -> bool {
+        std::fs::symlink_metadata(self.paths(owner).keytab).is_ok()
+    }
+
+    /// Makes a login's credentials the user's ccache: `write` fills a fresh temporary file,
+    /// which then gets the user's ownership and mode 0600 and is renamed over the live path.
+    /// Waits for any renewal running for the user. The state is recorded as for a kinit.
+    pub async fn install_login_ccache(
+        &self,
+        owner: &TicketOwner,
+        write: impl FnOnce(&Path) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), RenewError> {
+        if !self.cfg.enabled {
+            return Ok(());
+        }
+        let running = self.lock().users.entry(owner.username.clone()).or_default().running.clone();
+        let _guard = running.lock().await;
+        self.renew_with(owner, Trigger::Login, Some(Box::new(write))).await
     }
 
     /// The `KRB5_CONFIG` the hub passes to kinit and to servers, if configured.
@@ -477,16 +512,29 @@ impl Renewer {
     }
 
     async fn renew_locked(&self, owner: &TicketOwner, trigger: Trigger) -> Result<(), RenewError> {
+        self.renew_with(owner, trigger, None).await
+    }
+
+    async fn renew_with(
+        &self,
+        owner: &TicketOwner,
+        trigger: Trigger,
+        login: Option<LoginWriter>,
+    ) -> Result<(), RenewError> {
         let paths = self.paths(owner);
         let started = std::time::Instant::now();
-        let result = {
-            // Fair, hub-wide bound on kinit processes.
-            let _permit = self.slots.acquire().await;
-            let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak.fetch_max(n, Ordering::SeqCst);
-            let r = self.run_kinit(owner, &paths).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            r
+        let from_login = login.is_some() || !self.has_keytab(owner);
+        let result = match login {
+            Some(write) => self.install(owner, &paths, write).await,
+            None => {
+                // Fair, hub-wide bound on kinit processes.
+                let _permit = self.slots.acquire().await;
+                let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak.fetch_max(n, Ordering::SeqCst);
+                let r = self.run_kinit(owner, &paths).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                r
+            }
         };
         let now = unix_now();
         let times = result.as_ref().ok().and_then(|_| ccache::read(&paths.ccache).ok());
@@ -498,6 +546,7 @@ impl Renewer {
             st.principal = paths.principal.clone();
             st.ccache = paths.ccache.display().to_string();
             st.kinit_runs += 1;
+            st.from_login = from_login;
             let next = match (&result, &times) {
                 (Ok(()), Some(t)) => {
                     st.valid_from = Some(t.start);
@@ -546,32 +595,65 @@ impl Renewer {
         result
     }
 
-    async fn run_kinit(&self, owner: &TicketOwner, p: &UserKerberos) -> Result<(), RenewError> {
-        check_keytab(&p.keytab, owner.uid)?;
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| RenewError::Io { path, source }
-        };
+    /// A fresh temporary path next to the live ccache (in its checked, root-owned directory).
+    fn temp_ccache(p: &UserKerberos) -> Result<PathBuf, RenewError> {
         let dir = p.ccache.parent().unwrap_or(Path::new("/"));
-        ensure_ccache_dir(dir).map_err(io(dir))?;
-
+        ensure_ccache_dir(dir).map_err(|source| RenewError::Io { path: dir.display().to_string(), source })?;
         let mut suffix = [0u8; 12];
         rand::fill(&mut suffix);
         let file_name = p.ccache.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", hex::encode(suffix)));
+        Ok(dir.join(format!(".{file_name}.{}.tmp", hex::encode(suffix))))
+    }
 
+    /// Gives `tmp` to the user (lchown, 0600) and renames it over the live ccache.
+    fn publish(owner: &TicketOwner, tmp: &Path, live: &Path) -> Result<(), RenewError> {
+        let finish = || -> std::io::Result<()> {
+            // Fix owner and mode before the file becomes visible under the live name.
+            std::os::unix::fs::lchown(tmp, Some(owner.uid), Some(owner.gid))?;
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(tmp, live)
+        };
+        finish().map_err(|source| {
+            let _ = std::fs::remove_file(tmp);
+            RenewError::Io { path: live.display().to_string(), source }
+        })
+    }
+
+    async fn install(&self, owner: &TicketOwner, p: &UserKerberos, write: LoginWriter) -> Result<(), RenewError> {
+        let tmp = Self::temp_ccache(p)?;
+        let t = tmp.clone();
+        let written = tokio::task::spawn_blocking(move || write(&t)).await;
+        match written {
+            Ok(Ok(())) => Self::publish(owner, &tmp, &p.ccache),
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(RenewError::Login(e))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(RenewError::Login(e.to_string()))
+            }
+        }
+    }
+
+    async fn run_kinit(&self, owner: &TicketOwner, p: &UserKerberos) -> Result<(), RenewError> {
+        // No keytab but a ccache from the user's sign-in: renew that ticket (kinit -R).
+        let renew_login_ticket = matches!(std::fs::symlink_metadata(&p.keytab), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            && p.ccache.is_file();
+        if !renew_login_ticket {
+            check_keytab(&p.keytab, owner.uid)?;
+        }
+        let tmp = Self::temp_ccache(p)?;
         self.kinit_total.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(&self.cfg.kinit);
-        cmd.arg("-k")
-            .arg("-t")
-            .arg(&p.keytab)
-            .arg("-c")
-            .arg(format!("FILE:{}", tmp.display()))
-            .arg(&p.principal)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        if renew_login_ticket {
+            std::fs::copy(&p.ccache, &tmp)
+                .map_err(|source| RenewError::Io { path: tmp.display().to_string(), source })?;
+            cmd.arg("-R").arg("-c").arg(format!("FILE:{}", tmp.display()));
+        } else {
+            cmd.arg("-k").arg("-t").arg(&p.keytab).arg("-c").arg(format!("FILE:{}", tmp.display())).arg(&p.principal);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         if let Some(k) = &self.cfg.krb5_config {
             cmd.env("KRB5_CONFIG", k);
         }
@@ -595,22 +677,15 @@ impl Renewer {
         };
         if !out.status.success() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(RenewError::Kinit {
-                principal: p.principal.clone(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if renew_login_ticket {
+                stderr.push_str(
+                    " (no keytab: the ticket from the user's sign-in can no longer be renewed; sign in again, or ask an admin for a keytab)",
+                );
+            }
+            return Err(RenewError::Kinit { principal: p.principal.clone(), status: out.status.to_string(), stderr });
         }
-        let finish = || -> std::io::Result<()> {
-            // Fix owner and mode before the file becomes visible under the live name.
-            std::os::unix::fs::lchown(&tmp, Some(owner.uid), Some(owner.gid))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::rename(&tmp, &p.ccache)
-        };
-        finish().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(&p.ccache)(e)
-        })
+        Self::publish(owner, &tmp, &p.ccache)
     }
 }
 

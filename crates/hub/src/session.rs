@@ -5,6 +5,12 @@
 //! only if its signature and expiry are good *and* its `sid` is still in the store, so logout
 //! (which deletes the row) revokes it even if someone copied the cookie. Known-good session ids
 //! are cached in memory so the proxy's hot path does not touch the database.
+//!
+//! Under https the cookie is named `__Host-hub-session` (RFC 6265bis §4.1.3.2: `Secure`,
+//! `Path=/`, no `Domain`, so a sibling host cannot plant or overwrite it). Signing keys rotate:
+//! tokens are signed with the current key and accepted with it or any previous key (`[auth]
+//! previous_jwt_secret_files`), until they expire. Hub forms carry an XSRF token,
+//! HMAC-SHA256(key, "xsrf:" + session id), checked by [`Sessions::check_xsrf`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,8 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{SessionRecord, Store, StoreError};
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain http.
 pub const COOKIE_NAME: &str = "hub-session";
+
+/// Name of the session cookie under https (with the `__Host-` prefix).
+pub const SECURE_COOKIE_NAME: &str = "__Host-hub-session";
 
 /// Most session ids kept in the in-memory cache before it is emptied and refilled on demand.
 const CACHE_MAX: usize = 100_000;
@@ -48,7 +57,9 @@ pub struct Session {
 /// Issues, checks and revokes sessions.
 pub struct Sessions {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The current key first, then previous keys.
+    decoding: Vec<DecodingKey>,
+    xsrf_key: Vec<u8>,
     store: Arc<dyn Store>,
     max_age_secs: i64,
     secure: bool,
@@ -116,11 +127,15 @@ pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 impl Sessions {
-    /// Sessions signed with `key`, lasting `max_age_secs`, with `Secure` cookies if `secure`.
-    pub fn new(key: &[u8], store: Arc<dyn Store>, max_age_secs: i64, secure: bool) -> Self {
+    /// Sessions signed with `key` (and still accepted if signed with one of `previous`),
+    /// lasting `max_age_secs`, with `Secure` `__Host-` cookies if `secure`.
+    pub fn new(key: &[u8], previous: &[Vec<u8>], store: Arc<dyn Store>, max_age_secs: i64, secure: bool) -> Self {
+        let mut decoding = vec![DecodingKey::from_secret(key)];
+        decoding.extend(previous.iter().map(|k| DecodingKey::from_secret(k)));
         Self {
             encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
+            decoding,
+            xsrf_key: key.to_vec(),
             store,
             max_age_secs,
             secure,
@@ -144,7 +159,7 @@ impl Sessions {
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("signing the session token: {e}"))))?;
         self.cache_put(&rec.id, &rec.username, rec.expires);
-        let cookie = cookie::Cookie::build((COOKIE_NAME, jwt))
+        let cookie = cookie::Cookie::build((self.cookie_name(), jwt))
             .path("/")
             .http_only(true)
             .secure(self.secure)
@@ -154,9 +169,37 @@ impl Sessions {
         Ok((Session { username: rec.username, id: rec.id }, cookie.to_string()))
     }
 
+    /// The session cookie's name: [`SECURE_COOKIE_NAME`] under https, else [`COOKIE_NAME`].
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure { SECURE_COOKIE_NAME } else { COOKIE_NAME }
+    }
+
+    /// The XSRF token for a session: lower-case hex HMAC-SHA256 of `"xsrf:" + sid` under the
+    /// signing key (64 characters). Put in hub forms as `_xsrf`.
+    pub fn xsrf_token(&self, session: &Session) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = <SimpleHmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(&self.xsrf_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"xsrf:");
+        mac.update(session.id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `token` is the session's XSRF token (constant-time comparison).
+    pub fn check_xsrf(&self, session: &Session, token: &str) -> bool {
+        let want = self.xsrf_token(session);
+        want.len() == token.len() && want.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// Revokes every session of `username` ("log out everywhere"); returns how many.
+    pub async fn revoke_all(&self, username: &str) -> Result<u64, StoreError> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (u, _)| u != username);
+        self.store.delete_sessions_of(username).await
+    }
+
     /// The `Set-Cookie` value that deletes the session cookie.
     pub fn clear_cookie(&self) -> String {
-        cookie::Cookie::build((COOKIE_NAME, ""))
+        cookie::Cookie::build((self.cookie_name(), ""))
             .path("/")
             .http_only(true)
             .secure(self.secure)
@@ -170,9 +213,10 @@ impl Sessions {
     /// `None` for a missing, malformed, forged, expired or revoked token (the reason is logged
     /// at debug level).
     pub async fn from_cookie_header(&self, header: &str, now: i64) -> Option<Session> {
+        let name = self.cookie_name();
         let token = cookie::Cookie::split_parse(header)
             .filter_map(Result::ok)
-            .find(|c| c.name() == COOKIE_NAME)
+            .find(|c| c.name() == name)
             .map(|c| c.value().to_string())?;
         self.validate(&token, now).await
     }
@@ -183,10 +227,30 @@ impl Sessions {
         v.leeway = 0;
         v.validate_exp = false; // checked below against the injected `now`
         v.set_required_spec_claims(&["exp", "sub"]);
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &v) {
-            Ok(d) => d.claims,
+        if token.len() > 4096 {
+            tracing::debug!("session cookie refused: longer than 4096 bytes");
+            return None;
+        }
+        let mut decoded = Err(None);
+        for key in &self.decoding {
+            match jsonwebtoken::decode::<Claims>(token, key, &v) {
+                Ok(d) => {
+                    decoded = Ok(d.claims);
+                    break;
+                }
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    decoded = Err(Some(e));
+                }
+                Err(e) => {
+                    decoded = Err(Some(e));
+                    break;
+                }
+            }
+        }
+        let claims = match decoded {
+            Ok(c) => c,
             Err(e) => {
-                tracing::debug!(error = %e, "session cookie refused");
+                tracing::debug!(error = ?e.map(|e| e.to_string()), "session cookie refused");
                 return None;
             }
         };
@@ -243,7 +307,7 @@ mod tests {
         store.migrate().await.expect("migrate");
         store.upsert_user("ann", false, 0).await.expect("user");
         let key = load_or_create_key(&dir.join("jwt.key")).expect("key");
-        Sessions::new(&key, Arc::new(store), 3600, true)
+        Sessions::new(&key, &[], Arc::new(store), 3600, true)
     }
 
     fn token_of(set_cookie: &str) -> String {
@@ -268,6 +332,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let s = sessions(dir.path()).await;
         let (sess, set_cookie) = s.create("ann", 1000).await.expect("create");
+        assert!(set_cookie.starts_with("__Host-hub-session="), "{set_cookie}");
+        assert!(!set_cookie.contains("Domain"), "{set_cookie}");
         for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=3600"] {
             assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
         }
@@ -303,5 +369,59 @@ mod tests {
         );
         assert_eq!(s.validate(&none, 1001).await, None);
         assert_eq!(s.validate("garbage", 1001).await, None);
+    }
+
+    #[tokio::test]
+    async fn rotated_keys_still_accept_their_tokens() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let old = sessions(dir.path()).await;
+        let (sess, set_cookie) = old.create("ann", 1000).await.expect("create");
+        let token = token_of(&set_cookie);
+        let old_key = load_or_create_key(&dir.path().join("jwt.key")).expect("key");
+        let new_key = load_or_create_key(&dir.path().join("jwt2.key")).expect("key");
+        let store =
+            SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
+        let rotated = Sessions::new(&new_key, std::slice::from_ref(&old_key), Arc::new(store), 3600, true);
+        assert_eq!(rotated.validate(&token, 1001).await, Some(sess.clone()), "old key still accepted");
+        assert_eq!(rotated.validate(&token, 1000 + 3600).await, None, "until the token expires");
+        let (s2, c2) = rotated.create("ann", 1000).await.expect("create");
+        assert_eq!(old.validate(&token_of(&c2), 1001).await, None, "new tokens use the new key");
+        // Log out everywhere.
+        assert_eq!(rotated.revoke_all("ann").await.expect("revoke"), 2);
+        assert_eq!(rotated.validate(&token_of(&c2), 1001).await, None);
+        assert_eq!(rotated.validate(&token, 1001).await, None);
+        let _ = s2;
+    }
+
+    #[tokio::test]
+    async fn xsrf_tokens_are_per_session() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = sessions(dir.path()).await;
+        let (a, _) = s.create("ann", 1000).await.expect("create");
+        let (b, _) = s.create("ann", 1000).await.expect("create");
+        let ta = s.xsrf_token(&a);
+        assert_eq!(ta.len(), 64);
+        assert!(s.check_xsrf(&a, &ta));
+        assert!(!s.check_xsrf(&b, &ta), "another session's token is refused");
+        assert!(!s.check_xsrf(&a, ""));
+        assert!(!s.check_xsrf(&a, &ta[..63]));
+    }
+
+    #[tokio::test]
+    async fn expired_and_altered_claims_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = sessions(dir.path()).await;
+        let (_, set_cookie) = s.create("ann", 1000).await.expect("create");
+        let token = token_of(&set_cookie);
+        // Swap the payload for one naming another user, keeping the signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"sub":"root","sid":"x","iat":1000,"exp":99999999999}"#,
+        );
+        parts[1] = &payload;
+        assert_eq!(s.validate(&parts.join("."), 1001).await, None);
+        // A huge cookie is refused before parsing.
+        assert_eq!(s.validate(&"a".repeat(100_000), 1001).await, None);
     }
 }

@@ -3,15 +3,16 @@
 //! proxy.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
@@ -21,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
-use crate::auth::{AuthError, Authenticator, normalize_username};
+use crate::auth::{AuthError, Authenticator, LOGIN_REFUSED, normalize_username};
 use crate::config::Config;
 use crate::renewer::{Renewer, TicketOwner, Trigger};
 use crate::servers::{ServerState, Servers};
@@ -38,8 +39,12 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Session issuing and checking.
     pub sessions: Sessions,
-    /// Password checking (PAM).
+    /// Password checking (PAM or Kerberos).
     pub auth: Arc<dyn Authenticator>,
+    /// SPNEGO settings when `[auth] spnego = true`.
+    pub spnego: Option<crate::auth::kerberos::KerberosSettings>,
+    /// Failed-login limits.
+    pub throttle: crate::auth::throttle::Throttle,
     /// Users' servers.
     pub servers: Arc<Servers>,
     /// Kerberos ticket renewals.
@@ -69,17 +74,22 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/", get(root))
         .route("/hub/health", get(health))
         .route("/hub/login", get(login_page).post(login_submit))
-        .route("/hub/logout", get(logout))
+        .route("/hub/logout", get(logout_page).post(logout))
+        .route("/hub/logout/everywhere", post(logout_everywhere))
+        .route("/hub/admin/users/{name}/logout", post(admin_logout_user))
         .route("/hub/home", get(home))
         .route("/hub/home/start", post(home_start))
         .route("/hub/home/stop", post(home_stop))
         .route("/hub/spawn", get(spawn_page))
+        .route("/hub/static/hub.css", get(static_css))
+        .route("/hub/static/spawn.js", get(static_spawn_js))
         .route("/hub/api/users/{name}/server/progress", get(progress))
         .route("/hub/admin/logs/{name}", get(admin_log))
         .route("/user", any(crate::proxy::handle))
         .route("/user/", any(crate::proxy::handle))
         .route("/user/{*rest}", any(crate::proxy::handle))
         .fallback(|| async { error_page(StatusCode::NOT_FOUND, "Not found", "There is no page here.") })
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 
@@ -104,21 +114,30 @@ async fn session_of(app: &AppState, headers: &HeaderMap) -> Option<Session> {
     app.sessions.from_cookie_header(cookie, unix_now()).await
 }
 
-/// Whether a state-changing request's `Origin` (or `Referer`) is the hub's own: it must match
-/// `[hub] public_url` or the request's `Host`. A request with neither header (a non-browser
-/// client) passes: browsers always send `Origin` on cross-site POSTs and WebSocket upgrades.
+/// Whether a cookie-authenticated state-changing request or WebSocket upgrade comes from one
+/// of the hub's own origins: its `Origin` header (or, if absent, its `Referer`'s origin) must
+/// be one of `[hub] public_urls` (RFC 6454 comparison: scheme, host and port). A request with
+/// neither header is refused too: browsers always send `Origin` on cross-site POSTs and
+/// WebSocket upgrades, so a missing one means a non-browser client, which can send it.
 pub fn origin_allowed(app: &AppState, h: &HeaderMap) -> bool {
-    let Some(origin) = h.get(header::ORIGIN).or_else(|| h.get(header::REFERER)).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host_of = |url: &str| -> Option<String> {
-        let rest = url.split_once("://")?.1;
-        Some(rest.split(['/', '?', '#']).next()?.to_ascii_lowercase())
-    };
-    let Some(origin_host) = host_of(origin) else { return false };
-    let public = host_of(&app.config.hub.public_url);
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
-    Some(&origin_host) == public.as_ref() || Some(&origin_host) == host.as_ref()
+    let claimed = h.get(header::ORIGIN).or_else(|| h.get(header::REFERER)).and_then(|v| v.to_str().ok());
+    match claimed.and_then(crate::config::origin_of) {
+        Some(o) => app.config.hub.public_origins.contains(&o),
+        None => false,
+    }
+}
+
+/// Logs and answers a refused cross-origin hub form post.
+fn cross_origin_refused(app: &AppState, h: &HeaderMap, what: &str) -> Response {
+    tracing::warn!(
+        origin = ?h.get(header::ORIGIN), referer = ?h.get(header::REFERER), public_urls = ?app.config.hub.public_origins,
+        "refused {what}: the request's Origin is not one of [hub] public_urls"
+    );
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "Cross-site request refused: this page was not sent from the hub's own address.",
+    )
 }
 
 /// `next` if it is a path on this hub (starts with one `/`, no backslash or control
@@ -146,12 +165,103 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_page(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+async fn login_page(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     if session_of(&app, &headers).await.is_some() {
         return Redirect::to(next.as_deref().unwrap_or("/hub/home")).into_response();
     }
+    if let Some(settings) = &app.spnego {
+        let offered = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Negotiate ").or_else(|| v.strip_prefix("negotiate ")));
+        if let Some(token) = offered {
+            return spnego_login(&app, settings, token.trim(), next, peer).await;
+        }
+        // RFC 4559 §4: ask for a token. A browser without a ticket shows this response's body,
+        // the password form.
+        let mut r = login_form(StatusCode::UNAUTHORIZED, "", next.as_deref().unwrap_or(""), None);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Negotiate"));
+        return r;
+    }
     login_form(StatusCode::OK, "", next.as_deref().unwrap_or(""), None)
+}
+
+/// Longest `Authorization: Negotiate` token accepted, in base64 characters (Kerberos tickets
+/// with large PACs reach ~12 KB; browsers cap the header near 16 KB).
+const MAX_NEGOTIATE_B64: usize = 64 * 1024;
+
+async fn spnego_login(
+    app: &AppState,
+    settings: &crate::auth::kerberos::KerberosSettings,
+    token_b64: &str,
+    next: Option<String>,
+    peer: SocketAddr,
+) -> Response {
+    use base64::Engine;
+    let client = peer.ip();
+    let next_s = next.clone().unwrap_or_default();
+    let refuse = |why: String| {
+        tracing::info!(method = "spnego", client = %client, reason = %why, "login refused");
+        let mut r = login_form(
+            StatusCode::UNAUTHORIZED,
+            "",
+            &next_s,
+            Some("Single sign-on did not work; sign in with your password."),
+        );
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Negotiate"));
+        r
+    };
+    if token_b64.len() > MAX_NEGOTIATE_B64 {
+        return refuse(format!("Negotiate token longer than {MAX_NEGOTIATE_B64} bytes"));
+    }
+    let Ok(token) = base64::engine::general_purpose::STANDARD.decode(token_b64) else {
+        return refuse("Negotiate token is not base64".into());
+    };
+    let keytab = settings.service_keytab.clone();
+    let accepted = tokio::task::spawn_blocking(move || crate::auth::kerberos::accept_negotiate(&keytab, &token)).await;
+    let (principal, reply, delegated) = match accepted {
+        Ok(Ok(crate::auth::kerberos::Negotiated::Done { principal, reply, delegated })) => {
+            (principal, reply, delegated)
+        }
+        Ok(Ok(crate::auth::kerberos::Negotiated::Continue(_))) => {
+            return refuse("the SPNEGO exchange needs more than one round trip, which the hub does not support".into());
+        }
+        Ok(Err(e)) => return refuse(format!("SPNEGO token refused: {e}")),
+        Err(e) => return refuse(format!("SPNEGO task failed: {e}")),
+    };
+    let user = match crate::auth::kerberos::principal_to_username(
+        &principal,
+        &settings.realm,
+        &settings.allowed_realms,
+        &settings.principal_map,
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(method = "spnego", principal = %principal, reason = %e, "login refused: principal not admitted");
+            return login_form(
+                StatusCode::FORBIDDEN,
+                "",
+                &next_s,
+                Some("Your Kerberos principal may not use this hub; ask an admin."),
+            );
+        }
+    };
+    tracing::info!(method = "spnego", principal = %principal, user = %user, delegated = delegated.is_some(), "SPNEGO accepted");
+    let mut r = finish_login(app, user, delegated, next, "spnego").await;
+    if let Some(reply) = reply
+        && r.status().is_redirection()
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("Negotiate {}", base64::engine::general_purpose::STANDARD.encode(reply)))
+    {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 fn login_form(status: StatusCode, username: &str, next: &str, error: Option<&str>) -> Response {
@@ -160,7 +270,7 @@ fn login_form(status: StatusCode, username: &str, next: &str, error: Option<&str
     let body = format!(
         r#"<h1>Sign in</h1>{err}
 <form method="post" action="/hub/login" class="card">
-  <label>User name <input name="username" autocomplete="username" autocapitalize="none" value="{}" required autofocus></label>
+  <label>User name <input name="username" autocomplete="username" autocapitalize="none" value="{}" required autofocus maxlength="256"></label>
   <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
   <input type="hidden" name="next" value="{}">
   <button type="submit">Sign in</button>
@@ -181,69 +291,165 @@ struct LoginForm {
     next: String,
 }
 
-const LOGIN_REFUSED: &str = "Invalid user name or password.";
+/// Longest user name or password the login form accepts, in bytes.
+const MAX_CREDENTIAL_LEN: usize = 1024;
 
-async fn login_submit(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+async fn login_submit(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let started = tokio::time::Instant::now();
     let next = safe_next(Some(&f.next));
     let next_s = next.clone().unwrap_or_default();
-    if f.username.trim().is_empty() || f.password.is_empty() {
-        return login_form(StatusCode::BAD_REQUEST, &f.username, &next_s, Some("Enter your user name and password."));
+    let shown_name: String = f.username.chars().take(64).collect();
+    if !origin_allowed(&app, &headers) {
+        return cross_origin_refused(&app, &headers, "a login");
     }
-    let name = match normalize_username(&f.username) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::info!(reason = %e, "login refused");
-            return login_form(StatusCode::FORBIDDEN, &f.username, &next_s, Some(LOGIN_REFUSED));
+    if f.username.trim().is_empty() || f.password.is_empty() {
+        return login_form(StatusCode::BAD_REQUEST, &shown_name, &next_s, Some("Enter your user name and password."));
+    }
+    let client = crate::auth::throttle::client_addr(
+        peer.ip(),
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        &app.config.hub.trusted_proxies,
+    );
+    let throttle_key = f.username.trim().to_ascii_lowercase().chars().take(64).collect::<String>();
+    if let Err(t) = app.throttle.check(&throttle_key, client, std::time::Instant::now()) {
+        tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");
+        let mut r = login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            &shown_name,
+            &next_s,
+            Some(&format!("Too many failed sign-ins; try again in {} minute(s).", t.retry_after_secs.div_ceil(60))),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, t.retry_after_secs.into());
+        return r;
+    }
+    // Every refusal below takes at least failure_delay and counts against the limits.
+    let fail = |status: StatusCode, message: &str| {
+        app.throttle.failed(&throttle_key, client, std::time::Instant::now());
+        let r = login_form(status, &shown_name, &next_s, Some(message));
+        let until = started + app.config.auth.failure_delay;
+        async move {
+            tokio::time::sleep_until(until).await;
+            r
         }
     };
-    let user = match app.auth.authenticate(&name, &f.password).await {
-        Ok(u) => u,
+    let too_long = f.username.len() > MAX_CREDENTIAL_LEN || f.password.len() > MAX_CREDENTIAL_LEN;
+    let name = match normalize_username(&f.username) {
+        Ok(n) if !too_long => n,
+        Ok(_) => {
+            tracing::info!(client = %client, reason = "credentials longer than 1024 bytes", "login refused");
+            return fail(StatusCode::FORBIDDEN, LOGIN_REFUSED).await;
+        }
+        Err(e) => {
+            tracing::info!(client = %client, reason = %e, "login refused");
+            return fail(StatusCode::FORBIDDEN, LOGIN_REFUSED).await;
+        }
+    };
+    let method = match app.config.auth.method {
+        crate::config::AuthMethod::Pam => "pam",
+        crate::config::AuthMethod::Kerberos => "kerberos",
+    };
+    let authenticated = match app.auth.authenticate(&name, &f.password).await {
+        Ok(a) => a,
         Err(AuthError::Internal(e)) => {
             tracing::error!(user = %name, error = %e, "login failed: authenticator error");
-            return login_form(
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in is not working right now; please tell an admin.")
+                .await;
+        }
+        Err(AuthError::Kerberos { failure, detail }) => {
+            use crate::auth::kerberos::KerberosFailure as F;
+            let status = match failure {
+                F::WrongPassword | F::UnknownPrincipal | F::Locked | F::PasswordExpired => StatusCode::FORBIDDEN,
+                F::KdcUnreachable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            match failure {
+                F::WrongPassword | F::UnknownPrincipal | F::Locked | F::PasswordExpired => tracing::info!(
+                    method, user = %name, client = %client, reason = failure.as_str(), detail = %detail, "login refused"
+                ),
+                _ => tracing::error!(
+                    method, user = %name, client = %client, reason = failure.as_str(), detail = %detail, "login failed"
+                ),
+            }
+            return fail(status, failure.user_message()).await;
+        }
+        Err(e) => {
+            tracing::info!(method, user = %name, client = %client, reason = %e, "login refused");
+            return fail(StatusCode::FORBIDDEN, LOGIN_REFUSED).await;
+        }
+    };
+    let r = finish_login(&app, authenticated.username, authenticated.credentials, next, method).await;
+    if r.status().is_redirection() {
+        app.throttle.succeeded(&throttle_key);
+        r
+    } else {
+        let until = started + app.config.auth.failure_delay;
+        tokio::time::sleep_until(until).await;
+        r
+    }
+}
+
+/// After any authenticator said yes: checks the Linux account and the allow-lists, records
+/// the user and a session, hands login credentials to the renewer, starts the server and
+/// redirects to the spawn page. Refusals render the login form with a message that names the
+/// fix.
+async fn finish_login(
+    app: &AppState,
+    user: String,
+    credentials: Option<crate::auth::kerberos::LoginCredentials>,
+    next: Option<String>,
+    method: &str,
+) -> Response {
+    let next_s = next.clone().unwrap_or_default();
+    let refuse = |status: StatusCode, message: &str| login_form(status, "", &next_s, Some(message));
+    let cfg = app.config.auth.clone();
+    let looked_up = tokio::task::spawn_blocking(move || {
+        LinuxUser::lookup(&user)
+            .map(|u| {
+                let access = crate::auth::access::decide(&cfg, &u);
+                (u, access)
+            })
+            .map_err(|e| (user, e))
+    })
+    .await;
+    let (linux, admin) = match looked_up {
+        Ok(Ok((u, _))) if u.uid == 0 => {
+            tracing::warn!(method, user = %u.name, "login refused: UID 0 accounts may not use the hub");
+            return refuse(StatusCode::FORBIDDEN, "This account may not use the hub (it is a root account).");
+        }
+        Ok(Ok((u, crate::auth::access::Access::Allowed { admin }))) => (u, admin),
+        Ok(Ok((u, crate::auth::access::Access::Denied(why)))) => {
+            tracing::warn!(method, user = %u.name, reason = %why, "login refused: not allowed");
+            return refuse(StatusCode::FORBIDDEN, "You are not allowed to use this hub; ask an admin to add you.");
+        }
+        Ok(Err((user, e @ SpawnError::NoSuchUser(_)))) => {
+            tracing::warn!(method, user = %user, error = %e, "login refused: authenticated but no Linux account");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "There is no Linux account for this user on the hub's host; ask an admin to create it.",
+            );
+        }
+        Ok(Err((user, e))) => {
+            tracing::error!(method, user = %user, error = %e, "login failed: account lookup");
+            return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &f.username,
-                &next_s,
-                Some("Sign-in is not working right now; please tell an admin."),
+                "Sign-in is not working right now; please tell an admin.",
             );
         }
         Err(e) => {
-            tracing::info!(user = %name, reason = %e, "login refused");
-            return login_form(StatusCode::FORBIDDEN, &f.username, &next_s, Some(LOGIN_REFUSED));
-        }
-    };
-    let linux = match LinuxUser::lookup_async(&user).await {
-        Ok(u) if u.uid == 0 => {
-            tracing::warn!(user = %user, "login refused: UID 0 accounts may not use the hub");
-            return login_form(
-                StatusCode::FORBIDDEN,
-                &f.username,
-                &next_s,
-                Some("This account may not use the hub (it is a root account)."),
-            );
-        }
-        Ok(u) => u,
-        Err(e @ SpawnError::NoSuchUser(_)) => {
-            tracing::warn!(user = %user, error = %e, "login refused: authenticated but no Linux account");
-            return login_form(
-                StatusCode::FORBIDDEN,
-                &f.username,
-                &next_s,
-                Some("There is no Linux account for this user on the hub's host; ask an admin."),
-            );
-        }
-        Err(e) => {
-            tracing::error!(user = %user, error = %e, "login failed: account lookup");
-            return login_form(
+            tracing::error!(method, error = %e, "login failed: account lookup task");
+            return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &f.username,
-                &next_s,
-                Some("Sign-in is not working right now; please tell an admin."),
+                "Sign-in is not working right now; please tell an admin.",
             );
         }
     };
+    let user = linux.name.clone();
     let now = unix_now();
-    let admin = app.config.auth.admin_users.contains(&user);
     let created = async {
         app.store.upsert_user(&user, admin, now).await?;
         app.sessions.create(&user, now).await
@@ -253,16 +459,27 @@ async fn login_submit(State(app): State<AppState>, Form(f): Form<LoginForm>) -> 
         Ok((_, c)) => c,
         Err(e) => {
             tracing::error!(user = %user, error = %e, "login failed: could not record the session");
-            return login_form(
+            return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &f.username,
-                &next_s,
-                Some("Sign-in is not working right now; please tell an admin."),
+                "Sign-in is not working right now; please tell an admin.",
             );
         }
     };
-    tracing::info!(user = %user, "logged in");
-    app.renewer.trigger(TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid }, Trigger::Login);
+    tracing::info!(method, user = %user, admin, "logged in");
+    let owner = TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid };
+    match credentials {
+        Some(c) if app.renewer.enabled() && !app.renewer.has_keytab(&owner) => {
+            // No keytab: the login's own ticket becomes the ccache, renewed with kinit -R.
+            let renewer = app.renewer.clone();
+            let o = owner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = renewer.install_login_ccache(&o, move |tmp| c.store(tmp)).await {
+                    tracing::warn!(user = %o.username, error = %e, "could not keep the login ticket");
+                }
+            });
+        }
+        _ => app.renewer.trigger(owner, Trigger::Login),
+    }
     if let Err(refused) = app.servers.start(linux) {
         // The spawn page tries again and says why if it is still refused.
         tracing::info!(user = %user, reason = %refused, "spawn at login refused");
@@ -274,8 +491,49 @@ async fn login_submit(State(app): State<AppState>, Form(f): Form<LoginForm>) -> 
     ([(header::SET_COOKIE, set_cookie)], Redirect::to(&target)).into_response()
 }
 
-async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+struct XsrfForm {
+    #[serde(default)]
+    _xsrf: String,
+}
+
+/// Checks a hub form post: Origin from the hub's own addresses and the session's XSRF token.
+fn form_allowed(app: &AppState, headers: &HeaderMap, s: &Session, xsrf: &str, what: &str) -> Option<Response> {
+    if !origin_allowed(app, headers) {
+        return Some(cross_origin_refused(app, headers, what));
+    }
+    if !app.sessions.check_xsrf(s, xsrf) {
+        tracing::warn!(user = %s.username, "refused {what}: missing or wrong XSRF token");
+        return Some(error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "This form has expired or did not come from the hub (XSRF check failed). Reload the page and try again.",
+        ));
+    }
+    None
+}
+
+/// The hidden XSRF field for a hub form.
+fn xsrf_field(app: &AppState, s: &Session) -> String {
+    format!(r#"<input type="hidden" name="_xsrf" value="{}">"#, app.sessions.xsrf_token(s))
+}
+
+async fn logout_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(s) = session_of(&app, &headers).await else {
+        return Redirect::to("/hub/login").into_response();
+    };
+    let body = format!(
+        r#"<h1>Sign out</h1><form method="post" action="/hub/logout" class="card">{}<button>Sign out</button></form>"#,
+        xsrf_field(&app, &s)
+    );
+    page_with_user(&app, "Sign out", &body, &s).into_response()
+}
+
+async fn logout(State(app): State<AppState>, headers: HeaderMap, Form(f): Form<XsrfForm>) -> Response {
     if let Some(s) = session_of(&app, &headers).await {
+        if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a logout") {
+            return refused;
+        }
         if let Err(e) = app.sessions.revoke(&s.id).await {
             tracing::error!(user = %s.username, error = %e, "could not revoke the session");
         }
@@ -284,48 +542,108 @@ async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
     ([(header::SET_COOKIE, app.sessions.clear_cookie())], Redirect::to("/hub/login")).into_response()
 }
 
+/// `POST /hub/logout/everywhere`: revokes every session of the user (other browsers too).
+async fn logout_everywhere(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Form(f): Form<XsrfForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "log out everywhere") {
+        return refused;
+    }
+    match app.sessions.revoke_all(&s.username).await {
+        Ok(n) => tracing::info!(user = %s.username, sessions = n, "logged out everywhere"),
+        Err(e) => tracing::error!(user = %s.username, error = %e, "could not revoke the sessions"),
+    }
+    ([(header::SET_COOKIE, app.sessions.clear_cookie())], Redirect::to("/hub/login")).into_response()
+}
+
+/// `POST /hub/admin/users/{name}/logout`: an admin revokes every session of `name`.
+async fn admin_logout_user(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Path(name): Path<String>,
+    Form(f): Form<XsrfForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "an admin logout") {
+        return refused;
+    }
+    if !is_admin(&app, &s).await {
+        tracing::warn!(user = %s.username, target = %name, "refused: not an admin");
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can log other users out.");
+    }
+    match app.sessions.revoke_all(&name).await {
+        Ok(n) => {
+            tracing::info!(admin = %s.username, user = %name, sessions = n, "admin logged a user out everywhere");
+            (StatusCode::OK, Json(serde_json::json!({"user": name, "revoked_sessions": n}))).into_response()
+        }
+        Err(e) => {
+            tracing::error!(user = %name, error = %e, "could not revoke the sessions");
+            error_page(StatusCode::INTERNAL_SERVER_ERROR, "Could not log out", "See the hub's log.")
+        }
+    }
+}
+
+/// Whether the session's user is an admin (`admin_users`, or `admin_groups` at their last
+/// login, as recorded in the store).
+async fn is_admin(app: &AppState, s: &Session) -> bool {
+    if app.config.auth.admin_users.contains(&s.username) {
+        return true;
+    }
+    app.store.is_admin(&s.username).await.unwrap_or(false)
+}
+
 async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
     let e = esc;
     let name = &s.username;
+    let x = xsrf_field(&app, &s);
     let state = app.servers.state(name);
     let server = match &state {
         ServerState::Running { pid, .. } => format!(
             r#"<p class="state ok">Your server is running (pid {pid}).</p>
 <p><a class="button" href="/user/{n}{url}">Open JupyterLab</a></p>
-<form method="post" action="/hub/home/stop"><button class="secondary">Stop my server</button></form>"#,
+<form method="post" action="/hub/home/stop">{x}<button class="secondary">Stop my server</button></form>"#,
             n = e(name),
-            url = e(&app.config.spawner.default_url)
+            url = e(&app.config.spawner.default_url),
         ),
         ServerState::Starting { message, .. } => format!(
             r#"<p class="state">Your server is starting: {}.</p><p><a class="button" href="/hub/spawn">Show progress</a></p>
-<form method="post" action="/hub/home/stop"><button class="secondary">Cancel</button></form>"#,
+<form method="post" action="/hub/home/stop">{x}<button class="secondary">Cancel</button></form>"#,
             e(message)
         ),
         ServerState::Stopping => r#"<p class="state">Your server is stopping.</p>"#.to_string(),
         ServerState::Stopped { message } => format!(
             r#"<p class="state">Your server is not running.{}</p>
-<form method="post" action="/hub/home/start"><button>Start my server</button></form>"#,
+<form method="post" action="/hub/home/start">{x}<button>Start my server</button></form>"#,
             message.as_deref().map(|m| format!(" {}", e(m))).unwrap_or_default()
         ),
         ServerState::Failed { message, log_tail } => format!(
             r#"<p class="state error">Your server failed: {}</p>{}
-<form method="post" action="/hub/home/start"><button>Start my server</button></form>"#,
+<form method="post" action="/hub/home/start">{x}<button>Start my server</button></form>"#,
             e(message),
             log_block(log_tail)
         ),
     };
     let ticket = if app.renewer.enabled() { ticket_html(app.renewer.status(name)) } else { String::new() };
     let body = format!(
-        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>"#,
+        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>
+<form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
         e(name),
         state.name()
     );
-    page_with_user("Home", &body, name).into_response()
+    page_with_user(&app, "Home", &body, &s).into_response()
 }
 
-async fn home_start(State(app): State<AppState>, headers: HeaderMap, CurrentUser(s): CurrentUser) -> Response {
-    if !origin_allowed(&app, &headers) {
-        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-site request refused.");
+async fn home_start(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Form(f): Form<XsrfForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a server start") {
+        return refused;
     }
     match LinuxUser::lookup_async(&s.username).await {
         Ok(u) => match app.servers.start(u) {
@@ -336,9 +654,14 @@ async fn home_start(State(app): State<AppState>, headers: HeaderMap, CurrentUser
     }
 }
 
-async fn home_stop(State(app): State<AppState>, headers: HeaderMap, CurrentUser(s): CurrentUser) -> Response {
-    if !origin_allowed(&app, &headers) {
-        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Cross-site request refused.");
+async fn home_stop(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Form(f): Form<XsrfForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a server stop") {
+        return refused;
     }
     match LinuxUser::lookup_async(&s.username).await {
         Ok(u) => {
@@ -369,32 +692,17 @@ async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Qu
     }
     let body = format!(
         r#"<h1>Starting your server</h1>
-<section class="card">
+<section class="card" id="spawn" data-progress-url="/hub/api/users/{n}/server/progress" data-next="{t}">
 <progress id="bar" max="100" value="0"></progress>
 <p id="msg" role="status">Waiting for the spawner…</p>
 <div id="fail" hidden><p class="error" id="failmsg"></p><pre id="log"></pre><p><a class="button" href="/hub/home">Back to home</a></p></div>
 <noscript><p>This page needs JavaScript to follow the progress. <a href="{t}">Open your server</a> once it is ready.</p></noscript>
 </section>
-<script>
-const src = new EventSource("/hub/api/users/{n}/server/progress");
-src.onmessage = (ev) => {{
-  const d = JSON.parse(ev.data);
-  document.getElementById("bar").value = d.progress;
-  document.getElementById("msg").textContent = d.message;
-  if (d.ready) {{ src.close(); window.location.replace({tj}); }}
-  if (d.failed) {{
-    src.close();
-    document.getElementById("fail").hidden = false;
-    document.getElementById("failmsg").textContent = d.message;
-    document.getElementById("log").textContent = d.log_tail || "";
-  }}
-}};
-</script>"#,
+<script src="/hub/static/spawn.js"></script>"#,
         t = e(&target),
         n = percent_encode(name),
-        tj = serde_json::Value::String(target.clone()).to_string().replace('<', "\\u003c"),
     );
-    page_with_user("Starting", &body, name).into_response()
+    page_with_user(&app, "Starting", &body, &s).into_response()
 }
 
 /// Spawn progress as server-sent events, in JupyterHub's format: each event's data is
@@ -498,6 +806,17 @@ fn ticket_html(status: Option<crate::renewer::TicketStatus>) -> String {
             }
         ));
     }
+    if t.from_login && t.last_error.is_none() {
+        match t.renew_until {
+            Some(r) => out.push_str(&format!(
+                r#"<p class="state" id="lapse">This ticket comes from your sign-in (you have no keytab): the hub renews it until {}. After that, sign in again.</p>"#,
+                clock(r)
+            )),
+            None => out.push_str(
+                r#"<p class="state" id="lapse">This ticket comes from your sign-in (you have no keytab) and is not renewable: sign in again when it expires.</p>"#,
+            ),
+        }
+    }
     let mut facts = Vec::new();
     if let Some(s) = t.last_success {
         facts.push(format!("last renewed {}", clock(s)));
@@ -534,7 +853,7 @@ const ADMIN_LOG_BYTES: u64 = 256 * 1024;
 /// `GET /hub/admin/logs/{name}`: the end of a user's server log as text, for admins
 /// (`[auth] admin_users`). 403 for others, 404 if there is no log.
 async fn admin_log(State(app): State<AppState>, CurrentUser(s): CurrentUser, Path(name): Path<String>) -> Response {
-    if !app.config.auth.admin_users.contains(&s.username) {
+    if !is_admin(&app, &s).await {
         tracing::warn!(user = %s.username, log_of = %name, "refused: not an admin");
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can read server logs.");
     }
@@ -576,10 +895,11 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, page(title, &body)).into_response()
 }
 
-fn page_with_user(title: &str, body: &str, user: &str) -> Html<String> {
+fn page_with_user(app: &AppState, title: &str, body: &str, s: &Session) -> Html<String> {
     let nav = format!(
-        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <a href="/hub/logout">Sign out</a></nav>"#,
-        html_escape::encode_safe(user)
+        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
+        html_escape::encode_safe(&s.username),
+        xsrf_field(app, s)
     );
     page(title, &format!("{nav}{body}"))
 }
@@ -587,18 +907,70 @@ fn page_with_user(title: &str, body: &str, user: &str) -> Html<String> {
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{} · hub</title><style>{CSS}</style></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
+<title>{} · hub</title><link rel="stylesheet" href="/hub/static/hub.css"></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
         html_escape::encode_safe(title)
     ))
 }
 
+/// The stylesheet of every hub page, served at `/hub/static/hub.css` (a file, so that the
+/// Content-Security-Policy needs no `'unsafe-inline'`).
 const CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}\
 header{background:#1d2330;color:#fff;padding:.6rem 1.2rem}main{max-width:46rem;margin:1.5rem auto;padding:0 1rem}\
 nav{margin-bottom:1rem;color:#555}.card{background:#fff;border:1px solid #dde;border-radius:8px;padding:1rem 1.2rem;margin:0 0 1rem}\
 form.card label{display:block;margin:.5rem 0}input{display:block;width:100%;box-sizing:border-box;padding:.5rem;font:inherit}\
 button,.button{background:#2f6fde;color:#fff;border:0;border-radius:6px;padding:.5rem 1rem;font:inherit;cursor:pointer;text-decoration:none;display:inline-block}\
 button.secondary{background:#667}.muted{color:#667;font-size:.9rem}.error{color:#b00020}.ok{color:#17663a}progress{width:100%;height:1.2rem}\
+form.inline{display:inline}button.link{background:none;color:#2f6fde;padding:0;text-decoration:underline}\
 pre{background:#111;color:#eee;padding:.8rem;overflow:auto;max-height:20rem;font-size:13px}";
+
+/// The spawn page's script, served at `/hub/static/spawn.js`: follows the progress stream
+/// (URL in `#spawn[data-progress-url]`), moves the bar, and goes to `data-next` when ready.
+const SPAWN_JS: &str = r#"const box = document.getElementById("spawn");
+const src = new EventSource(box.dataset.progressUrl);
+src.onmessage = (ev) => {
+  const d = JSON.parse(ev.data);
+  document.getElementById("bar").value = d.progress;
+  document.getElementById("msg").textContent = d.message;
+  if (d.ready) { src.close(); window.location.replace(box.dataset.next); }
+  if (d.failed) {
+    src.close();
+    document.getElementById("fail").hidden = false;
+    document.getElementById("failmsg").textContent = d.message;
+    document.getElementById("log").textContent = d.log_tail || "";
+  }
+};
+"#;
+
+async fn static_css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS).into_response()
+}
+
+async fn static_spawn_js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], SPAWN_JS)
+        .into_response()
+}
+
+/// The Content-Security-Policy of hub pages: only the hub's own scripts, styles and
+/// connections; no framing (clickjacking); forms post only to the hub.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds the security headers to every response of the hub's own pages (not to responses
+/// proxied from users' servers, which set their own): `Content-Security-Policy` (with
+/// `frame-ancestors 'none'`), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`
+/// (for old browsers) and `Referrer-Policy: same-origin`.
+pub async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let proxied = req.uri().path().starts_with("/user/");
+    let mut r = next.run(req).await;
+    if !proxied {
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
+    r
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,29 @@
 //! Authenticators: who is this person?
 //!
 //! An [`Authenticator`] turns a user name and password from the login form into a verified
-//! user name. PAM ([`pam::PamAuthenticator`]) is the one implemented; Kerberos password and
-//! SPNEGO plug in behind the same trait. User names are validated and normalised by
-//! [`normalize_username`] before any authenticator sees them.
+//! user name: PAM ([`pam::PamAuthenticator`]) or a Kerberos AS exchange validated against the
+//! hub's keytab ([`kerberos::KerberosAuthenticator`]). SPNEGO ([`kerberos::accept_negotiate`])
+//! needs no password and is handled by the login route. User names are validated and
+//! normalised by [`normalize_username`] before any authenticator sees them; who may log in
+//! once authenticated is decided by [`access`].
 
+pub mod access;
+pub mod kerberos;
 pub mod pam;
+pub mod throttle;
+
+/// What the login page says for a wrong password, an unknown user and a name that is not
+/// valid: one message, so that it does not tell which user names exist.
+pub const LOGIN_REFUSED: &str = "Invalid user name or password.";
+
+/// A successful authentication.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The user name to log in as.
+    pub username: String,
+    /// Kerberos credentials obtained on the way (a password login's TGT), if any.
+    pub credentials: Option<kerberos::LoginCredentials>,
+}
 
 use async_trait::async_trait;
 
@@ -20,6 +38,14 @@ pub enum AuthError {
     /// The credentials were checked and refused.
     #[error("{0}")]
     Rejected(String),
+    /// A Kerberos login failed; `failure` says why (for the page), `detail` is for the log.
+    #[error("Kerberos login refused ({}): {detail}", failure.as_str())]
+    Kerberos {
+        /// The classified reason.
+        failure: kerberos::KerberosFailure,
+        /// The GSS-API message.
+        detail: String,
+    },
     /// The authenticator itself failed (PAM misconfigured, thread pool gone).
     #[error("authenticator error: {0}")]
     Internal(String),
@@ -29,8 +55,8 @@ pub enum AuthError {
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Verifies `password` for the already-normalised `username`; returns the user name to
-    /// log in as.
-    async fn authenticate(&self, username: &str, password: &str) -> Result<String, AuthError>;
+    /// log in as and any credentials obtained.
+    async fn authenticate(&self, username: &str, password: &str) -> Result<Authenticated, AuthError>;
 }
 
 /// Longest accepted user name, in bytes (the Linux `LOGIN_NAME_MAX` minus the NUL is 255,

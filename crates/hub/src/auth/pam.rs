@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use pam_client2::conv_mock::Conversation;
 use pam_client2::{Context, Flag};
 
-use super::{AuthError, Authenticator};
+use super::{AuthError, Authenticated, Authenticator};
 
 /// Authenticates against Linux PAM. Needs root to check other users' passwords (pam_unix
 /// reads `/etc/shadow`). Each call runs on tokio's blocking pool: PAM modules block (and
@@ -23,7 +23,7 @@ impl PamAuthenticator {
 
 #[async_trait]
 impl Authenticator for PamAuthenticator {
-    async fn authenticate(&self, username: &str, password: &str) -> Result<String, AuthError> {
+    async fn authenticate(&self, username: &str, password: &str) -> Result<Authenticated, AuthError> {
         let service = self.service.clone();
         let user = username.to_string();
         let pass = password.to_string();
@@ -35,7 +35,7 @@ impl Authenticator for PamAuthenticator {
                 .map_err(|e| AuthError::Rejected(format!("PAM ({service}) refused the password for {user:?}: {e}")))?;
             ctx.acct_mgmt(Flag::DISALLOW_NULL_AUTHTOK)
                 .map_err(|e| AuthError::Rejected(format!("PAM ({service}) refused the account {user:?}: {e}")))?;
-            Ok(user)
+            Ok(Authenticated { username: user, credentials: None })
         })
         .await
         .map_err(|e| AuthError::Internal(format!("PAM task failed: {e}")))?

@@ -99,12 +99,16 @@ pub struct TicketRecord {
 pub trait Store: Send + Sync + 'static {
     /// Creates the user if it does not exist; updates the admin flag if it does.
     async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError>;
+    /// Whether `name` is recorded as an admin (false for an unknown user).
+    async fn is_admin(&self, name: &str) -> Result<bool, StoreError>;
     /// Records a new session.
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
     /// Looks a session up by id.
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Deletes a session (logout). Deleting a missing session is not an error.
     async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Deletes every session of `username` (log out everywhere); returns how many.
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError>;
     /// Records a server's state, replacing the previous record.
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError>;
     /// The recorded state of `username`'s server.

@@ -132,6 +132,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn is_admin(&self, name: &str) -> Result<bool, StoreError> {
+        let row: Option<(bool,)> =
+            sqlx::query_as("SELECT admin FROM users WHERE name = ?1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.is_some_and(|r| r.0))
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM sessions WHERE username = ?1").bind(username).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR REPLACE INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid)
