@@ -53,8 +53,8 @@ impl Drop for HubProcess {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+fn client_of(base: &str) -> reqwest::Client {
+    crate::support::client_for(base)
 }
 
 async fn login(base: &str, c: &reqwest::Client, u: &TestUser) {
@@ -125,7 +125,7 @@ async fn kill9_and_restart_readopts_servers() {
 
     let mut hub = HubProcess::start(&config, &log);
     let base = hub.base.clone();
-    let clients: Vec<reqwest::Client> = users.iter().map(|_| client()).collect();
+    let clients: Vec<reqwest::Client> = users.iter().map(|_| client_of(&base)).collect();
     for (u, c) in users.iter().zip(&clients) {
         login(&base, c, u).await;
     }
@@ -134,7 +134,7 @@ async fn kill9_and_restart_readopts_servers() {
         wait_status(&base, c, u, Duration::from_secs(90)).await;
         pids.push(home(&base, c).await.1.expect("pid on the home page"));
     }
-    let late_client = client();
+    let late_client = client_of(&base);
     login(&base, &late_client, &late).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the spawn is under way, not done
     hub.kill9();
@@ -291,7 +291,7 @@ async fn spawn_limit_answers_429() {
     };
     let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
     let base = format!("http://{}", hub.addr);
-    let (ca, cb) = (client(), client());
+    let (ca, cb) = (client_of(&base), client_of(&base));
     login(&base, &ca, &a).await;
     login(&base, &cb, &b).await;
     let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn");
@@ -299,7 +299,7 @@ async fn spawn_limit_answers_429() {
     assert_eq!(r.headers()["retry-after"], "5");
     assert!(r.text().await.expect("body").contains("concurrent_spawn_limit"));
     // Once the first spawn is cancelled, the second may start.
-    let r = ca.post(format!("{base}/hub/home/stop")).send().await.expect("cancel");
+    let r = crate::support::post_form(&base, &ca, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);
     let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn again");
     assert_eq!(r.status(), 200, "the spawn page, now that there is room");
@@ -354,7 +354,7 @@ async fn admins_read_server_logs() {
     };
     let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
     let base = format!("http://{}", hub.addr);
-    let (ca, cn) = (client(), client());
+    let (ca, cn) = (client_of(&base), client_of(&base));
     login(&base, &ca, &admin).await;
     login(&base, &cn, &ann).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

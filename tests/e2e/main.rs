@@ -82,6 +82,7 @@ pub(crate) async fn kernel_channels(hub: &TestHub, user: &str, kernel_id: &str, 
         .into_client_request()
         .expect("ws request");
     req.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
+    req.headers_mut().insert("origin", hub.url("").parse().expect("origin"));
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => (ws, session),
         Err(e) => panic!(
@@ -237,7 +238,7 @@ async fn main_job_end_to_end() {
     let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
     assert!(home.contains("data-state=\"running\"") && home.contains("valid until"), "{home}");
     assert!(home.contains("next renewal"), "the timer has ann scheduled: {home}");
-    let r = c.post(hub.url("/hub/home/stop")).send().await.expect("stop");
+    let r = hub.post_form(&c, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);
     assert!(matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }));
     assert_eq!(ann.processes(), Vec::<u32>::new(), "no process of ann may remain after stop");
@@ -246,7 +247,7 @@ async fn main_job_end_to_end() {
     assert_eq!(r.status(), 503, "a stopped server is not proxied");
 
     // -- Logout revokes the session, even for a copied cookie.
-    let r = c.get(hub.url("/hub/logout")).send().await.expect("logout");
+    let r = hub.post_form(&c, "/hub/logout").await;
     assert_eq!(r.status(), 303);
     let r = hub.client().get(hub.url("/hub/home")).header("cookie", &cookie_pair).send().await.expect("old cookie");
     assert_eq!(r.status(), 303, "a logged-out session must not work");

@@ -359,8 +359,10 @@ impl TestHub {
             ),
             None => "[kerberos]\nenabled = false\n".into(),
         };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
         let text = format!(
-            "[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n\
+            "[hub]\nbind = \"{addr}\"\npublic_url = \"http://{addr}\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n\
              [auth]\npam_service = \"{pam}\"\n{auth}\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
@@ -375,8 +377,6 @@ impl TestHub {
         let config = Config::parse(&path, &text).expect("test config must be valid");
         hub::migrate(&config).await.expect("migrate");
         let state = hub::build(config).await.expect("build");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(hub::serve_state(state.clone(), listener, async move {
             let _ = rx.await;
@@ -388,13 +388,16 @@ impl TestHub {
         format!("http://{}{path}", self.addr)
     }
 
-    /// A client with its own cookie jar that does not follow redirects.
+    /// A client with its own cookie jar that does not follow redirects and, like a browser
+    /// on the hub's page, sends `Origin` and jupyter-server's XSRF double-submit pair.
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client")
+        client_for(&self.url(""))
+    }
+
+    /// Posts a hub form (`/hub/home/stop`, `/hub/logout`...) with the XSRF token read from
+    /// the home page, as the browser would.
+    pub async fn post_form(&self, c: &reqwest::Client, path: &str) -> reqwest::Response {
+        post_form(&self.url(""), c, path).await
     }
 
     /// Posts the login form; returns the response (a redirect on success).
@@ -474,4 +477,36 @@ impl Drop for TestHub {
             let _ = tx.send(());
         }
     }
+}
+
+/// The `_xsrf` cookie and header value test clients send to users' servers.
+pub const TEST_XSRF: &str = "2|test|xsrf|0";
+
+/// A client for the hub at `base` (`http://host:port`): own cookie jar holding `_xsrf`, no
+/// redirects followed, `Origin: base` and `X-XSRFToken` on every request.
+pub fn client_for(base: &str) -> reqwest::Client {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    jar.add_cookie_str(&format!("_xsrf={TEST_XSRF}; Path=/"), &base.parse().expect("base url"));
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("origin", base.trim_end_matches('/').parse().expect("origin"));
+    h.insert("x-xsrftoken", TEST_XSRF.parse().expect("xsrf"));
+    reqwest::Client::builder()
+        .cookie_provider(jar)
+        .default_headers(h)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The hub form XSRF token in a page (`name="_xsrf" value="..."`).
+pub fn xsrf_in(page: &str) -> Option<String> {
+    let i = page.find(r#"name="_xsrf" value=""#)? + r#"name="_xsrf" value=""#.len();
+    Some(page[i..].split('"').next()?.to_string())
+}
+
+/// Posts hub form `path` with the XSRF token from `/hub/home`.
+pub async fn post_form(base: &str, c: &reqwest::Client, path: &str) -> reqwest::Response {
+    let home = c.get(format!("{base}/hub/home")).send().await.expect("home").text().await.expect("body");
+    let token = xsrf_in(&home).unwrap_or_else(|| panic!("no _xsrf on the home page: {home}"));
+    c.post(format!("{base}{path}")).form(&[("_xsrf", token)]).send().await.expect("form post")
 }

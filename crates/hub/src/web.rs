@@ -469,14 +469,12 @@ async fn finish_login(
     let owner = TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid };
     match credentials {
         Some(c) if app.renewer.enabled() && !app.renewer.has_keytab(&owner) => {
-            // No keytab: the login's own ticket becomes the ccache, renewed with kinit -R.
-            let renewer = app.renewer.clone();
-            let o = owner.clone();
-            tokio::spawn(async move {
-                if let Err(e) = renewer.install_login_ccache(&o, move |tmp| c.store(tmp)).await {
-                    tracing::warn!(user = %o.username, error = %e, "could not keep the login ticket");
-                }
-            });
+            // No keytab: the login's own ticket becomes the ccache (before the server starts,
+            // so that it starts with it), renewed with kinit -R.
+            match app.renewer.install_login_ccache(&owner, move |tmp| c.store(tmp)).await {
+                Ok(()) => tracing::info!(user = %user, "the sign-in's ticket is the user's credential cache"),
+                Err(e) => tracing::warn!(user = %user, error = %e, "could not keep the login ticket"),
+            }
         }
         _ => app.renewer.trigger(owner, Trigger::Login),
     }
