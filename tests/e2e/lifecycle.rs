@@ -4,54 +4,13 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hub::store::sqlite::SqliteStore;
 use hub::store::{ServerRecord, Store};
 
-use crate::support::{Kdc, PamService, TestUser, require_root, venv};
-
-/// `hub serve` as a separate process, so that it can be killed with SIGKILL.
-struct HubProcess {
-    child: Child,
-    base: String,
-}
-
-impl HubProcess {
-    fn start(config: &Path, log: &Path) -> Self {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hub"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info,hub=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("hub serve");
-        let text = std::fs::read_to_string(config).expect("config");
-        let bind = text.lines().find_map(|l| l.strip_prefix("bind = ")).expect("bind").trim_matches('"').to_string();
-        let hub = Self { child, base: format!("http://{bind}") };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bind).is_err() {
-            assert!(std::time::Instant::now() < deadline, "hub did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        hub
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{HubProcess, Kdc, PamService, TestUser, require_root, venv};
 
 fn client_of(base: &str) -> reqwest::Client {
     crate::support::client_for(base)

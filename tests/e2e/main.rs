@@ -4,6 +4,7 @@
 
 mod lifecycle;
 mod renewer;
+mod security;
 mod support;
 
 use std::os::unix::fs::MetadataExt;

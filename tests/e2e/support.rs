@@ -170,14 +170,20 @@ impl Kdc {
     }
 
     fn start_with(max_life: Option<Duration>) -> Self {
+        Self::start_realm(&format!("HUBTEST{}.LOCAL", random_hex(3).to_uppercase()), max_life)
+    }
+
+    /// A KDC for `realm` with its own database and keys: given an existing realm's name, an
+    /// impostor KDC (the KDC-spoofing test).
+    pub fn start_realm(realm: &str, max_life: Option<Duration>) -> Self {
+        let realm = realm.to_string();
         let dir = tempfile::tempdir().expect("tmp");
-        let realm = format!("HUBTEST{}.LOCAL", random_hex(3).to_uppercase());
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let d = dir.path();
         std::fs::write(
             d.join("krb5.conf"),
             format!(
-                "[libdefaults]\n default_realm = {realm}\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n clockskew = {skew}\n\
+                "[libdefaults]\n default_realm = {realm}\n renew_lifetime = 7d\n forwardable = true\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n clockskew = {skew}\n\
                  [realms]\n {realm} = {{\n  kdc = 127.0.0.1:{port}\n }}\n",
                 skew = if max_life.is_some() { 1 } else { 300 },
             ),
@@ -316,6 +322,8 @@ pub struct HubOptions {
     pub auth: String,
     /// Leave servers running when the hub stops (`stop_servers_on_shutdown = false`).
     pub keep_servers: bool,
+    /// Lines added to `[hub]`.
+    pub hub: String,
 }
 
 /// The hub running inside the test process on 127.0.0.1:0 with a temporary data_dir.
@@ -362,7 +370,7 @@ impl TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let text = format!(
-            "[hub]\nbind = \"{addr}\"\npublic_url = \"http://{addr}\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n\
+            "[hub]\nbind = \"{addr}\"\npublic_url = \"http://{addr}\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
              [auth]\npam_service = \"{pam}\"\n{auth}\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
@@ -371,6 +379,7 @@ impl TestHub {
             tail = o.tail,
             auth = o.auth,
             stop = !o.keep_servers,
+            hubx = o.hub,
         );
         let path = data_dir.path().join("hub.toml");
         std::fs::write(&path, &text).expect("hub.toml");
@@ -509,4 +518,45 @@ pub async fn post_form(base: &str, c: &reqwest::Client, path: &str) -> reqwest::
     let home = c.get(format!("{base}/hub/home")).send().await.expect("home").text().await.expect("body");
     let token = xsrf_in(&home).unwrap_or_else(|| panic!("no _xsrf on the home page: {home}"));
     c.post(format!("{base}{path}")).form(&[("_xsrf", token)]).send().await.expect("form post")
+}
+
+/// `hub serve` as a separate process, so that it can be killed with SIGKILL.
+pub struct HubProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl HubProcess {
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,hub=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hub serve");
+        let text = std::fs::read_to_string(config).expect("config");
+        let bind = text.lines().find_map(|l| l.strip_prefix("bind = ")).expect("bind").trim_matches('"').to_string();
+        let hub = Self { child, base: format!("http://{bind}") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bind).is_err() {
+            assert!(std::time::Instant::now() < deadline, "hub did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
