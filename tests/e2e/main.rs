@@ -4,6 +4,7 @@
 
 mod kerberos_login;
 mod lifecycle;
+mod nginx;
 mod renewer;
 mod security;
 mod support;

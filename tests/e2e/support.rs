@@ -370,7 +370,7 @@ impl TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let text = format!(
-            "[hub]\nbind = \"{addr}\"\npublic_url = \"http://{addr}\"\ndata_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
+            "[hub]\nbind = \"{addr}\"\n{public}data_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
              [auth]\npam_service = \"{pam}\"\n{auth}\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
@@ -380,6 +380,11 @@ impl TestHub {
             auth = o.auth,
             stop = !o.keep_servers,
             hubx = o.hub,
+            public = if o.hub.contains("public_url =") {
+                String::new()
+            } else {
+                format!("public_url = \"http://{addr}\"\n")
+            },
         );
         let path = data_dir.path().join("hub.toml");
         std::fs::write(&path, &text).expect("hub.toml");
