@@ -1065,4 +1065,42 @@ mod tests {
         assert_eq!(c.hub.public_url, "https://hub.example.com");
         assert!(parse(&format!("[hub]\npublic_url = \"hub.example.com\"\n{MINIMAL}")).is_err());
     }
+
+    #[test]
+    fn origins_list_and_trusted_proxies() {
+        let c = parse(&format!(
+            "[hub]\npublic_urls = [\"https://Hub.Example.com:443\", \"https://nb.example.com:8443/\"]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n{MINIMAL}"
+        ))
+        .expect("parse");
+        assert_eq!(c.hub.public_url, "https://Hub.Example.com:443", "public_url defaults to the first");
+        assert_eq!(c.hub.public_origins, ["https://hub.example.com", "https://nb.example.com:8443"]);
+        assert_eq!(c.hub.trusted_proxies.len(), 2);
+        let loopback = parse(MINIMAL).expect("parse");
+        assert!(loopback.hub.public_origins.contains(&"http://localhost:8000".to_string()));
+        let e = parse(&format!("[hub]\ntrusted_proxies = [\"proxy.example\"]\n{MINIMAL}")).expect_err("bad").to_string();
+        assert!(e.contains("line 2") && e.contains("trusted_proxies"), "{e}");
+    }
+
+    #[test]
+    fn kerberos_login_needs_its_principal_and_keytab() {
+        let base = "[auth]\nmethod = \"kerberos\"\nrealm = \"EXAMPLE.COM\"\n";
+        let e = parse(&format!("{base}{MINIMAL}")).expect_err("no principal").to_string();
+        assert!(e.contains("service_principal"), "{e}");
+        let c = parse(&format!(
+            "{base}spnego = true\nservice_principal = \"HTTP/hub.example.com\"\nservice_keytab = \"/etc/hub/http.keytab\"\n\
+             [[auth.principal_map]]\nmatch = '([a-z]+)/admin@EXAMPLE\\.COM'\nuser = \"$1\"\n{MINIMAL}"
+        ))
+        .expect("parse");
+        assert_eq!(c.auth.method, AuthMethod::Kerberos);
+        assert_eq!(c.auth.service_principal, "HTTP/hub.example.com@EXAMPLE.COM");
+        assert!(c.auth.principal_map[0].pattern.is_match("ann/admin@EXAMPLE.COM"));
+        let e = parse(&format!(
+            "{base}service_principal = \"HTTP/h\"\nservice_keytab = \"/k\"\n[[auth.principal_map]]\nmatch = '(['\nuser = \"x\"\n{MINIMAL}"
+        ))
+        .expect_err("bad regex")
+        .to_string();
+        assert!(e.contains("principal_map.match"), "{e}");
+        let e = parse(&format!("[auth]\nadmin_users = [\"Root/..\"]\n{MINIMAL}")).expect_err("bad name").to_string();
+        assert!(e.contains("admin_users"), "{e}");
+    }
 }

@@ -126,6 +126,57 @@ pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     Ok(key)
 }
 
+/// The value of cookie `name` in a `Cookie` request header (RFC 6265 §5.4 syntax), if present.
+pub fn token_from_cookie_header(header: &str, name: &str) -> Option<String> {
+    cookie::Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_string())
+}
+
+/// Verifies a session JWT's signature (HS256 only, under any of `keys`) and expiry at `now`
+/// (unix seconds); returns its claims as `(sub, sid)`. Tokens over 4 KiB are refused unparsed.
+/// Whether the session is still live is the caller's business.
+pub fn verify_claims(token: &str, keys: &[DecodingKey], now: i64) -> Option<(String, String)> {
+    verify_token(token, keys, now).map(|c| (c.sub, c.sid))
+}
+
+fn verify_token(token: &str, keys: &[DecodingKey], now: i64) -> Option<Claims> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.leeway = 0;
+    v.validate_exp = false; // checked below against the injected `now`
+    v.set_required_spec_claims(&["exp", "sub"]);
+    if token.len() > 4096 {
+        tracing::debug!("session cookie refused: longer than 4096 bytes");
+        return None;
+    }
+    let mut decoded = Err(None);
+    for key in keys {
+        match jsonwebtoken::decode::<Claims>(token, key, &v) {
+            Ok(d) => {
+                decoded = Ok(d.claims);
+                break;
+            }
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                decoded = Err(Some(e));
+            }
+            Err(e) => {
+                decoded = Err(Some(e));
+                break;
+            }
+        }
+    }
+    let claims = match decoded {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = ?e.map(|e| e.to_string()), "session cookie refused");
+            return None;
+        }
+    };
+    if claims.exp <= now {
+        tracing::debug!(user = %claims.sub, "session cookie expired");
+        return None;
+    }
+    Some(claims)
+}
+
 impl Sessions {
     /// Sessions signed with `key` (and still accepted if signed with one of `previous`),
     /// lasting `max_age_secs`, with `Secure` `__Host-` cookies if `secure`.
@@ -213,51 +264,13 @@ impl Sessions {
     /// `None` for a missing, malformed, forged, expired or revoked token (the reason is logged
     /// at debug level).
     pub async fn from_cookie_header(&self, header: &str, now: i64) -> Option<Session> {
-        let name = self.cookie_name();
-        let token = cookie::Cookie::split_parse(header)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == name)
-            .map(|c| c.value().to_string())?;
+        let token = token_from_cookie_header(header, self.cookie_name())?;
         self.validate(&token, now).await
     }
 
     /// Checks a session JWT at `now` (unix seconds).
     pub async fn validate(&self, token: &str, now: i64) -> Option<Session> {
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        v.validate_exp = false; // checked below against the injected `now`
-        v.set_required_spec_claims(&["exp", "sub"]);
-        if token.len() > 4096 {
-            tracing::debug!("session cookie refused: longer than 4096 bytes");
-            return None;
-        }
-        let mut decoded = Err(None);
-        for key in &self.decoding {
-            match jsonwebtoken::decode::<Claims>(token, key, &v) {
-                Ok(d) => {
-                    decoded = Ok(d.claims);
-                    break;
-                }
-                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
-                    decoded = Err(Some(e));
-                }
-                Err(e) => {
-                    decoded = Err(Some(e));
-                    break;
-                }
-            }
-        }
-        let claims = match decoded {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = ?e.map(|e| e.to_string()), "session cookie refused");
-                return None;
-            }
-        };
-        if claims.exp <= now {
-            tracing::debug!(user = %claims.sub, "session cookie expired");
-            return None;
-        }
+        let claims = verify_token(token, &self.decoding, now)?;
         if let Some((user, exp)) = self.cache_get(&claims.sid) {
             return (user == claims.sub && exp > now).then_some(Session { username: user, id: claims.sid });
         }
