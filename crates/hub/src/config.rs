@@ -1077,7 +1077,8 @@ mod tests {
         assert_eq!(c.hub.trusted_proxies.len(), 2);
         let loopback = parse(MINIMAL).expect("parse");
         assert!(loopback.hub.public_origins.contains(&"http://localhost:8000".to_string()));
-        let e = parse(&format!("[hub]\ntrusted_proxies = [\"proxy.example\"]\n{MINIMAL}")).expect_err("bad").to_string();
+        let e =
+            parse(&format!("[hub]\ntrusted_proxies = [\"proxy.example\"]\n{MINIMAL}")).expect_err("bad").to_string();
         assert!(e.contains("line 2") && e.contains("trusted_proxies"), "{e}");
     }
 
