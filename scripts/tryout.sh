@@ -86,6 +86,7 @@ cat > "$DIR/hub.toml" <<TOML
 [hub]
 bind = "$BIND"
 public_url = "http://${BIND/127.0.0.1/localhost}"
+public_urls = ["http://${BIND/127.0.0.1/localhost}", "http://$BIND"]
 data_dir = "$DIR"
 
 [auth]
