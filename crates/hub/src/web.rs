@@ -181,7 +181,7 @@ async fn login_page(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Negotiate ").or_else(|| v.strip_prefix("negotiate ")));
         if let Some(token) = offered {
-            return spnego_login(&app, settings, token.trim(), next, peer).await;
+            return spnego_login(&app, settings, token.trim(), next, client_of(&app, peer, &headers)).await;
         }
         // RFC 4559 §4: ask for a token. A browser without a ticket shows this response's body,
         // the password form.
@@ -190,6 +190,15 @@ async fn login_page(
         return r;
     }
     login_form(StatusCode::OK, "", next.as_deref().unwrap_or(""), None)
+}
+
+/// The client's address: the peer, or what a trusted proxy says in `X-Forwarded-For`.
+fn client_of(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    crate::auth::throttle::client_addr(
+        peer.ip(),
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        &app.config.hub.trusted_proxies,
+    )
 }
 
 /// Longest `Authorization: Negotiate` token accepted, in base64 characters (Kerberos tickets
@@ -201,10 +210,9 @@ async fn spnego_login(
     settings: &crate::auth::kerberos::KerberosSettings,
     token_b64: &str,
     next: Option<String>,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
 ) -> Response {
     use base64::Engine;
-    let client = peer.ip();
     let next_s = next.clone().unwrap_or_default();
     let refuse = |why: String| {
         tracing::info!(method = "spnego", client = %client, reason = %why, "login refused");
@@ -310,11 +318,7 @@ async fn login_submit(
     if f.username.trim().is_empty() || f.password.is_empty() {
         return login_form(StatusCode::BAD_REQUEST, &shown_name, &next_s, Some("Enter your user name and password."));
     }
-    let client = crate::auth::throttle::client_addr(
-        peer.ip(),
-        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-        &app.config.hub.trusted_proxies,
-    );
+    let client = client_of(&app, peer, &headers);
     let throttle_key = f.username.trim().to_ascii_lowercase().chars().take(64).collect::<String>();
     if let Err(t) = app.throttle.check(&throttle_key, client, std::time::Instant::now()) {
         tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");

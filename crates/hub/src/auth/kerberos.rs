@@ -111,11 +111,6 @@ impl KerberosFailure {
             Self::ValidationFailed | Self::Other => "Sign-in is not working right now; please tell an admin.",
         }
     }
-
-    /// Whether the failure counts against the brute-force limits (a guess was checked).
-    pub fn is_guess(self) -> bool {
-        matches!(self, Self::WrongPassword | Self::UnknownPrincipal)
-    }
 }
 
 /// The settings both Kerberos logins need, from `[auth]`.
