@@ -284,3 +284,94 @@ async fn spnego_single_sign_on_with_curl() {
         Command::new("curl").args(["-s", "-i", &format!("http://localhost:{port}/hub/health")]).output().expect("c");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"));
 }
+
+/// A Chromium managed-policy file that lets the browser answer Negotiate from `host` and delegate
+/// its ticket there (`AuthServerAllowlist`, `AuthNegotiateDelegateAllowlist`); removed on drop.
+struct ChromiumPolicy(PathBuf);
+
+impl ChromiumPolicy {
+    fn allow_negotiate(host: &str) -> Self {
+        let dir = Path::new("/etc/chromium/policies/managed");
+        std::fs::create_dir_all(dir).expect("policy dir");
+        let path = dir.join(format!("hub-test-{}.json", random_hex(6)));
+        let policy = serde_json::json!({"AuthServerAllowlist": host, "AuthNegotiateDelegateAllowlist": host});
+        std::fs::write(&path, policy.to_string()).expect("policy");
+        ChromiumPolicy(path)
+    }
+}
+
+impl Drop for ChromiumPolicy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `tests/browser/spnego.mjs MODE BASE USER SHOT [PASSWORD]` (`args` = mode, base, user)
+/// with `ccache` as the browser's ticket cache; returns (success, stdout and stderr).
+async fn chromium_spnego(
+    kdc: &Kdc,
+    ccache: &Path,
+    args: &[&str],
+    shot: &Path,
+    password: Option<&str>,
+) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/spnego.mjs");
+    assert!(
+        script.with_file_name("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `bash scripts/setup.sh`"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args(args)
+        .arg(shot)
+        .args(password)
+        .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
+        .env("KRB5_CONFIG", kdc.krb5_conf())
+        .output()
+        .await
+        .expect("run node");
+    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
+        let _ = std::fs::copy(shot, Path::new(&dir).join(shot.file_name().expect("name")));
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Single sign-on in a real browser: headless Chromium with a ticket (and the site policy that
+/// allows Negotiate and delegation to the hub's host) gets from `/hub/login` into JupyterLab without a password, and its
+/// delegated ticket becomes the user's ccache; Chromium without a ticket falls back to the form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spnego_single_sign_on_in_chromium() {
+    require_root();
+    let kdc = Kdc::start();
+    let dir = data_dir();
+    let keytab = service_keytab(&kdc, dir.path());
+    let (bob, cat) = (TestUser::create(), TestUser::create());
+    for u in [&bob, &cat] {
+        kdc.kadmin(&format!("addprinc -pw {} {}@{}", u.password, u.name, kdc.realm));
+    }
+    let (config, port) = write_config(dir.path(), &kdc.krb5_conf(), &kdc.realm, &keytab, "");
+    let log = dir.path().join("hub.log");
+    let hub = HubProcess::start(&config, &log);
+    let base = format!("http://localhost:{port}");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let _policy = ChromiumPolicy::allow_negotiate("localhost");
+
+    let cc = tmp.path().join("bob.cc");
+    kinit(&kdc, &format!("{}@{}", bob.name, kdc.realm), &bob.password, &cc, true);
+    let shot = tmp.path().join("spnego-sso.png");
+    let (ok, out) = chromium_spnego(&kdc, &cc, &["ticket", &base, &bob.name], &shot, None).await;
+    let hub_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ok && out.contains("single sign-on as"), "{out}\nhub log:\n{}", hub_log());
+    assert!(log_has(&log, &["SPNEGO accepted", &bob.name, "delegated=true"]), "{}", hub_log());
+    let meta = std::fs::metadata(dir.path().join(format!("ccache/krb5cc_{}", bob.uid))).expect("delegated ccache");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (bob.uid, 0o600));
+
+    // No ticket at all: the browser shows the 401's body, the password form, and it works.
+    let none = tmp.path().join("no-ticket.cc");
+    let shot = tmp.path().join("spnego-fallback.png");
+    let (ok, out) = chromium_spnego(&kdc, &none, &["password", &base, &cat.name], &shot, Some(&cat.password)).await;
+    assert!(ok && out.contains("the password form was shown"), "{out}\nhub log:\n{}", hub_log());
+    assert!(log_has(&log, &["method=\"kerberos\"", &cat.name, "logged in"]), "{}", hub_log());
+    drop(hub);
+}
