@@ -7,6 +7,9 @@
 
 pub mod sqlite;
 
+#[cfg(test)]
+mod conformance;
+
 use async_trait::async_trait;
 
 /// A store error: the database could not be reached, or holds something the hub cannot read.
@@ -94,6 +97,53 @@ pub struct TicketRecord {
     pub next_renewal: Option<i64>,
 }
 
+/// A user row, with the hub groups the user belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The user name (also the Linux account name).
+    pub name: String,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// Unix seconds the user was first seen.
+    pub created: i64,
+    /// Unix seconds of the last activity flushed to the database.
+    pub last_activity: Option<i64>,
+    /// Names of the hub groups the user is in, sorted.
+    pub groups: Vec<String>,
+}
+
+/// A hub group and its members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The group name.
+    pub name: String,
+    /// Member user names, sorted.
+    pub users: Vec<String>,
+}
+
+/// An API token of a user. The token itself is never stored: `hash` is the hex SHA-256 of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Row id (the API shows it as `"a<id>"`, as JupyterHub does).
+    pub id: i64,
+    /// The token's first 4 characters, to narrow the lookup.
+    pub prefix: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    /// The owner.
+    pub username: String,
+    /// Scope strings as requested (`inherit`, `self`, `servers!user=ann`, ...).
+    pub scopes: Vec<String>,
+    /// What the token is for.
+    pub note: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds after which the token is refused; `None`: never.
+    pub expires_at: Option<i64>,
+    /// Unix seconds of the last use (recorded at most once a minute).
+    pub last_activity: Option<i64>,
+}
+
 /// The hub's persistent state. Implemented once per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -121,4 +171,35 @@ pub trait Store: Send + Sync + 'static {
     async fn put_ticket(&self, t: &TicketRecord) -> Result<(), StoreError>;
     /// The recorded ticket state of `username`.
     async fn get_ticket(&self, username: &str) -> Result<Option<TicketRecord>, StoreError>;
+
+    /// One user with their groups; `None` if unknown.
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Every user with their groups, ordered by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Creates a user; returns `false` (and changes nothing) if it already exists.
+    async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, StoreError>;
+    /// Sets the admin flag; returns `false` if there is no such user.
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, StoreError>;
+    /// Deletes a user and everything of theirs (sessions, server row, ticket row, tokens,
+    /// group memberships); returns `false` if there was no such user.
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every hub group with its members, ordered by name.
+    async fn list_groups(&self) -> Result<Vec<GroupRecord>, StoreError>;
+    /// Creates a group with `users` as members (all must exist); returns `false` if the
+    /// group already exists.
+    async fn create_group(&self, name: &str, users: &[String], now: i64) -> Result<bool, StoreError>;
+    /// Deletes a group; returns `false` if there was no such group.
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
+    /// Adds (`add = true`) or removes members; adding an existing member is not an error.
+    async fn change_members(&self, group: &str, users: &[String], add: bool) -> Result<(), StoreError>;
+    /// Stores a new token (its `id` is ignored) and returns its id.
+    async fn insert_token(&self, t: &TokenRecord) -> Result<i64, StoreError>;
+    /// The tokens of `username`, oldest first.
+    async fn tokens_of(&self, username: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The tokens whose prefix is `prefix` (normally zero or one).
+    async fn tokens_with_prefix(&self, prefix: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Deletes token `id` of `username`; returns `false` if there was none.
+    async fn delete_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+    /// Records a token's last use (unix seconds).
+    async fn touch_token(&self, id: i64, at: i64) -> Result<(), StoreError>;
 }

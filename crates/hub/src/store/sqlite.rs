@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{ServerRecord, SessionRecord, Store, StoreError, TicketRecord};
+use super::{GroupRecord, ServerRecord, SessionRecord, Store, StoreError, TicketRecord, TokenRecord, UserRecord};
 
 /// The SQLite migrations from `migrations/sqlite`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -90,7 +90,7 @@ impl Store for SqliteStore {
     async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (name, admin, created) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET admin = excluded.admin",
+             ON CONFLICT(name) DO UPDATE SET admin = MAX(users.admin, excluded.admin)",
         )
         .bind(name)
         .bind(admin)
@@ -243,6 +243,206 @@ impl Store for SqliteStore {
             }),
         })
     }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query("SELECT name, admin, created, last_activity FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let groups: Vec<String> =
+            sqlx::query_scalar("SELECT group_name FROM group_members WHERE username = $1 ORDER BY group_name")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Some(UserRecord {
+            name: r.try_get("name")?,
+            admin: r.try_get("admin")?,
+            created: r.try_get("created")?,
+            last_activity: r.try_get("last_activity")?,
+            groups,
+        }))
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query("SELECT name, admin, created, last_activity FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let members: Vec<(String, String)> =
+            sqlx::query_as("SELECT username, group_name FROM group_members ORDER BY group_name")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut groups: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for (u, g) in members {
+            groups.entry(u).or_default().push(g);
+        }
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("name")?;
+                Ok(UserRecord {
+                    admin: r.try_get("admin")?,
+                    created: r.try_get("created")?,
+                    last_activity: r.try_get("last_activity")?,
+                    groups: groups.remove(&name).unwrap_or_default(),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING")
+                .bind(name)
+                .bind(admin)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE users SET admin = $2 WHERE name = $1")
+            .bind(name)
+            .bind(admin)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupRecord>, StoreError> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM groups ORDER BY name").fetch_all(&self.pool).await?;
+        let members: Vec<(String, String)> =
+            sqlx::query_as("SELECT group_name, username FROM group_members ORDER BY username")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut by_group: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for (g, u) in members {
+            by_group.entry(g).or_default().push(u);
+        }
+        Ok(names.into_iter().map(|n| GroupRecord { users: by_group.remove(&n).unwrap_or_default(), name: n }).collect())
+    }
+
+    async fn create_group(&self, name: &str, users: &[String], now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("INSERT INTO groups (name, created) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING")
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for u in users {
+            sqlx::query("INSERT INTO group_members (group_name, username) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(name)
+                .bind(u)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM groups WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn change_members(&self, group: &str, users: &[String], add: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for u in users {
+            let q = if add {
+                "INSERT INTO group_members (group_name, username) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM group_members WHERE group_name = $1 AND username = $2"
+            };
+            sqlx::query(q).bind(group).bind(u).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<i64, StoreError> {
+        let scopes = serde_json::to_string(&t.scopes).unwrap_or_else(|_| "[]".into());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO api_tokens (prefix, hash, username, scopes, note, created, expires_at, last_activity)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(&t.prefix)
+        .bind(&t.hash)
+        .bind(&t.username)
+        .bind(scopes)
+        .bind(&t.note)
+        .bind(t.created)
+        .bind(t.expires_at)
+        .bind(t.last_activity)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn tokens_of(&self, username: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, prefix, hash, username, scopes, note, created, expires_at, last_activity
+             FROM api_tokens WHERE username = $1 ORDER BY id",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn tokens_with_prefix(&self, prefix: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, prefix, hash, username, scopes, note, created, expires_at, last_activity
+             FROM api_tokens WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn delete_token(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND username = $2")
+            .bind(id)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_activity = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn token_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        prefix: r.try_get("prefix")?,
+        hash: r.try_get("hash")?,
+        username: r.try_get("username")?,
+        scopes: serde_json::from_str(&scopes)
+            .map_err(|e| StoreError::Db(sqlx::Error::Decode(format!("api_tokens.scopes: {e}").into())))?,
+        note: r.try_get("note")?,
+        created: r.try_get("created")?,
+        expires_at: r.try_get("expires_at")?,
+        last_activity: r.try_get("last_activity")?,
+    })
 }
 
 fn server_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServerRecord, StoreError> {
@@ -284,6 +484,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conformance_users_groups_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/hub.sqlite", dir.path().display());
+        let store = SqliteStore::open(&url, true).await.expect("create");
+        store.migrate().await.expect("migrate");
+        crate::store::conformance::users_groups_tokens(&store).await;
+    }
+
+    #[tokio::test]
     async fn sessions_and_servers_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/hub.sqlite", dir.path().display());
@@ -291,6 +500,8 @@ mod tests {
         store.migrate().await.expect("migrate");
         store.upsert_user("ann", false, 10).await.expect("user");
         store.upsert_user("ann", true, 20).await.expect("user again");
+        store.upsert_user("ann", false, 21).await.expect("a login does not demote");
+        assert!(store.is_admin("ann").await.expect("admin"), "admin granted elsewhere is kept");
         store.record_activity(&[("ann".into(), 30), ("ghost".into(), 40)]).await.expect("activity");
         store.record_activity(&[("ann".into(), 25)]).await.expect("older activity");
         let last: Option<i64> = sqlx::query_scalar("SELECT last_activity FROM users WHERE name = 'ann'")
