@@ -3,6 +3,7 @@
 # Idempotent: a second run checks and returns in a second or two.
 #
 #   HUB_VENV   where the Jupyter venv lives (default /opt/hub/jupyter-venv)
+#   HUB_TOOLS_VENV  where REST API clients for the tests live (default /opt/hub/tools-venv)
 #
 # The venv is built with Debian's /usr/bin/python3 (not a pyenv under /root), so that
 # unprivileged users the hub spawns servers for can execute it.
@@ -45,6 +46,15 @@ if [ ! -x "$HUB_VENV/bin/jupyter-lab" ] || [ ! -f "$HUB_VENV/.hub-setup-ok" ]; t
   "$HUB_VENV/bin/pip" install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
   chmod -R a+rX "$HUB_VENV"
   touch "$HUB_VENV/.hub-setup-ok"
+fi
+# External REST API clients the tests run against the hub, in their own venv (they are
+# services, not part of the users' Jupyter environment).
+HUB_TOOLS_VENV=${HUB_TOOLS_VENV:-/opt/hub/tools-venv}
+if [ ! -f "$HUB_TOOLS_VENV/.hub-setup-ok" ]; then
+  echo "setup.sh: creating the API-clients venv in $HUB_TOOLS_VENV (jupyterhub-idle-culler)"
+  /usr/bin/python3 -m venv "$HUB_TOOLS_VENV"
+  "$HUB_TOOLS_VENV/bin/pip" install -q --disable-pip-version-check jupyterhub-idle-culler
+  touch "$HUB_TOOLS_VENV/.hub-setup-ok"
 fi
 # playwright-core (no browser download: the tests use Debian's /usr/bin/chromium).
 BROWSER_DIR=$(cd "$(dirname "$0")/../tests/browser" && pwd)

@@ -40,6 +40,44 @@ pub struct Config {
     pub kerberos: KerberosConfig,
     /// `[[kernelspec]]` entries.
     pub kernelspecs: Vec<KernelSpecConfig>,
+    /// `[api]`
+    pub api: ApiConfig,
+    /// `[[services]]`: external programs that call the REST API with their own token.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[api]`: the JupyterHub-compatible REST API under `/hub/api`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Items per page when a list request gives no `limit` (JupyterHub's
+    /// `api_page_default_limit`).
+    pub page_default_limit: usize,
+    /// Largest `limit` honoured (JupyterHub's `api_page_max_limit`).
+    pub page_max_limit: usize,
+    /// Whether `/hub/metrics` needs a token or session with `read:metrics` (JupyterHub's
+    /// `authenticate_prometheus`).
+    pub authenticate_metrics: bool,
+}
+
+/// Where a service's API token comes from: never written in hub.toml itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file readable by root only (checked when the hub starts); surrounding whitespace is
+    /// ignored.
+    File(PathBuf),
+    /// An environment variable of the `hub serve` process.
+    Env(String),
+}
+
+/// One `[[services]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The service's name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Where its token is read from.
+    pub token: TokenSource,
+    /// Its scopes, as written (validated with [`crate::api::scopes::parse`]).
+    pub scopes: Vec<String>,
 }
 
 /// `[hub]`: where the hub listens and keeps its state.
@@ -357,6 +395,29 @@ struct FileConfig {
     kerberos: FileKerberos,
     #[serde(default)]
     kernelspec: Vec<FileKernelSpec>,
+    #[serde(default)]
+    api: FileApi,
+    #[serde(default)]
+    services: Vec<FileService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    page_default_limit: Option<Spanned<i64>>,
+    page_max_limit: Option<Spanned<i64>>,
+    authenticate_metrics: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileService {
+    name: Spanned<String>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
+    api_token: Option<Spanned<String>>,
+    #[serde(default)]
+    scopes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -864,6 +925,77 @@ impl Config {
             });
         }
 
+        // [api]
+        let page = |key: &str, v: &Option<Spanned<i64>>, default: usize| -> Result<usize, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (1..=10_000).contains(n.get_ref()) => Ok(*n.get_ref() as usize),
+                Some(n) => Err(src.err(key, n, "must be between 1 and 10000")),
+            }
+        };
+        let page_max_limit = page("api.page_max_limit", &file.api.page_max_limit, 200)?;
+        let page_default_limit = page("api.page_default_limit", &file.api.page_default_limit, 50)?;
+        if page_default_limit > page_max_limit {
+            let v = file.api.page_default_limit.as_ref().or(file.api.page_max_limit.as_ref()).expect("one was set");
+            return Err(src.err(
+                "api.page_default_limit",
+                v,
+                format!("is larger than api.page_max_limit ({page_max_limit})"),
+            ));
+        }
+        let api = ApiConfig {
+            page_default_limit,
+            page_max_limit,
+            authenticate_metrics: file.api.authenticate_metrics.unwrap_or(true),
+        };
+
+        // [[services]]
+        let mut services: Vec<ServiceConfig> = Vec::new();
+        for sv in &file.services {
+            let name = sv.name.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(src.err("services.name", &sv.name, "must be 1-64 letters, digits, '-', '_' or '.'"));
+            }
+            if services.iter().any(|o| &o.name == name) {
+                return Err(src.err("services.name", &sv.name, "is declared twice"));
+            }
+            if let Some(inline) = &sv.api_token {
+                return Err(src.err(
+                    "services.api_token",
+                    inline,
+                    "is not allowed: a token must not sit in hub.toml; put it in a root-only file \
+                     (api_token_file) or an environment variable (api_token_env)",
+                ));
+            }
+            let token = match (&sv.api_token_file, &sv.api_token_env) {
+                (Some(f), None) => TokenSource::File(f.clone()),
+                (None, Some(e)) if !e.is_empty() => TokenSource::Env(e.clone()),
+                _ => {
+                    return Err(src.err(
+                        "services",
+                        &sv.name,
+                        format!("{name:?} needs exactly one of api_token_file or api_token_env"),
+                    ));
+                }
+            };
+            let mut scopes = Vec::new();
+            for sc in &sv.scopes {
+                let r = crate::api::scopes::parse(sc.get_ref()).map_err(|e| src.err("services.scopes", sc, e))?;
+                if r.name == "self" || r.name == "inherit" {
+                    return Err(src.err(
+                        "services.scopes",
+                        sc,
+                        "names a user's own rights; a service has no user: list its scopes",
+                    ));
+                }
+                scopes.push(sc.get_ref().clone());
+            }
+            services.push(ServiceConfig { name: name.clone(), token, scopes });
+        }
+
         Ok(Config {
             hub: HubConfig {
                 bind,
@@ -914,6 +1046,8 @@ impl Config {
                 remove_ccache_on_stop: k.remove_ccache_on_stop.unwrap_or(true),
             },
             kernelspecs,
+            api,
+            services,
         })
     }
 

@@ -8,6 +8,7 @@
 //! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
 //! and what the tests call with a listener on port 0.
 
+pub mod api;
 pub mod auth;
 pub mod ccache;
 pub mod config;
@@ -125,7 +126,9 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     // re-adopted or cleaned up.
     let _adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
+    let services = api::tokens::load_services(&config.services)?;
     Ok(web::AppState(Arc::new(web::App {
+        services,
         config,
         store,
         sessions,

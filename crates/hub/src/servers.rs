@@ -197,6 +197,41 @@ impl Servers {
         }
     }
 
+    /// What the REST API shows of `name`'s server, without creating any state for a user the
+    /// manager has not seen: `(state, unix seconds it became ready or 0, unix seconds of its
+    /// last proxied activity or 0)`.
+    pub fn snapshot(&self, name: &str) -> (ServerState, i64, i64) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        match slots.get(name) {
+            None => (ServerState::Stopped { message: None }, 0, 0),
+            Some(s) => {
+                (s.state.borrow().clone(), s.running_since.load(Ordering::Relaxed), s.activity.load(Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// Every running server as `(user, port)`, sorted by user: the proxy's routing table.
+    pub fn running(&self) -> Vec<(String, u16)> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u16)> = slots
+            .iter()
+            .filter_map(|(n, s)| match &*s.state.borrow() {
+                ServerState::Running { port, .. } => Some((n.clone(), *port)),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Moves `name`'s activity clock forward to `at` (unix seconds), as activity reported
+    /// through the REST API does; never backwards, and not for a user with no server state.
+    pub fn note_activity(&self, name: &str, at: i64) {
+        if let Some(s) = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            s.activity.fetch_max(at, Ordering::Relaxed);
+        }
+    }
+
     /// The server log file of `name`: `<data_dir>/logs/<name>.log`.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.config.hub.data_dir.join("logs").join(format!("{name}.log"))

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Json};
@@ -53,6 +53,8 @@ pub struct App {
     pub client: Client<HttpConnector, Body>,
     /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// `[[services]]` with their tokens read (hashed).
+    pub services: Vec<crate::api::tokens::ServiceToken>,
 }
 
 /// Shared application state: a cheap handle to [`App`].
@@ -83,8 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/spawn", get(spawn_page))
         .route("/hub/static/hub.css", get(static_css))
         .route("/hub/static/spawn.js", get(static_spawn_js))
-        .route("/hub/api/users/{name}/server/progress", get(progress))
         .route("/hub/admin/logs/{name}", get(admin_log))
+        .route("/hub/api/", get(crate::api::root))
+        .nest("/hub/api", crate::api::router())
         .route("/user", any(crate::proxy::handle))
         .route("/user/", any(crate::proxy::handle))
         .route("/user/{*rest}", any(crate::proxy::handle))
@@ -109,7 +112,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-async fn session_of(app: &AppState, headers: &HeaderMap) -> Option<Session> {
+pub(crate) async fn session_of(app: &AppState, headers: &HeaderMap) -> Option<Session> {
     let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
     app.sessions.from_cookie_header(cookie, unix_now()).await
 }
@@ -591,10 +594,16 @@ async fn admin_logout_user(
 /// Whether the session's user is an admin (`admin_users`, or `admin_groups` at their last
 /// login, as recorded in the store).
 async fn is_admin(app: &AppState, s: &Session) -> bool {
-    if app.config.auth.admin_users.contains(&s.username) {
+    is_admin_name(app, &s.username).await
+}
+
+/// Whether `name` is an admin: listed in `[auth] admin_users`, or recorded as one (by an
+/// `admin_groups` login or the REST API). A database error counts as "no".
+pub(crate) async fn is_admin_name(app: &AppState, name: &str) -> bool {
+    if app.config.auth.admin_users.iter().any(|a| a == name) {
         return true;
     }
-    app.store.is_admin(&s.username).await.unwrap_or(false)
+    app.store.is_admin(name).await.unwrap_or(false)
 }
 
 async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
@@ -710,26 +719,8 @@ async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Qu
 /// Spawn progress as server-sent events, in JupyterHub's format: each event's data is
 /// `{"progress": 0-100, "message": "...", "ready": bool, "failed"?: true, "url"?: "..."}`;
 /// the stream ends after `ready` or `failed` (JupyterHub REST API,
-/// `GET /users/{name}/server/progress`).
-async fn progress(State(app): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    let Some(s) = session_of(&app, &headers).await else {
-        return (StatusCode::FORBIDDEN, Json(serde_json::json!({"status": 403, "message": "not logged in"})))
-            .into_response();
-    };
-    if s.username != name {
-        return (StatusCode::FORBIDDEN, Json(serde_json::json!({"status": 403, "message": "not your server"})))
-            .into_response();
-    }
-    let url = format!("/user/{name}/");
-    let rx = app.servers.subscribe(&name);
-    let mut closing = app.closing.subscribe();
-    let stream = futures_util::StreamExt::take_until(progress_stream(rx, url), async move {
-        let _ = closing.wait_for(|c| *c).await;
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
-}
-
-fn progress_stream(
+/// `GET /users/{name}/server/progress`, served by [`crate::api`]).
+pub(crate) fn progress_stream(
     rx: tokio::sync::watch::Receiver<ServerState>,
     url: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> {

@@ -1,0 +1,370 @@
+//! The JupyterHub-compatible REST API against a running hub with real users and real
+//! jupyter-server: models, status codes, pagination, tokens and scopes, groups, servers,
+//! activity, refusals; and `jupyterhub-idle-culler` from PyPI run as an external service.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use hub::servers::ServerState;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{HubOptions, PamService, TestHub, TestUser, client_for, require_root};
+
+/// Sends an API request with `token` (if any) and a JSON body (if any); returns the status and
+/// the parsed body (`Null` when empty).
+async fn api(hub: &TestHub, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let c = reqwest::Client::new();
+    let mut req = c.request(method, hub.url(path));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("token {t}"));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("api request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A root-only file holding a fresh service token; returns (path, token).
+fn service_token(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let token = hub::api::tokens::generate();
+    let path = dir.join(format!("{name}.token"));
+    std::fs::write(&path, format!("{token}\n")).expect("token file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (path, token)
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array().expect("a list").iter().map(|u| u["name"].as_str().expect("name").to_string()).collect()
+}
+
+async fn wait_state(hub: &TestHub, user: &str, want: &str, secs: u64) {
+    for _ in 0..secs * 10 {
+        if hub.state.servers.state(user).name() == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user}'s server never became {want}: {:?}", hub.state.servers.state(user));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_api_follows_jupyterhub() {
+    require_root();
+    let pam = PamService::create();
+    let (ann, bob, carl) = (TestUser::create(), TestUser::create(), TestUser::create());
+    let keys = tempfile::tempdir().expect("tmp");
+    let (svc_file, svc_token) = service_token(keys.path(), "dashboard");
+    let opts = HubOptions {
+        auth: format!("admin_users = [\"{}\"]", ann.name),
+        tail: format!(
+            "[[services]]\nname = \"dashboard\"\napi_token_file = \"{}\"\nscopes = [\"list:users\", \"read:users:activity\"]\n",
+            svc_file.display()
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+
+    // -- Unauthenticated: the version only.
+    let (s, v) = api(&hub, Method::GET, "/hub/api/", None, None).await;
+    assert_eq!((s, v["version"].as_str()), (200, Some(hub::api::JUPYTERHUB_API_VERSION)));
+    let (s, v) = api(&hub, Method::GET, "/hub/api/users", None, None).await;
+    assert_eq!((s, v["status"].as_u64()), (403, Some(403)), "{v}");
+    assert!(v["message"].as_str().expect("message").contains("Authorization: token"), "{v}");
+    let (s, _) = api(&hub, Method::GET, "/hub/api/users", Some("0123456789abcdef0123"), None).await;
+    assert_eq!(s, 403, "an unknown token is refused");
+
+    // -- ann (admin) signs in and makes a token with her session: needs the XSRF token.
+    let c = client_for(&hub.url(""));
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
+    let xsrf = crate::support::xsrf_in(&home).expect("xsrf on the home page");
+    let path = format!("/hub/api/users/{}/tokens", ann.name);
+    let body = json!({"note": "runbook", "expires_in": 3600});
+    let r = c.post(hub.url(&path)).header("X-XSRFToken", "wrong").json(&body).send().await.expect("post");
+    assert_eq!(r.status(), 403, "a cookie-authenticated POST needs the session's XSRF token");
+    let r = c.post(hub.url(&path)).header("X-XSRFToken", &xsrf).json(&body).send().await.expect("post");
+    assert_eq!(r.status(), 201);
+    let tok: Value = r.json().await.expect("json");
+    let ann_token = tok["token"].as_str().expect("token").to_string();
+    assert_eq!((tok["scopes"].clone(), tok["note"].as_str()), (json!(["inherit"]), Some("runbook")));
+    assert!(tok["id"].as_str().expect("id").starts_with('a') && tok["expires_at"].is_string(), "{tok}");
+    let t = Some(ann_token.as_str());
+    // `Bearer` works as well as `token`.
+    let r = reqwest::Client::new().get(hub.url("/hub/api/user")).bearer_auth(&ann_token).send().await.expect("bearer");
+    let me: Value = r.json().await.expect("json");
+    assert_eq!(
+        (me["name"].as_str(), me["kind"].as_str(), me["admin"].as_bool()),
+        (Some(&*ann.name), Some("user"), Some(true))
+    );
+    assert!(names(&json!([me.clone()])) == [ann.name.clone()] && me["token_id"] == tok["id"], "{me}");
+    assert!(me["scopes"].as_array().expect("scopes").contains(&json!("admin:users")), "{me}");
+
+    // -- Users: create (Linux accounts only), conflicts, bad names.
+    let (s, v) = api(&hub, Method::POST, "/hub/api/users", t, Some(json!({"usernames": [bob.name, carl.name]}))).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(names(&v), [bob.name.clone(), carl.name.clone()]);
+    assert_eq!(v[0]["admin"], json!(false));
+    assert_eq!(v[0]["servers"], json!({}));
+    let (s, v) = api(&hub, Method::POST, "/hub/api/users", t, Some(json!({"usernames": [bob.name]}))).await;
+    assert_eq!((s, v["message"].as_str()), (409, Some("All 1 users already exist")));
+    let (s, v) = api(&hub, Method::POST, "/hub/api/users/nosuchlinuxuser42", t, None).await;
+    assert_eq!(s, 400);
+    assert!(v["message"].as_str().expect("m").contains("no Linux account"), "{v}");
+    let (s, _) = api(&hub, Method::POST, "/hub/api/users", t, Some(json!({"usernames": ["../etc"]}))).await;
+    assert_eq!(s, 400);
+    let (s, v) = api(&hub, Method::POST, "/hub/api/users", t, Some(json!({"names": []}))).await;
+    assert_eq!(s, 400, "unknown fields are refused: {v}");
+    let r = reqwest::Client::new()
+        .post(hub.url("/hub/api/users"))
+        .header("Authorization", format!("token {ann_token}"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let (s, v) = api(&hub, Method::PATCH, &format!("/hub/api/users/{}", bob.name), t, Some(json!({"name": "x"}))).await;
+    assert_eq!(s, 400);
+    assert!(v["message"].as_str().expect("m").contains("renaming"));
+    let (s, v) =
+        api(&hub, Method::PATCH, &format!("/hub/api/users/{}", carl.name), t, Some(json!({"admin": true}))).await;
+    assert_eq!((s, v["admin"].as_bool(), v["roles"].clone()), (200, Some(true), json!(["admin", "user"])));
+
+    // -- Pagination: plain list by default, the paged form on request, with an absolute next URL.
+    let (s, v) = api(&hub, Method::GET, "/hub/api/users?limit=2", t, None).await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(2)));
+    let paged = |url: String| {
+        let tok = ann_token.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Authorization", format!("token {tok}"))
+                .header("Accept", "application/jupyterhub-pagination+json")
+                .send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let p1 = paged(hub.url("/hub/api/users?limit=2&sort=name")).await;
+    assert_eq!(p1["_pagination"]["total"], json!(3));
+    let next = p1["_pagination"]["next"]["url"].as_str().expect("next url").to_string();
+    assert!(next.starts_with(&hub.url("/hub/api/users?")) && next.contains("offset=2"), "{next}");
+    let p2 = paged(next).await;
+    assert_eq!(p2["_pagination"]["next"], Value::Null);
+    let mut all = names(&p1["items"]);
+    all.extend(names(&p2["items"]));
+    let mut sorted = vec![ann.name.clone(), bob.name.clone(), carl.name.clone()];
+    sorted.sort();
+    assert_eq!(all, sorted);
+    for bad in ["/hub/api/users?limit=abc", "/hub/api/users?state=sleepy", "/hub/api/users?sort=colour"] {
+        let (s, v) = api(&hub, Method::GET, bad, t, None).await;
+        assert_eq!((s, v["status"].as_u64()), (400, Some(400)), "{bad}: {v}");
+    }
+    let (s, v) = api(&hub, Method::GET, "/hub/api/no/such/thing", t, None).await;
+    assert_eq!((s, v["status"].as_u64()), (404, Some(404)));
+
+    // -- Tokens for another user never exceed what that user holds; a scoped token sees only
+    //    its own user.
+    let bob_tokens = format!("/hub/api/users/{}/tokens", bob.name);
+    let (s, v) = api(&hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": ["admin:users"]}))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["message"].as_str().expect("m").contains("not held by the owner"), "{v}");
+    let (s, v) = api(&hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": ["read:userz"]}))).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) =
+        api(&hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": [format!("read:users!user={}", bob.name)]})))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    let bob_token = v["token"].as_str().expect("token").to_string();
+    let b = Some(bob_token.as_str());
+    let (s, v) = api(&hub, Method::GET, &format!("/hub/api/users/{}", bob.name), b, None).await;
+    assert_eq!((s, v["admin"].as_bool()), (200, Some(false)), "{v}");
+    assert!(v.get("servers").is_none(), "read:users does not show servers: {v}");
+    let (s, _) = api(&hub, Method::GET, &format!("/hub/api/users/{}", ann.name), b, None).await;
+    assert_eq!(s, 404, "another user is invisible to bob's token");
+    let (s, _) = api(&hub, Method::GET, "/hub/api/users", b, None).await;
+    assert_eq!(s, 403, "no list:users");
+    let (s, _) = api(&hub, Method::POST, &format!("/hub/api/users/{}/server", bob.name), b, None).await;
+    assert_eq!(s, 403, "read:users does not start servers");
+    let (s, _) = api(&hub, Method::DELETE, &format!("/hub/api/users/{}", carl.name), b, None).await;
+    assert_eq!(s, 404);
+
+    // -- A service token with its configured scopes.
+    let sv = Some(svc_token.as_str());
+    let (s, v) = api(&hub, Method::GET, "/hub/api/user", sv, None).await;
+    assert_eq!((s, v["kind"].as_str(), v["name"].as_str()), (200, Some("service"), Some("dashboard")));
+    let (s, v) = api(&hub, Method::GET, "/hub/api/users", sv, None).await;
+    assert_eq!(s, 200);
+    assert!(v[0].get("last_activity").is_some() && v[0].get("admin").is_none(), "list + activity only: {v}");
+    let (s, _) =
+        api(&hub, Method::PATCH, &format!("/hub/api/users/{}", bob.name), sv, Some(json!({"admin": true}))).await;
+    assert_eq!(s, 403);
+
+    // -- Groups.
+    let (s, v) = api(&hub, Method::POST, "/hub/api/groups/team", t, Some(json!({"users": [bob.name]}))).await;
+    assert_eq!((s, v["users"].clone()), (201, json!([bob.name])));
+    let (s, _) = api(&hub, Method::POST, "/hub/api/groups/team", t, None).await;
+    assert_eq!(s, 409);
+    let (s, v) = api(&hub, Method::POST, "/hub/api/groups/team/users", t, Some(json!({"users": ["ghost"]}))).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = api(&hub, Method::POST, "/hub/api/groups/team/users", t, Some(json!({"users": [carl.name]}))).await;
+    assert_eq!(s, 200);
+    let (s, v) = api(&hub, Method::DELETE, "/hub/api/groups/team/users", t, Some(json!({"users": [bob.name]}))).await;
+    assert_eq!((s, v["users"].clone()), (200, json!([carl.name])));
+    let (_, v) = api(&hub, Method::GET, &format!("/hub/api/users/{}", carl.name), t, None).await;
+    assert_eq!(v["groups"], json!(["team"]));
+    let (s, v) = api(&hub, Method::GET, "/hub/api/groups", t, None).await;
+    assert_eq!((s, names(&v)), (200, vec!["team".to_string()]));
+    let (s, _) = api(&hub, Method::DELETE, "/hub/api/groups/team", t, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api(&hub, Method::GET, "/hub/api/groups/team", t, None).await;
+    assert_eq!(s, 404);
+
+    // -- A server through the API: start, progress events, ready filter, routing table, stop.
+    let server = format!("/hub/api/users/{}/server", bob.name);
+    let (s, _) = api(&hub, Method::POST, &server, t, None).await;
+    assert!(s == 201 || s == 202, "start answers 201 or 202, got {s}");
+    let r = reqwest::Client::new()
+        .get(hub.url(&format!("{server}/progress")))
+        .header("Authorization", format!("token {ann_token}"))
+        .send()
+        .await
+        .expect("progress");
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let events = tokio::time::timeout(Duration::from_secs(90), r.text()).await.expect("stream ends").expect("body");
+    let last: Value =
+        serde_json::from_str(events.lines().filter_map(|l| l.strip_prefix("data:")).last().expect("events").trim())
+            .expect("event json");
+    assert_eq!((last["ready"].as_bool(), last["url"].as_str()), (Some(true), Some(&*format!("/user/{}/", bob.name))));
+    let (_, v) = api(&hub, Method::GET, "/hub/api/users?state=ready", t, None).await;
+    assert!(names(&v).contains(&bob.name) && !names(&v).contains(&carl.name), "{v}");
+    let bob_model = v.as_array().expect("list").iter().find(|u| u["name"] == json!(bob.name)).expect("bob");
+    let m = &bob_model["servers"][""];
+    assert_eq!(
+        (m["ready"].as_bool(), m["pending"].clone(), m["url"].as_str()),
+        (Some(true), Value::Null, Some(&*format!("/user/{}/", bob.name)))
+    );
+    assert!(m["started"].as_str().expect("started").ends_with('Z'), "{m}");
+    let (_, v) = api(&hub, Method::GET, "/hub/api/users?state=inactive", t, None).await;
+    assert!(!names(&v).contains(&bob.name));
+    let (s, v) = api(&hub, Method::GET, "/hub/api/proxy", t, None).await;
+    assert_eq!(s, 200);
+    assert!(
+        v[format!("/user/{}/", bob.name)]["target"].as_str().expect("route").starts_with("http://127.0.0.1:"),
+        "{v}"
+    );
+    let (s, v) = api(&hub, Method::POST, &server, t, None).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = api(&hub, Method::DELETE, &server, t, None).await;
+    assert_eq!(s, 204);
+    assert_eq!(hub.state.servers.state(&bob.name).name(), "stopped");
+    let (s, _) = api(&hub, Method::DELETE, &server, t, None).await;
+    assert_eq!(s, 400, "stopping a stopped server");
+
+    // -- Activity reported by a client moves last_activity; a bad timestamp is a 400.
+    let activity = format!("/hub/api/users/{}/activity", carl.name);
+    let (s, _) = api(
+        &hub,
+        Method::POST,
+        &activity,
+        t,
+        Some(json!({"servers": {"": {"last_activity": "2026-01-02T03:04:05Z"}}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, v) = api(&hub, Method::GET, &format!("/hub/api/users/{}", carl.name), t, None).await;
+    assert_eq!(v["last_activity"], json!("2026-01-02T03:04:05Z"));
+    let (s, _) = api(&hub, Method::POST, &activity, t, Some(json!({"last_activity": "yesterday"}))).await;
+    assert_eq!(s, 400);
+
+    // -- Token listing, last use, revocation and expiry.
+    let (s, v) = api(&hub, Method::GET, &path, t, None).await;
+    assert_eq!(s, 200);
+    let listed = &v["api_tokens"][0];
+    assert!(listed["last_activity"].is_string() && listed.get("token").is_none(), "{v}");
+    let (s, v) = api(&hub, Method::POST, &bob_tokens, t, Some(json!({"expires_in": 1, "scopes": []}))).await;
+    assert_eq!(s, 201, "{v}");
+    let short = v["token"].as_str().expect("t").to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, _) = api(&hub, Method::GET, "/hub/api/user", Some(&short), None).await;
+    assert_eq!(s, 403, "an expired token is refused");
+    let bob_id = {
+        let (_, v) = api(&hub, Method::GET, &bob_tokens, t, None).await;
+        v["api_tokens"][0]["id"].as_str().expect("id").to_string()
+    };
+    let (s, _) = api(&hub, Method::DELETE, &format!("{bob_tokens}/{bob_id}"), t, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api(&hub, Method::GET, "/hub/api/user", b, None).await;
+    assert_eq!(s, 403, "a revoked token is refused");
+
+    // -- Deleting a user; ann cannot delete herself.
+    let (s, _) = api(&hub, Method::DELETE, &format!("/hub/api/users/{}", carl.name), t, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api(&hub, Method::GET, &format!("/hub/api/users/{}", carl.name), t, None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api(&hub, Method::DELETE, &format!("/hub/api/users/{}", ann.name), t, None).await;
+    assert_eq!(s, 400);
+    hub.stop().await;
+}
+
+/// `jupyterhub-idle-culler` (PyPI) as an external service with the scopes its README asks for:
+/// it lists users through the paginated API and stops a server idle for longer than 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_culler_from_pypi_stops_an_idle_server() {
+    require_root();
+    let python =
+        Path::new(&std::env::var("HUB_TOOLS_VENV").unwrap_or_else(|_| "/opt/hub/tools-venv".into())).join("bin/python");
+    assert!(python.exists(), "{} is missing: run `bash scripts/setup.sh`", python.display());
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let keys = tempfile::tempdir().expect("tmp");
+    let (file, token) = service_token(keys.path(), "idle-culler");
+    let opts = HubOptions {
+        tail: format!(
+            "[[services]]\nname = \"idle-culler\"\napi_token_file = \"{}\"\n\
+             scopes = [\"list:users\", \"read:users:activity\", \"read:servers\", \"delete:servers\"]\n",
+            file.display()
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let c = client_for(&hub.url(""));
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    wait_state(&hub, &ann.name, "running", 90).await;
+
+    let mut culler = tokio::process::Command::new(&python)
+        .args(["-m", "jupyterhub_idle_culler", "--timeout=5", "--cull-every=2", "--api-page-size=10"])
+        .arg(format!("--url={}", hub.url("/hub/api")))
+        .env("JUPYTERHUB_API_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the culler");
+    let mut culled = false;
+    for _ in 0..300 {
+        if matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }) {
+            culled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = culler.start_kill();
+    let out = culler.wait_with_output().await.expect("culler output");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(culled, "the culler did not stop the idle server:\n{log}");
+    assert!(log.contains(&format!("Culling server {}", ann.name)), "{log}");
+    assert!(
+        crate::support::log_line_with(&["server stop requested through the API", &ann.name, "service:idle-culler"]),
+        "the hub logs who stopped the server"
+    );
+    hub.stop().await;
+    assert_eq!(ann.processes(), Vec::<u32>::new());
+}
