@@ -239,9 +239,10 @@ async fn rest_api_follows_jupyterhub() {
         .expect("progress");
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let events = tokio::time::timeout(Duration::from_secs(90), r.text()).await.expect("stream ends").expect("body");
-    let last: Value =
-        serde_json::from_str(events.lines().filter_map(|l| l.strip_prefix("data:")).last().expect("events").trim())
-            .expect("event json");
+    let last: Value = serde_json::from_str(
+        events.lines().filter_map(|l| l.strip_prefix("data:")).next_back().expect("events").trim(),
+    )
+    .expect("event json");
     assert_eq!((last["ready"].as_bool(), last["url"].as_str()), (Some(true), Some(&*format!("/user/{}/", bob.name))));
     let (_, v) = api(&hub, Method::GET, "/hub/api/users?state=ready", t, None).await;
     assert!(names(&v).contains(&bob.name) && !names(&v).contains(&carl.name), "{v}");
