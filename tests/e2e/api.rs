@@ -369,3 +369,106 @@ async fn idle_culler_from_pypi_stops_an_idle_server() {
     hub.stop().await;
     assert_eq!(ann.processes(), Vec::<u32>::new());
 }
+
+/// `/hub/metrics`: guarded by `read:metrics`, JupyterHub's names, renewer metrics aggregated
+/// (no series names a user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_in_prometheus_format() {
+    require_root();
+    let pam = PamService::create();
+    let kdc = crate::support::Kdc::start();
+    let ann = TestUser::create();
+    kdc.add_user_with_keytab(&ann);
+    let keys = tempfile::tempdir().expect("tmp");
+    let (prom_file, prom) = service_token(keys.path(), "prometheus");
+    let (other_file, other) = service_token(keys.path(), "dashboard");
+    let opts = HubOptions {
+        tail: format!(
+            "[[services]]\nname = \"prometheus\"\napi_token_file = \"{}\"\nscopes = [\"read:metrics\"]\n\
+             [[services]]\nname = \"dashboard\"\napi_token_file = \"{}\"\nscopes = [\"list:users\"]\n",
+            prom_file.display(),
+            other_file.display()
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
+    let c = client_for(&hub.url(""));
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    wait_state(&hub, &ann.name, "running", 90).await;
+
+    let scrape = |token: Option<String>| {
+        let url = hub.url("/hub/metrics");
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            if let Some(t) = token {
+                r = r.header("Authorization", format!("token {t}"));
+            }
+            let r = r.send().await.expect("scrape");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    assert_eq!(scrape(None).await.0, 403);
+    assert_eq!(scrape(Some(other)).await.0, 403, "list:users is not read:metrics");
+    let (s, text) = scrape(Some(prom)).await;
+    assert_eq!(s, 200);
+    for line in [
+        "jupyterhub_total_users 1",
+        "jupyterhub_running_servers 1",
+        "jupyterhub_active_users{period=\"24h\"} 1",
+        "jupyterhub_server_spawn_duration_seconds_count{status=\"success\"} 1",
+        "jupyterhub_request_duration_seconds_count{code=\"303\",handler=\"/hub/login\",method=\"POST\"} 1",
+        "hub_kerberos_tickets{state=\"valid\"} 1",
+        "hub_kerberos_renewal_failures_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    let renewals: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_kerberos_renewals_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("renewals counter");
+    assert!(renewals >= 1, "{text}");
+    let min: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_kerberos_ticket_min_seconds_until_expiry "))
+        .and_then(|v| v.parse().ok())
+        .expect("expiry gauge");
+    assert!(min > 0, "{text}");
+    assert!(!text.contains(&ann.name), "no series names a user");
+    hub.stop().await;
+}
+
+/// `hub --log-format json serve` (or `HUB_LOG_FORMAT=json`) writes one JSON object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_for_log_shippers() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nbind = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[spawner]\ncmd = [\"/bin/true\"]\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("migrate");
+    assert!(out.status.success());
+    let log = dir.path().join("hub.log");
+    let hub = crate::support::HubProcess::start_with_env(&config, &log, &[("HUB_LOG_FORMAT", "json")]);
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/hub/api/health")).await.expect("health");
+    assert_eq!(r.json::<Value>().await.expect("json"), json!({"status": "ok"}));
+    drop(hub);
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == json!("hub listening") && l["level"] == json!("INFO")),
+        "{text}"
+    );
+}

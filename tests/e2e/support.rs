@@ -533,11 +533,17 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub fn start(config: &Path, log: &Path) -> Self {
+        Self::start_with_env(config, log, &[])
+    }
+
+    /// Like [`HubProcess::start`] with extra environment variables for `hub serve`.
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_hub"))
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info,hub=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

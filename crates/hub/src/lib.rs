@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod ccache;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod renewer;
 pub mod servers;
@@ -127,7 +128,9 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     let _adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
     let services = api::tokens::load_services(&config.services)?;
+    let metrics = metrics::Metrics::new(&servers.spawn_duration);
     Ok(web::AppState(Arc::new(web::App {
+        metrics,
         services,
         config,
         store,

@@ -255,6 +255,7 @@ pub struct Renewer {
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     kinit_total: AtomicU64,
+    renewal_failures: AtomicU64,
 }
 
 impl Renewer {
@@ -277,7 +278,18 @@ impl Renewer {
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             kinit_total: AtomicU64::new(0),
+            renewal_failures: AtomicU64::new(0),
         }
+    }
+
+    /// `(renewal attempts, failed attempts)` since the hub started: the metrics' counters.
+    pub fn renewal_counts(&self) -> (u64, u64) {
+        (self.kinit_total.load(Ordering::Relaxed), self.renewal_failures.load(Ordering::Relaxed))
+    }
+
+    /// The state of every ticket the renewer knows.
+    pub fn statuses(&self) -> Vec<TicketStatus> {
+        self.lock().users.values().map(|u| u.status.clone()).collect()
     }
 
     /// Whether renewal is on (`[kerberos] enabled`).
@@ -570,6 +582,9 @@ impl Renewer {
                 }
             };
             let failures = st.consecutive_failures;
+            if failures > 0 {
+                self.renewal_failures.fetch_add(1, Ordering::Relaxed);
+            }
             match &result {
                 Ok(()) => tracing::info!(
                     user = %owner.username, trigger = %trigger.as_str(), outcome = %"renewed",

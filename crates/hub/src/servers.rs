@@ -136,6 +136,9 @@ pub struct Servers {
     store: Arc<dyn Store>,
     client: Client<HttpConnector, Body>,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Seconds from spawn request to ready (or failure), labelled `status` = `success` or
+    /// `failure`: JupyterHub's `jupyterhub_server_spawn_duration_seconds`.
+    pub spawn_duration: prometheus::HistogramVec,
 }
 
 impl Servers {
@@ -148,7 +151,16 @@ impl Servers {
         store: Arc<dyn Store>,
         client: Client<HttpConnector, Body>,
     ) -> Self {
-        Self { config, spawner, renewer, store, client, slots: RwLock::new(HashMap::new()) }
+        let spawn_duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "jupyterhub_server_spawn_duration_seconds",
+                "Time from a spawn request to the server answering, or to the spawn failing",
+            )
+            .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            &["status"],
+        )
+        .expect("valid histogram options");
+        Self { config, spawner, renewer, store, client, slots: RwLock::new(HashMap::new()), spawn_duration }
     }
 
     fn slot(&self, name: &str) -> Arc<Slot> {
@@ -281,8 +293,11 @@ impl Servers {
             let name = user.name.clone();
             let started = Instant::now();
             let outcome = this.spawn_and_wait(&slot, user).await;
+            let secs = started.elapsed().as_secs_f64();
+            let status = if outcome.is_ok() { "success" } else { "failure" };
+            this.spawn_duration.with_label_values(&[status]).observe(secs);
             match outcome {
-                Ok(()) => tracing::info!(user = %name, secs = started.elapsed().as_secs_f64(), "server ready"),
+                Ok(()) => tracing::info!(user = %name, secs, "server ready"),
                 Err((message, log_tail)) => {
                     tracing::warn!(user = %name, reason = %message, "spawn failed");
                     slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail });

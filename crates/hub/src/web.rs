@@ -53,6 +53,8 @@ pub struct App {
     pub client: Client<HttpConnector, Body>,
     /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Prometheus collectors for `/hub/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// `[[services]]` with their tokens read (hashed).
     pub services: Vec<crate::api::tokens::ServiceToken>,
 }
@@ -68,9 +70,10 @@ impl Deref for AppState {
     }
 }
 
-/// Builds the router: the hub's pages under `/hub/`, the proxy under `/user/`.
+/// Builds the router: the hub's pages and API under `/hub/` (request durations recorded for
+/// `/hub/metrics`), the proxy under `/user/` (not timed: it is the hot path).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let hub = Router::new()
         .route("/", get(root))
         .route("/hub", get(root))
         .route("/hub/", get(root))
@@ -86,8 +89,12 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/static/hub.css", get(static_css))
         .route("/hub/static/spawn.js", get(static_spawn_js))
         .route("/hub/admin/logs/{name}", get(admin_log))
+        .route("/hub/metrics", get(crate::metrics::handler))
         .route("/hub/api/", get(crate::api::root))
         .nest("/hub/api", crate::api::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track_requests));
+    Router::new()
+        .merge(hub)
         .route("/user", any(crate::proxy::handle))
         .route("/user/", any(crate::proxy::handle))
         .route("/user/{*rest}", any(crate::proxy::handle))
