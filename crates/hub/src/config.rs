@@ -1080,6 +1080,23 @@ mod tests {
     const MINIMAL: &str = "[spawner]\ncmd = [\"/bin/true\"]\n";
 
     #[test]
+    fn services_keep_tokens_out_of_the_file() {
+        let svc = |body: &str| parse(&format!("{MINIMAL}[[services]]\nname = \"culler\"\n{body}"));
+        let c = svc("api_token_env = \"T\"\nscopes = [\"list:users\", \"servers!user=ann\"]").expect("valid");
+        assert_eq!(c.services[0].token, TokenSource::Env("T".into()));
+        let e = svc("api_token = \"abc\"").expect_err("inline token");
+        assert!(e.to_string().contains("must not sit in hub.toml"), "{e}");
+        let e = svc("api_token_env = \"T\"\napi_token_file = \"/x\"").expect_err("both");
+        assert!(e.to_string().contains("exactly one of"), "{e}");
+        let e = svc("api_token_env = \"T\"\nscopes = [\"read:userz\"]").expect_err("scope");
+        assert!(e.to_string().contains("line") && e.to_string().contains("unknown scope"), "{e}");
+        let e = svc("api_token_env = \"T\"\nscopes = [\"self\"]").expect_err("self");
+        assert!(e.to_string().contains("a service has no user"), "{e}");
+        let e = parse(&format!("{MINIMAL}[api]\npage_default_limit = 500\n")).expect_err("limits");
+        assert!(e.to_string().contains("page_max_limit"), "{e}");
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let c = parse(EXAMPLE).expect("config/hub.toml must parse");
         assert_eq!(c.hub.bind, "127.0.0.1:8000".parse().expect("addr"));
