@@ -258,14 +258,26 @@ fn parse_count(name: &str, v: &Option<String>) -> Result<Option<usize>, ApiError
     }
 }
 
-/// Cuts `items` to the requested page and wraps it the way the request asked for.
-fn paginate(app: &AppState, headers: &HeaderMap, path: &str, q: &ListQuery, items: Vec<Value>) -> ApiResult {
+/// `(offset, limit)` of the requested page: `limit` defaults to `[api] page_default_limit`
+/// and is clamped to 1..=`page_max_limit`, as JupyterHub does.
+fn page_bounds(app: &AppState, q: &ListQuery) -> Result<(usize, usize), ApiError> {
     let offset = parse_count("offset", &q.offset)?.unwrap_or(0);
     let limit = parse_count("limit", &q.limit)?
         .unwrap_or(app.config.api.page_default_limit)
         .clamp(1, app.config.api.page_max_limit);
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    Ok((offset, limit))
+}
+
+/// Wraps `page` (the items at [`page_bounds`] out of `total`) the way the request asked for.
+fn paginate(
+    app: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    q: &ListQuery,
+    total: usize,
+    page: Vec<Value>,
+) -> ApiResult {
+    let (offset, limit) = page_bounds(app, q)?;
     let wants_pages =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(PAGINATION_MEDIA_TYPE));
     if !wants_pages {
@@ -516,20 +528,13 @@ async fn list_users(
         }
     }
     let stopped = q.include_stopped_servers.is_some();
-    let offset = parse_count("offset", &q.offset)?.unwrap_or(0);
-    // Build models only for the page (and count the rest): cheap with many users.
-    let mut items = Vec::with_capacity(users.len());
-    let limit = parse_count("limit", &q.limit)?
-        .unwrap_or(app.config.api.page_default_limit)
-        .clamp(1, app.config.api.page_max_limit);
-    for (i, u) in users.iter().enumerate() {
-        if i >= offset && i < offset + limit {
-            items.push(user_model(&app, u, &caller, stopped).await);
-        } else {
-            items.push(Value::Null);
-        }
+    // Models only for the page: cheap with many users.
+    let (offset, limit) = page_bounds(&app, &q)?;
+    let mut page = Vec::new();
+    for u in users.iter().skip(offset).take(limit) {
+        page.push(user_model(&app, u, &caller, stopped).await);
     }
-    paginate(&app, &headers, "/hub/api/users", &q, items)
+    paginate(&app, &headers, "/hub/api/users", &q, users.len(), page)
 }
 
 #[derive(Deserialize)]
@@ -881,8 +886,10 @@ async fn list_groups(
 ) -> ApiResult {
     let caller = authenticate(&app, &method, &headers).await?;
     caller.require("list:groups", None)?;
-    let items = app.store.list_groups().await?.iter().map(group_model).collect();
-    paginate(&app, &headers, "/hub/api/groups", &q, items)
+    let groups = app.store.list_groups().await?;
+    let (offset, limit) = page_bounds(&app, &q)?;
+    let page = groups.iter().skip(offset).take(limit).map(group_model).collect();
+    paginate(&app, &headers, "/hub/api/groups", &q, groups.len(), page)
 }
 
 async fn get_group(
