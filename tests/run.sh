@@ -2,7 +2,7 @@
 # Runs every test of the hub, on a fresh Debian 12 machine as root:
 #   bash tests/run.sh
 # Installs what the tests need (scripts/setup.sh: krb5 KDC and tools, PAM headers, a venv
-# with JupyterLab), then checks formatting and lints, then runs the unit and end-to-end
+# with JupyterLab, PostgreSQL), then checks formatting and lints, then runs the unit and end-to-end
 # tests, then runs the fuzz targets briefly. The end-to-end tests create (and remove) real Linux users, PAM service files and
 # throwaway Kerberos realms on loopback ports. Idempotent.
 set -euo pipefail
@@ -13,6 +13,13 @@ bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# A throwaway PostgreSQL cluster (as the unprivileged postgres user, loopback only) for the
+# store conformance suite and the end-to-end test on PostgreSQL; each test makes its own
+# database in it. Stopped and removed on exit.
+PG_DIR=$(mktemp -d -u /tmp/hub-test-pg.XXXXXX)
+trap 'bash scripts/throwaway-postgres.sh stop "$PG_DIR"' EXIT
+HUB_TEST_POSTGRES_URL=$(bash scripts/throwaway-postgres.sh start "$PG_DIR")
+export HUB_TEST_POSTGRES_URL
 # One build, then every test: unit tests, the hub binary's CLI tests and the end-to-end tests.
 cargo test --workspace --locked -- --test-threads=2
 # The fuzz targets (nightly + cargo-fuzz), 30 s each.

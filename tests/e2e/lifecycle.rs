@@ -12,11 +12,11 @@ use hub::store::{ServerRecord, Store};
 
 use crate::support::{HubProcess, Kdc, PamService, TestUser, require_root, venv};
 
-fn client_of(base: &str) -> reqwest::Client {
+pub(crate) fn client_of(base: &str) -> reqwest::Client {
     crate::support::client_for(base)
 }
 
-async fn login(base: &str, c: &reqwest::Client, u: &TestUser) {
+pub(crate) async fn login(base: &str, c: &reqwest::Client, u: &TestUser) {
     let r = c
         .post(format!("{base}/hub/login"))
         .form(&[("username", u.name.as_str()), ("password", u.password.as_str()), ("next", "")])
@@ -27,7 +27,7 @@ async fn login(base: &str, c: &reqwest::Client, u: &TestUser) {
 }
 
 /// Polls `api/status` through the hub until 200.
-async fn wait_status(base: &str, c: &reqwest::Client, u: &TestUser, timeout: Duration) {
+pub(crate) async fn wait_status(base: &str, c: &reqwest::Client, u: &TestUser, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let r = c.get(format!("{base}/user/{}/api/status", u.name)).header("accept", "application/json").send().await;
@@ -40,7 +40,7 @@ async fn wait_status(base: &str, c: &reqwest::Client, u: &TestUser, timeout: Dur
 }
 
 /// The home page, and the server pid it shows ("running (pid N)").
-async fn home(base: &str, c: &reqwest::Client) -> (String, Option<u32>) {
+pub(crate) async fn home(base: &str, c: &reqwest::Client) -> (String, Option<u32>) {
     let body = c.get(format!("{base}/hub/home")).send().await.expect("home").text().await.expect("body");
     let pid = body.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok());
     (body, pid)

@@ -6,6 +6,7 @@ mod api;
 mod kerberos_login;
 mod lifecycle;
 mod nginx;
+mod postgres;
 mod renewer;
 mod security;
 mod support;

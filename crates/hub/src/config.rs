@@ -99,7 +99,8 @@ pub struct HubConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Directory for the database, signing key, logs and (by default) ccaches.
     pub data_dir: PathBuf,
-    /// sqlx connection URL; default `sqlite://<data_dir>/hub.sqlite`.
+    /// sqlx connection URL selecting the store backend: `sqlite://PATH` (default
+    /// `sqlite://<data_dir>/hub.sqlite`) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`.
     pub database_url: String,
     /// File holding the JWT signing key; default `<data_dir>/jwt.key`, generated on first start.
     pub jwt_secret_file: PathBuf,
@@ -571,7 +572,23 @@ impl Config {
                 path.display()
             ))
         })?;
-        Self::parse(path, &text)
+        let config = Self::parse(path, &text)?;
+        // A database password in hub.toml is a secret in the file: refuse it unless only the
+        // owner can read the file.
+        if url::Url::parse(&config.hub.database_url).is_ok_and(|u| u.password().is_some()) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o777);
+            if mode & 0o077 != 0 {
+                return Err(ConfigError(format!(
+                    "{}: `hub.database_url` holds a password but the file is readable by others (mode {:o}); \
+                     `chmod 600 {}`, or drop the password from the URL and use PGPASSWORD or ~/.pgpass",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
+            }
+        }
+        Ok(config)
     }
 
     /// Validates configuration `text`; `path` is used only in messages.
@@ -650,11 +667,23 @@ impl Config {
         let database_url = match &file.hub.database_url {
             None => format!("sqlite://{}", data_dir.join("hub.sqlite").display()),
             Some(u) if u.get_ref().starts_with("sqlite:") => u.get_ref().clone(),
+            Some(u) if u.get_ref().starts_with("postgres://") || u.get_ref().starts_with("postgresql://") => {
+                match url::Url::parse(u.get_ref()) {
+                    Ok(p) if p.host_str().is_some_and(|h| !h.is_empty()) && p.path().len() > 1 => u.get_ref().clone(),
+                    _ => {
+                        return Err(src.err(
+                            "hub.database_url",
+                            u,
+                            "is not a PostgreSQL URL with a host and a database, such as \"postgres://hub@db.example.com:5432/hub\"",
+                        ));
+                    }
+                }
+            }
             Some(u) => {
                 return Err(src.err(
                     "hub.database_url",
                     u,
-                    "must be a sqlite: URL (e.g. \"sqlite:///var/lib/hub/hub.sqlite\"); PostgreSQL is not supported yet",
+                    "must be a sqlite: URL (e.g. \"sqlite:///var/lib/hub/hub.sqlite\") or a postgres:// URL (e.g. \"postgres://hub@db.example.com/hub\")",
                 ));
             }
         };
@@ -1094,6 +1123,26 @@ mod tests {
         assert!(e.to_string().contains("a service has no user"), "{e}");
         let e = parse(&format!("{MINIMAL}[api]\npage_default_limit = 500\n")).expect_err("limits");
         assert!(e.to_string().contains("page_max_limit"), "{e}");
+    }
+
+    #[test]
+    fn database_url_selects_a_backend_and_keeps_passwords_private() {
+        let db = |url: &str| parse(&format!("[hub]\ndatabase_url = \"{url}\"\n{MINIMAL}"));
+        assert_eq!(db("postgres://hub@db:5432/hub").expect("pg").hub.database_url, "postgres://hub@db:5432/hub");
+        db("postgresql://hub@127.0.0.1/hub").expect("postgresql scheme");
+        let e = db("postgres://hub@db").expect_err("no database").to_string();
+        assert!(e.contains("line 2") && e.contains("with a host and a database"), "{e}");
+        let e = db("mysql://hub@db/hub").expect_err("mysql").to_string();
+        assert!(e.contains("sqlite:") && e.contains("postgres://"), "{e}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, format!("[hub]\ndatabase_url = \"postgres://hub:pw@db/hub\"\n{MINIMAL}")).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+        let e = Config::load(&path).expect_err("a readable file with a password").to_string();
+        assert!(e.contains("chmod 600") && e.contains("PGPASSWORD") && !e.contains("pw@"), "{e}");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        Config::load(&path).expect("owner-only file may hold the password");
     }
 
     #[test]

@@ -38,7 +38,6 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
@@ -57,7 +56,7 @@ pub fn percent_encode(s: &str) -> String {
 /// migration. Returns how many were applied (0 when already current).
 pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
     ensure_data_dir(config)?;
-    let store = SqliteStore::open(&config.hub.database_url, true).await?;
+    let store = store::open(&config.hub.database_url, true).await?;
     Ok(store.migrate().await?)
 }
 
@@ -74,10 +73,9 @@ fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
 /// migrated), loads or creates the signing key, and wires authenticator, spawner, renewer
 /// and server manager.
 pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
-    let sqlite = SqliteStore::open(&config.hub.database_url, false).await?;
-    sqlite.check_schema(&config.hub.database_url).await?;
+    let store: Arc<dyn Store> = store::open(&config.hub.database_url, false).await?;
+    store.check_schema().await?;
     ensure_data_dir(&config)?;
-    let store: Arc<dyn Store> = Arc::new(sqlite);
     let key = session::load_or_create_key(&config.hub.jwt_secret_file)?;
     let mut previous = Vec::new();
     for path in &config.auth.previous_jwt_secret_files {

@@ -77,9 +77,9 @@ fn main() -> ExitCode {
             Command::Migrate => {
                 let n = hub::migrate(&config).await?;
                 if n == 0 {
-                    println!("database {} is up to date", config.hub.database_url);
+                    println!("database {} is up to date", hub::store::redact_url(&config.hub.database_url));
                 } else {
-                    println!("applied {n} migration(s) to {}", config.hub.database_url);
+                    println!("applied {n} migration(s) to {}", hub::store::redact_url(&config.hub.database_url));
                 }
                 Ok(())
             }
@@ -90,7 +90,9 @@ fn main() -> ExitCode {
                 hub::serve(config, listener, shutdown_signal()).await
             }
             Command::CheckConfig => {
-                println!("{config:#?}");
+                let mut shown = config.clone();
+                shown.hub.database_url = hub::store::redact_url(&shown.hub.database_url);
+                println!("{shown:#?}");
                 Ok(())
             }
             Command::ExampleConfig => Ok(()),

@@ -1,7 +1,7 @@
 //! Behaviour every [`Store`] backend must show, written once and run against each backend's
 //! fresh, migrated database.
 
-use super::{Store, TokenRecord};
+use super::{ServerRecord, SessionRecord, Store, TicketRecord, TokenRecord};
 
 /// Users, groups and tokens: creation, conflicts, listing order, cascades on user deletion.
 pub async fn users_groups_tokens(store: &dyn Store) {
@@ -56,4 +56,81 @@ pub async fn users_groups_tokens(store: &dyn Store) {
     assert_eq!(store.list_groups().await.expect("groups")[0].users, ["bob"], "memberships go with the user");
     assert!(store.delete_group("team").await.expect("delete group"));
     assert!(!store.delete_group("team").await.expect("again"));
+}
+
+/// Schema versions: an unmigrated database is refused with the fix named, `migrate` applies
+/// all `known` migrations once, and a second run applies none.
+pub async fn migrations(store: &dyn Store, known: usize) {
+    let err = store.check_schema().await.expect_err("an unmigrated database must be refused");
+    assert!(err.to_string().contains("hub migrate"), "{err}");
+    assert_eq!(store.migrate().await.expect("migrate"), known);
+    assert_eq!(store.migrate().await.expect("migrate again"), 0);
+    store.check_schema().await.expect("schema current");
+}
+
+/// Logins, sessions, server records and ticket records: upserts replace, activity only moves
+/// forward, foreign keys hold.
+pub async fn sessions_servers_tickets(store: &dyn Store) {
+    store.upsert_user("ann", false, 10).await.expect("user");
+    store.upsert_user("ann", true, 20).await.expect("user again");
+    store.upsert_user("ann", false, 21).await.expect("a login does not demote");
+    assert!(store.is_admin("ann").await.expect("admin"), "admin granted elsewhere is kept");
+    assert!(!store.is_admin("ghost").await.expect("unknown"));
+    store.record_activity(&[("ann".into(), 30), ("ghost".into(), 40)]).await.expect("activity");
+    store.record_activity(&[("ann".into(), 25)]).await.expect("older activity");
+    let ann = store.get_user("ann").await.expect("get").expect("ann");
+    assert_eq!((ann.created, ann.last_activity), (10, Some(30)), "activity only moves forward");
+    let s = SessionRecord { id: "a".repeat(32), username: "ann".into(), created: 10, expires: 99 };
+    store.create_session(&s).await.expect("session");
+    assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
+    store.delete_session(&s.id).await.expect("delete");
+    assert_eq!(store.get_session(&s.id).await.expect("get"), None);
+    // A session for a user the hub never saw violates the foreign key.
+    let orphan = SessionRecord { username: "nobody".into(), ..s.clone() };
+    assert!(store.create_session(&orphan).await.is_err());
+    store.create_session(&s).await.expect("session");
+    store.create_session(&SessionRecord { id: "b".repeat(32), ..s.clone() }).await.expect("session 2");
+    assert_eq!(store.delete_sessions_of("ann").await.expect("log out everywhere"), 2);
+
+    let rec = ServerRecord {
+        username: "ann".into(),
+        state: "running".into(),
+        pid: Some(42),
+        port: Some(5000),
+        started: Some(11),
+        stopped: None,
+        message: None,
+        token: Some("t".into()),
+        pid_start: Some(123),
+        uid: Some(1000),
+        gid: Some(1000),
+    };
+    store.put_server(&rec).await.expect("put");
+    assert_eq!(store.active_servers().await.expect("active"), vec![rec.clone()]);
+    let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), message: Some("exit 0".into()), ..rec };
+    store.put_server(&stopped).await.expect("put again");
+    assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
+    assert!(store.active_servers().await.expect("active").is_empty());
+    assert_eq!(store.get_server("bob").await.expect("get"), None);
+
+    let t = TicketRecord {
+        username: "ann".into(),
+        principal: "ann@R".into(),
+        ccache: "/c/krb5cc_1".into(),
+        valid_from: Some(1),
+        valid_until: Some(2),
+        renew_until: None,
+        last_success: Some(1),
+        last_error: Some("kinit: boom".into()),
+        consecutive_failures: 3,
+        next_renewal: Some(5),
+    };
+    store.put_ticket(&t).await.expect("put ticket");
+    let t2 = TicketRecord { last_error: None, consecutive_failures: 0, valid_until: Some(7), ..t.clone() };
+    store.put_ticket(&t2).await.expect("put ticket again");
+    assert_eq!(store.get_ticket("ann").await.expect("get"), Some(t2));
+    assert_eq!(store.get_ticket("bob").await.expect("get"), None);
+    assert!(store.delete_user("ann").await.expect("delete"));
+    assert_eq!(store.get_server("ann").await.expect("get"), None, "the server row goes with the user");
+    assert_eq!(store.get_ticket("ann").await.expect("get"), None, "the ticket row goes with the user");
 }

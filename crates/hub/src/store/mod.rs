@@ -1,16 +1,24 @@
 //! The store: everything the hub keeps across restarts.
 //!
 //! [`Store`] is the seam between the hub and its database. SQLite ([`sqlite::SqliteStore`]) is
-//! the embedded default; each backend has its own migrations folder under `migrations/`
-//! (`migrations/sqlite`), embedded into the binary with `sqlx::migrate!`. Times are unix
-//! seconds (UTC) in `i64`.
+//! the embedded default; PostgreSQL ([`postgres::PgStore`]) is the other backend, chosen by
+//! the scheme of `[hub] database_url` ([`open`]). Each backend has its own migrations folder
+//! under `migrations/` (`migrations/sqlite`, `migrations/postgres`), embedded into the binary
+//! with `sqlx::migrate!`; the queries are shared ([`sql`]). Times are unix seconds (UTC) in
+//! `i64`.
 
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 #[cfg(test)]
 mod conformance;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 
 /// A store error: the database could not be reached, or holds something the hub cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -18,10 +26,28 @@ pub enum StoreError {
     /// The schema is missing or older than this binary expects.
     #[error("the database at {url} {problem}; run `hub migrate` with the same configuration first")]
     NotMigrated {
-        /// The database URL (no password: SQLite URLs carry none).
+        /// The database URL, password removed ([`redact_url`]).
         url: String,
         /// What is wrong, e.g. "does not exist" or "is at schema version 1 of 2".
         problem: String,
+    },
+    /// The schema has a migration this binary does not know: a newer hub migrated it.
+    #[error(
+        "the database at {url} has schema migration {version}, which this hub does not know: a newer hub migrated it; run that version or restore a backup"
+    )]
+    TooNew {
+        /// The database URL, password removed ([`redact_url`]).
+        url: String,
+        /// The unknown migration's version.
+        version: i64,
+    },
+    /// The database server could not be reached or refused the connection.
+    #[error("cannot open the database at {url}: {source}; check `[hub] database_url` and that the server is running")]
+    Unreachable {
+        /// The database URL, password removed ([`redact_url`]).
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
     },
     /// Any other database error.
     #[error("database error: {0}")]
@@ -147,6 +173,12 @@ pub struct TokenRecord {
 /// The hub's persistent state. Implemented once per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Applies every pending migration of this backend (`hub migrate`); returns how many were
+    /// applied (0 when the schema is current).
+    async fn migrate(&self) -> Result<usize, StoreError>;
+    /// Fails with [`StoreError::NotMigrated`] unless every migration this binary knows has
+    /// been applied (`hub serve` checks this before it listens).
+    async fn check_schema(&self) -> Result<(), StoreError>;
     /// Creates the user if it does not exist; updates the admin flag if it does.
     async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError>;
     /// Whether `name` is recorded as an admin (false for an unknown user).
@@ -202,4 +234,45 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// Records a token's last use (unix seconds).
     async fn touch_token(&self, id: i64, at: i64) -> Result<(), StoreError>;
+}
+
+/// Opens the store `url` names: `sqlite://PATH` ([`sqlite::SqliteStore`]) or
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` / `postgresql://...`
+/// ([`postgres::PgStore`]; also honours `PGPASSWORD` and `~/.pgpass`). With `create`
+/// (`hub migrate`) a missing SQLite file is created; a missing PostgreSQL database is an
+/// error (create it with `createdb`). The schema is not checked here ([`Store::check_schema`]).
+pub async fn open(url: &str, create: bool) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::open(url, create).await?))
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Cannot fail: the URL has a password, so it has an authority to put one in.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Compares the migrations a database has applied with those `migrator` knows.
+fn check_applied(migrator: &Migrator, applied: &BTreeSet<i64>, url: &str) -> Result<(), StoreError> {
+    let known: BTreeSet<i64> = migrator.iter().map(|m| m.version).collect();
+    let missing = known.difference(applied).count();
+    if missing > 0 {
+        return Err(StoreError::NotMigrated {
+            url: redact_url(url),
+            problem: format!("is missing {missing} of {} schema migrations", known.len()),
+        });
+    }
+    if let Some(newer) = applied.difference(&known).next() {
+        return Err(StoreError::TooNew { url: redact_url(url), version: *newer });
+    }
+    Ok(())
 }
