@@ -2,6 +2,7 @@
 //! JupyterLab from PyPI, the hub on a loopback port. Run as root after `scripts/setup.sh`
 //! (`bash tests/run.sh` does both).
 
+mod admin;
 mod api;
 mod kerberos_login;
 mod lifecycle;

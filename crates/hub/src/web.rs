@@ -88,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/spawn", get(spawn_page))
         .route("/hub/static/hub.css", get(static_css))
         .route("/hub/static/spawn.js", get(static_spawn_js))
+        .route("/hub/static/admin.js", get(static_admin_js))
+        .route("/hub/admin", get(admin_page))
         .route("/hub/admin/logs/{name}", get(admin_log))
         .route("/hub/metrics", get(crate::metrics::handler))
         .route("/hub/api/", get(crate::api::root))
@@ -492,6 +494,13 @@ async fn finish_login(
         }
         _ => app.renewer.trigger(owner, Trigger::Login),
     }
+    // A hub page as `next` (the admin page, the token page, home): go there without starting
+    // a server, as JupyterHub does; anything else goes through the spawn page.
+    if let Some(page) = next.as_deref().filter(|n| {
+        n.starts_with("/hub/") && !["/hub/spawn", "/hub/login", "/hub/logout"].iter().any(|p| n.starts_with(p))
+    }) {
+        return ([(header::SET_COOKIE, set_cookie)], Redirect::to(page)).into_response();
+    }
     if let Err(refused) = app.servers.start(linux) {
         // The spawn page tries again and says why if it is still refused.
         tracing::info!(user = %user, reason = %refused, "spawn at login refused");
@@ -645,8 +654,13 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
         ),
     };
     let ticket = if app.renewer.enabled() { ticket_html(app.renewer.status(name)) } else { String::new() };
+    let admin = if is_admin(&app, &s).await {
+        r#"<p><a href="/hub/admin" id="admin-link">Admin: users and servers</a></p>"#
+    } else {
+        ""
+    };
     let body = format!(
-        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>
+        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>{admin}
 <form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
         e(name),
         state.name()
@@ -847,6 +861,35 @@ fn log_block(tail: &str) -> String {
     )
 }
 
+/// `GET /hub/admin`: the admin page, for admins only (403 for others). The page is a shell;
+/// `admin.js` fills it from the REST API with the admin's session (users a page at a time
+/// with `[api] page_default_limit`, searchable; server state and spawn progress; last
+/// activity; Kerberos ticket state; start/stop; add and delete users).
+async fn admin_page(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
+    if !is_admin(&app, &s).await {
+        tracing::warn!(user = %s.username, "refused the admin page: not an admin");
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can open the admin page.");
+    }
+    let body = format!(
+        r#"<h1>Users</h1>
+<section class="card wide" id="admin" data-xsrf="{x}" data-me="{me}" data-limit="{limit}">
+<form id="search" role="search"><input type="search" id="q" placeholder="Search users by name" aria-label="Search users by name" autocomplete="off"></form>
+<p id="status" role="status" class="muted"></p>
+<table id="users"><thead><tr><th>User</th><th>Server</th><th>Last activity</th><th>Kerberos ticket</th><th>Actions</th></tr></thead><tbody></tbody></table>
+<p id="pager"><button type="button" id="prev" class="secondary">Previous</button> <span id="range"></span> <button type="button" id="next" class="secondary">Next</button></p>
+<noscript><p>This page needs JavaScript; the same operations are in the REST API (docs/api.md).</p></noscript>
+</section>
+<section class="card"><h2>Add users</h2>
+<form id="add"><label>User names, separated by spaces or new lines; each needs a Linux account on this machine.<textarea id="names" rows="2"></textarea></label>
+<label class="check"><input type="checkbox" id="add-admin"> Make them admins</label><button>Add users</button></form></section>
+<script src="/hub/static/admin.js"></script>"#,
+        x = esc(&app.sessions.xsrf_token(&s)),
+        me = esc(&s.username),
+        limit = app.config.api.page_default_limit,
+    );
+    page_with_user(&app, "Admin", &body, &s).into_response()
+}
+
 /// Most of a server log an admin page shows, in bytes (the end of the file).
 const ADMIN_LOG_BYTES: u64 = 256 * 1024;
 
@@ -921,7 +964,13 @@ form.card label{display:block;margin:.5rem 0}input{display:block;width:100%;box-
 button,.button{background:#2f6fde;color:#fff;border:0;border-radius:6px;padding:.5rem 1rem;font:inherit;cursor:pointer;text-decoration:none;display:inline-block}\
 button.secondary{background:#667}.muted{color:#667;font-size:.9rem}.error{color:#b00020}.ok{color:#17663a}progress{width:100%;height:1.2rem}\
 form.inline{display:inline}button.link{background:none;color:#2f6fde;padding:0;text-decoration:underline}\
-pre{background:#111;color:#eee;padding:.8rem;overflow:auto;max-height:20rem;font-size:13px}";
+pre{background:#111;color:#eee;padding:.8rem;overflow:auto;max-height:20rem;font-size:13px}\
+main:has(.wide){max-width:72rem}table{width:100%;border-collapse:collapse;font-size:.95rem}\
+th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e4e6ee;vertical-align:middle}\
+td.actions{white-space:nowrap}td.actions button{padding:.25rem .6rem}td.server progress{width:8rem;height:.9rem;margin-right:.4rem}\
+button.danger{background:#b00020}button:disabled{opacity:.45;cursor:default}.tag{background:#e8eefc;color:#2f6fde;border-radius:4px;padding:0 .35rem;font-size:.8rem}\
+textarea{display:block;width:100%;box-sizing:border-box;font:inherit;padding:.4rem}label.check{display:flex;gap:.4rem;align-items:center}\
+label.check input{display:inline;width:auto}#pager{margin:.8rem 0 0}";
 
 /// The spawn page's script, served at `/hub/static/spawn.js`: follows the progress stream
 /// (URL in `#spawn[data-progress-url]`), moves the bar, and goes to `data-next` when ready.
@@ -943,6 +992,14 @@ src.onmessage = (ev) => {
 
 async fn static_css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS).into_response()
+}
+
+/// The admin page's script (`web_assets/admin.js`), served at `/hub/static/admin.js`.
+const ADMIN_JS: &str = include_str!("web_assets/admin.js");
+
+async fn static_admin_js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], ADMIN_JS)
+        .into_response()
 }
 
 async fn static_spawn_js() -> Response {

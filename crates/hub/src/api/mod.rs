@@ -355,6 +355,7 @@ fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Val
         "last_activity": iso_opt(Some(activity.max(since))),
         "state": null,
         "user_options": {},
+        "hub_state": st.name(),
     });
     if let ServerState::Failed { message, .. } | ServerState::Stopped { message: Some(message) } = &st {
         m["hub_message"] = json!(message);
