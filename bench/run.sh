@@ -8,3 +8,4 @@ cargo build --release --locked
 /usr/bin/python3 bench/login_to_ready.py --rounds "${1:-5}" --write docs/benchmarks.md
 bash bench/renewer.sh 8
 bash bench/ws_latency.sh 5
+/usr/bin/python3 bench/api_users.py --rounds "${1:-5}" --write docs/benchmarks.md

@@ -1,9 +1,11 @@
 -- The hub's schema on PostgreSQL: the same tables as migrations/sqlite/0001-0004, in one
 -- step (there were no PostgreSQL databases before this). Times are unix seconds in BIGINT.
+-- Names use the "C" collation so that they sort bytewise, as SQLite sorts them: the API's
+-- user list pages in the same order on both backends, whatever the cluster's locale.
 
 -- Users the hub knows: created on first login or through the REST API.
 CREATE TABLE users (
-    name          TEXT PRIMARY KEY NOT NULL,
+    name          TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     admin         BOOLEAN NOT NULL DEFAULT FALSE,
     created       BIGINT NOT NULL,
     last_activity BIGINT
@@ -50,7 +52,7 @@ CREATE TABLE tickets (
 
 -- Hub groups (JupyterHub's groups, managed through the REST API; not Unix groups).
 CREATE TABLE groups (
-    name    TEXT PRIMARY KEY NOT NULL,
+    name    TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     created BIGINT NOT NULL
 );
 CREATE TABLE group_members (

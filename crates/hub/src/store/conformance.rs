@@ -50,6 +50,21 @@ pub async fn users_groups_tokens(store: &dyn Store) {
     assert!(!store.delete_token("bob", id).await.expect("not bob's"), "only the owner's token is deleted");
     assert!(store.delete_token("ann", id).await.expect("delete"));
 
+    // Paging in the database: order, offsets, the total, the filter taken literally.
+    let batch: Vec<String> = ["c_1", "bob", "c%2", "cx3", "c_1"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(store.create_users(&batch, false, 30).await.expect("batch"), ["c_1", "c%2", "cx3"], "only new ones");
+    let names = |p: &(Vec<super::UserRecord>, i64)| p.0.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    let all = store.users_page("", false, 0, 100).await.expect("page");
+    assert_eq!((names(&all), all.1), (vec!["ann".into(), "bob".into(), "c%2".into(), "c_1".into(), "cx3".into()], 5));
+    let p = store.users_page("", true, 1, 2).await.expect("page");
+    assert_eq!((names(&p), p.1), (vec!["c_1".into(), "c%2".into()], 5));
+    assert_eq!(p.0.iter().map(|u| u.groups.len()).collect::<Vec<_>>(), [0, 0]);
+    let bob = store.users_page("bo", false, 0, 10).await.expect("page");
+    assert_eq!((names(&bob), bob.1, bob.0[0].groups.clone()), (vec!["bob".into()], 1, vec!["a-team".into()]));
+    assert_eq!(names(&store.users_page("_", false, 0, 10).await.expect("page")), ["c_1"], "_ is literal");
+    assert_eq!(names(&store.users_page("%", false, 0, 10).await.expect("page")), ["c%2"], "% is literal");
+    assert_eq!(store.users_page("", false, 10, 10).await.expect("page").0.len(), 0, "past the end");
+
     assert!(store.delete_user("ann").await.expect("delete user"));
     assert!(!store.delete_user("ann").await.expect("again"));
     assert!(store.tokens_with_prefix("abcd").await.expect("prefix").is_empty(), "tokens go with the user");

@@ -208,8 +208,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Every user with their groups, ordered by name.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// One page of the users whose name contains `name_contains` (`""`: all), ordered by name
+    /// (descending with `descending`), with their groups; and how many match in all. Paging
+    /// happens in the database, so a page costs O(limit), not O(users).
+    async fn users_page(
+        &self,
+        name_contains: &str,
+        descending: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<UserRecord>, i64), StoreError>;
     /// Creates a user; returns `false` (and changes nothing) if it already exists.
     async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, StoreError>;
+    /// Creates many users in one transaction; returns the names that were new (those that
+    /// already existed are left unchanged), in the order given.
+    async fn create_users(&self, names: &[String], admin: bool, now: i64) -> Result<Vec<String>, StoreError>;
     /// Sets the admin flag; returns `false` if there is no such user.
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, StoreError>;
     /// Deletes a user and everything of theirs (sessions, server row, ticket row, tokens,

@@ -226,7 +226,63 @@ macro_rules! store_queries {
                     .collect()
             }
 
-            async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, $crate::store::StoreError> {
+            async fn users_page(
+            &self,
+            name_contains: &str,
+            descending: bool,
+            offset: i64,
+            limit: i64,
+        ) -> Result<(Vec<$crate::store::UserRecord>, i64), $crate::store::StoreError> {
+            // LIKE with `\` as the escape character, so `%` and `_` in the needle are literal.
+            let pattern = format!(
+                "%{}%",
+                name_contains.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            );
+            let (page, members) = if descending {
+                (
+                    "SELECT name, admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
+                     ORDER BY name DESC LIMIT $2 OFFSET $3",
+                    "SELECT username, group_name FROM group_members WHERE username IN
+                       (SELECT name FROM users WHERE name LIKE $1 ESCAPE '\\' ORDER BY name DESC LIMIT $2 OFFSET $3)
+                     ORDER BY group_name",
+                )
+            } else {
+                (
+                    "SELECT name, admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
+                     ORDER BY name LIMIT $2 OFFSET $3",
+                    "SELECT username, group_name FROM group_members WHERE username IN
+                       (SELECT name FROM users WHERE name LIKE $1 ESCAPE '\\' ORDER BY name LIMIT $2 OFFSET $3)
+                     ORDER BY group_name",
+                )
+            };
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name LIKE $1 ESCAPE '\\'")
+                .bind(&pattern)
+                .fetch_one(&self.pool)
+                .await?;
+            let rows = sqlx::query(page).bind(&pattern).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+            let members: Vec<(String, String)> =
+                sqlx::query_as(members).bind(&pattern).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+            let mut groups: ::std::collections::HashMap<String, Vec<String>> = ::std::collections::HashMap::new();
+            for (u, g) in members {
+                groups.entry(u).or_default().push(g);
+            }
+            let users = rows
+                .iter()
+                .map(|r| {
+                    let name: String = r.try_get("name")?;
+                    Ok($crate::store::UserRecord {
+                        admin: r.try_get("admin")?,
+                        created: r.try_get("created")?,
+                        last_activity: r.try_get("last_activity")?,
+                        groups: groups.remove(&name).unwrap_or_default(),
+                        name,
+                    })
+                })
+                .collect::<Result<Vec<_>, $crate::store::StoreError>>()?;
+            Ok((users, total))
+        }
+
+        async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, $crate::store::StoreError> {
                 let r =
                     sqlx::query("INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING")
                         .bind(name)
@@ -237,7 +293,32 @@ macro_rules! store_queries {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, $crate::store::StoreError> {
+            async fn create_users(
+            &self,
+            names: &[String],
+            admin: bool,
+            now: i64,
+        ) -> Result<Vec<String>, $crate::store::StoreError> {
+            let mut tx = self.pool.begin().await?;
+            let mut created = Vec::new();
+            for name in names {
+                let r = sqlx::query(
+                    "INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(admin)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 1 {
+                    created.push(name.clone());
+                }
+            }
+            tx.commit().await?;
+            Ok(created)
+        }
+
+        async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("UPDATE users SET admin = $2 WHERE name = $1")
                     .bind(name)
                     .bind(admin)
