@@ -127,6 +127,31 @@ async fn rest_api_follows_jupyterhub() {
         .await
         .expect("post");
     assert_eq!(r.status(), 400);
+    // Refusals made before a handler runs are JSON too: a query that does not deserialize
+    // (a repeated parameter), a method the route lacks (with Allow kept), a body over the limit.
+    let (s, v) = api(&hub, Method::GET, "/hub/api/users?limit=1&limit=2", t, None).await;
+    assert_eq!((s, v["status"].as_u64()), (400, Some(400)), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("query")), "{v}");
+    let r = reqwest::Client::new()
+        .put(hub.url("/hub/api/users"))
+        .header("Authorization", format!("token {ann_token}"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("allow").is_some(), "Allow is kept");
+    let v: Value = r.json().await.expect("a JSON body for 405");
+    assert_eq!(v["status"], json!(405), "{v}");
+    let r = reqwest::Client::new()
+        .post(hub.url("/hub/api/users"))
+        .header("Authorization", format!("token {ann_token}"))
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .expect("big post");
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.expect("a JSON body for 413");
+    assert_eq!(v["status"], json!(413), "{v}");
     let (s, v) = api(&hub, Method::PATCH, &format!("/hub/api/users/{}", bob.name), t, Some(json!({"name": "x"}))).await;
     assert_eq!(s, 400);
     assert!(v["message"].as_str().expect("m").contains("renaming"));

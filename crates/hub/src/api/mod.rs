@@ -210,6 +210,36 @@ pub fn router() -> Router<AppState> {
         .route("/groups/{name}/users", axum::routing::post(add_group_users).delete(remove_group_users))
         .route("/proxy", get(proxy_routes))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Gives every API error JupyterHub's `{"status", "message"}` body, including the ones axum
+/// answers before a handler runs (a query string or path segment that cannot be decoded, a
+/// body over the size limit, a method the route does not have), which come as plain text.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_string();
+    }
+    let mut out = ApiError::new(status, message).into_response();
+    // Keep headers such as Allow (405) and Retry-After.
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Parses a JSON request body into `T`; an empty body counts as `{}`. Errors are 400 with
