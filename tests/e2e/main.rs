@@ -6,6 +6,7 @@ mod admin;
 mod api;
 mod kerberos_login;
 mod lifecycle;
+mod limits;
 mod nginx;
 mod postgres;
 mod renewer;

@@ -44,6 +44,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[[services]]`: external programs that call the REST API with their own token.
     pub services: Vec<ServiceConfig>,
+    /// `[limits]`: per-server memory, CPU and task limits (see [`crate::limits`]).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// `[api]`: the JupyterHub-compatible REST API under `/hub/api`.
@@ -400,6 +402,28 @@ struct FileConfig {
     api: FileApi,
     #[serde(default)]
     services: Vec<FileService>,
+    #[serde(default)]
+    limits: FileLimitsTable,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    memory: Option<Spanned<String>>,
+    cpu: Option<Spanned<f64>>,
+    tasks: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimitsTable {
+    memory: Option<Spanned<String>>,
+    cpu: Option<Spanned<f64>>,
+    tasks: Option<Spanned<i64>>,
+    #[serde(default)]
+    users: std::collections::BTreeMap<String, FileLimits>,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, FileLimits>,
 }
 
 #[derive(Deserialize, Default)]
@@ -978,6 +1002,53 @@ impl Config {
             authenticate_metrics: file.api.authenticate_metrics.unwrap_or(true),
         };
 
+        // [limits]
+        let one = |at: &str,
+                   memory: &Option<Spanned<String>>,
+                   cpu: &Option<Spanned<f64>>,
+                   tasks: &Option<Spanned<i64>>| {
+            let memory = match memory {
+                None => None,
+                Some(m) => match m.get_ref().trim().parse::<bytesize::ByteSize>() {
+                    Ok(b) if b.as_u64() >= 16 << 20 => Some(b.as_u64()),
+                    Ok(_) => {
+                        return Err(src.err(&format!("{at}memory"), m, "is below 16 MiB, too little to start a server"));
+                    }
+                    Err(_) => {
+                        return Err(src.err(
+                            &format!("{at}memory"),
+                            m,
+                            "is not a size such as \"4 GiB\" or \"512 MiB\"",
+                        ));
+                    }
+                },
+            };
+            let cpu = match cpu {
+                None => None,
+                Some(c) if (0.01..=4096.0).contains(c.get_ref()) => Some(*c.get_ref()),
+                Some(c) => return Err(src.err(&format!("{at}cpu"), c, "must be a number of cores from 0.01 to 4096")),
+            };
+            let tasks = match tasks {
+                None => None,
+                Some(t) if (16..=4_194_304).contains(t.get_ref()) => Some(*t.get_ref() as u64),
+                Some(t) => {
+                    return Err(src.err(&format!("{at}tasks"), t, "must be from 16 to 4194304 processes and threads"));
+                }
+            };
+            Ok(crate::limits::Limits { memory, cpu, tasks })
+        };
+        let lt = &file.limits;
+        let mut limits = crate::limits::LimitsConfig {
+            default: one("limits.", &lt.memory, &lt.cpu, &lt.tasks)?,
+            ..Default::default()
+        };
+        for (name, l) in &lt.users {
+            limits.users.insert(name.clone(), one(&format!("limits.users.{name}."), &l.memory, &l.cpu, &l.tasks)?);
+        }
+        for (name, l) in &lt.groups {
+            limits.groups.insert(name.clone(), one(&format!("limits.groups.{name}."), &l.memory, &l.cpu, &l.tasks)?);
+        }
+
         // [[services]]
         let mut services: Vec<ServiceConfig> = Vec::new();
         for sv in &file.services {
@@ -1077,6 +1148,7 @@ impl Config {
             kernelspecs,
             api,
             services,
+            limits,
         })
     }
 
@@ -1123,6 +1195,29 @@ mod tests {
         assert!(e.to_string().contains("a service has no user"), "{e}");
         let e = parse(&format!("{MINIMAL}[api]\npage_default_limit = 500\n")).expect_err("limits");
         assert!(e.to_string().contains("page_max_limit"), "{e}");
+    }
+
+    #[test]
+    fn limits_parse_with_overrides_and_named_errors() {
+        let c = parse(&format!(
+            "{MINIMAL}[limits]\nmemory = \"2 GiB\"\ncpu = 1.5\ntasks = 512\n\
+             [limits.users.ann]\nmemory = \"8GiB\"\n[limits.groups.spark]\ncpu = 4.0\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.limits.default.memory, Some(2 << 30));
+        assert_eq!(c.limits.for_user("ann", &["spark".into()]).memory, Some(8 << 30));
+        assert_eq!(c.limits.for_user("bob", &["spark".into()]).cpu, Some(4.0));
+        for (body, needle) in [
+            ("[limits]\nmemory = \"lots\"\n", "limits.memory"),
+            ("[limits]\nmemory = \"1 MiB\"\n", "below 16 MiB"),
+            ("[limits]\ncpu = 0.0\n", "limits.cpu"),
+            ("[limits.users.ann]\ntasks = 3\n", "limits.users.ann.tasks"),
+            ("[limits]\nswap = 1\n", "swap"),
+        ] {
+            let e = parse(&format!("{MINIMAL}{body}")).expect_err(body).to_string();
+            assert!(e.contains(needle) && e.contains("line"), "{body}: {e}");
+        }
+        assert!(!parse(MINIMAL).expect("minimal").limits.any(), "no limits unless configured");
     }
 
     #[test]

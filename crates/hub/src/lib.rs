@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod ccache;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod renewer;
@@ -116,7 +117,7 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
     let servers = Arc::new(servers::Servers::new(
         config.clone(),
-        Arc::new(spawner::local::LocalSpawner),
+        Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any()))),
         renewer.clone(),
         store.clone(),
         client.clone(),

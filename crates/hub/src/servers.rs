@@ -407,7 +407,10 @@ impl Servers {
                 this.renewer.deactivate(&owner);
                 let message = format!("The server {how} unexpectedly");
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
-                slot.process.lock().await.take();
+                // Clean up what it left: kernels that outlived it, its cgroups.
+                if let Some(p) = slot.process.lock().await.take() {
+                    p.stop(this.config.spawner.term_timeout).await;
+                }
                 slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: log_tail(&log) });
                 this.record(&name, "failed", None, Some(message)).await;
             }
@@ -469,7 +472,20 @@ impl Servers {
             "--ServerApp.allow_remote_access=True".into(),
         ]);
         argv.extend(sc.args.iter().cloned());
-        SpawnSpec { user: user.clone(), argv, env, log_path }
+        // The user's Unix groups that [limits.groups] names (looked up by name, so that only
+        // configured groups cost a lookup).
+        let groups: Vec<String> = self
+            .config
+            .limits
+            .groups
+            .keys()
+            .filter(|g| {
+                nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|gr| user.groups.contains(&gr.gid.as_raw()))
+            })
+            .cloned()
+            .collect();
+        let limits = self.config.limits.for_user(&user.name, &groups);
+        SpawnSpec { user: user.clone(), argv, env, log_path, limits }
     }
 
     /// Writes each `[[kernelspec]]` as `<data_dir>/jupyter/<user>/kernels/<name>/kernel.json`
@@ -512,6 +528,16 @@ impl Servers {
             tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
             Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK
         )
+    }
+
+    /// How many processes of `name`'s current server the OOM killer ended at its memory limit
+    /// (0 when no server runs or the host cannot tell).
+    pub async fn oom_kills(&self, name: &str) -> u64 {
+        let slot = self.slots.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        match slot {
+            Some(s) => s.process.lock().await.as_ref().map_or(0, |p| p.oom_kills()),
+            None => 0,
+        }
     }
 
     /// Stops `name`'s server (or a spawn in progress) and waits until it is gone. Stopping a
@@ -652,7 +678,7 @@ impl Servers {
             return self.mark_stopped(&slot, &name, None, gone("incomplete record")).await;
         };
         let owner = TicketOwner { username: name.clone(), uid, gid };
-        let Some(process) = self.spawner.adopt(pid, uid, ticks).await else {
+        let Some(process) = self.spawner.adopt(&name, pid, uid, ticks).await else {
             tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
             return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
         };

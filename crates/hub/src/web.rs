@@ -653,6 +653,14 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
             log_block(log_tail)
         ),
     };
+    let ooms = app.servers.oom_kills(name).await;
+    let oom = if ooms > 0 {
+        format!(
+            r#"<p class="state error" id="oom">Out of memory: {ooms} process(es) of your server were killed for going over its memory limit. A kernel killed this way restarts empty; use less memory, or ask an admin for a higher limit.</p>"#
+        )
+    } else {
+        String::new()
+    };
     let ticket = if app.renewer.enabled() { ticket_html(app.renewer.status(name)) } else { String::new() };
     let admin = if is_admin(&app, &s).await {
         r#"<p><a href="/hub/admin" id="admin-link">Admin: users and servers</a></p>"#
@@ -660,7 +668,7 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
         ""
     };
     let body = format!(
-        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}</section><section class="card" id="kerberos">{ticket}</section>{admin}
+        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section><section class="card" id="kerberos">{ticket}</section>{admin}
 <form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
         e(name),
         state.name()

@@ -21,16 +21,30 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::{ServerProcess, SpawnError, SpawnSpec, Spawner};
+use crate::limits::Enforcer;
+use std::sync::Arc;
 
-/// Starts servers as local processes. See the module documentation.
-#[derive(Debug, Default)]
-pub struct LocalSpawner;
+/// Starts servers as local processes, each in its own cgroups (or under rlimits) from
+/// [`Enforcer`]. See the module documentation.
+#[derive(Debug)]
+pub struct LocalSpawner {
+    enforcer: Arc<Enforcer>,
+}
+
+impl LocalSpawner {
+    /// A spawner that applies limits with `enforcer`.
+    pub fn new(enforcer: Enforcer) -> Self {
+        Self { enforcer: Arc::new(enforcer) }
+    }
+}
 
 struct LocalProcess {
+    user: String,
     pid: u32,
     uid: u32,
     start_ticks: Option<i64>,
     exited: watch::Receiver<Option<String>>,
+    enforcer: Arc<Enforcer>,
 }
 
 #[async_trait]
@@ -55,6 +69,10 @@ impl Spawner for LocalSpawner {
 
         let (uid, gid) = (u.uid, u.gid);
         let groups: Vec<libc::gid_t> = u.groups.clone();
+        let placement = self
+            .enforcer
+            .prepare(&u.name, &spec.limits)
+            .map_err(|source| SpawnError::Limits { limits: spec.limits.describe(), source })?;
         let mut cmd = std::process::Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..])
             .env_clear()
@@ -63,12 +81,16 @@ impl Spawner for LocalSpawner {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: the closure only calls async-signal-safe functions (setsid, setgroups,
-        // setgid, setuid, getuid, setuid) on data prepared before fork, and allocates nothing.
+        // SAFETY: the closure only calls async-signal-safe functions (setsid, write and
+        // setrlimit in `apply_in_child`, setgroups, setgid, setuid, getuid, setuid) on data
+        // prepared before fork, and allocates nothing. Limits are applied while still root.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setsid() < 0
-                    || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                placement.apply_in_child()?;
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
                 {
@@ -88,8 +110,9 @@ impl Spawner for LocalSpawner {
         let pid = child.id().unwrap_or_default();
         let start_ticks = start_ticks(pid);
         let (tx, rx) = watch::channel(None);
+        let (enforcer, name) = (self.enforcer.clone(), u.name.clone());
         tokio::spawn(async move {
-            let how = match child.wait().await {
+            let mut how = match child.wait().await {
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(c), _) => format!("exited with status {c}"),
                     (None, Some(sig)) => format!(
@@ -100,12 +123,23 @@ impl Spawner for LocalSpawner {
                 },
                 Err(e) => format!("could not be waited for: {e}"),
             };
+            let ooms = enforcer.oom_kills(&name);
+            if ooms > 0 {
+                how.push_str(&format!(" (out of memory: {ooms} process(es) killed at the memory limit)"));
+            }
             let _ = tx.send(Some(how));
         });
-        Ok(Box::new(LocalProcess { pid, uid, start_ticks, exited: rx }))
+        Ok(Box::new(LocalProcess {
+            user: u.name.clone(),
+            pid,
+            uid,
+            start_ticks,
+            exited: rx,
+            enforcer: self.enforcer.clone(),
+        }))
     }
 
-    async fn adopt(&self, pid: u32, uid: u32, ticks: i64) -> Option<Box<dyn ServerProcess>> {
+    async fn adopt(&self, user: &str, pid: u32, uid: u32, ticks: i64) -> Option<Box<dyn ServerProcess>> {
         if !is_same_process(pid, uid, ticks) {
             return None;
         }
@@ -131,7 +165,14 @@ impl Spawner for LocalSpawner {
             let _ = afd.readable().await;
             let _ = tx.send(Some("exited (status unknown: adopted after a hub restart)".to_string()));
         });
-        Some(Box::new(LocalProcess { pid, uid, start_ticks: Some(ticks), exited: rx }))
+        Some(Box::new(LocalProcess {
+            user: user.to_string(),
+            pid,
+            uid,
+            start_ticks: Some(ticks),
+            exited: rx,
+            enforcer: self.enforcer.clone(),
+        }))
     }
 }
 
@@ -171,6 +212,10 @@ impl ServerProcess for LocalProcess {
         self.start_ticks
     }
 
+    fn oom_kills(&self) -> u64 {
+        self.enforcer.oom_kills(&self.user)
+    }
+
     async fn stop(&self, term_timeout: Duration) -> String {
         let mut exited = self.exited.clone();
         let pgid = Pid::from_raw(self.pid as i32);
@@ -196,6 +241,16 @@ impl ServerProcess for LocalProcess {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
+        // Anything still in the server's cgroups (a daemon that left the tree) goes too.
+        let (enforcer, user) = (self.enforcer.clone(), self.user.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let n = enforcer.kill_all(&user);
+            if n > 0 {
+                tracing::info!(user = %user, processes = n, "killed processes left in the server's cgroup");
+            }
+            enforcer.remove(&user);
+        })
+        .await;
         let how = exited.borrow().clone();
         how.unwrap_or_default()
     }

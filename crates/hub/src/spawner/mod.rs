@@ -56,6 +56,14 @@ pub enum SpawnError {
         /// Why.
         source: std::io::Error,
     },
+    /// The server's resource limits could not be set up (a cgroup file could not be written).
+    #[error("could not apply the resource limits ({limits}): {source}")]
+    Limits {
+        /// What was asked for.
+        limits: String,
+        /// Which file and why.
+        source: std::io::Error,
+    },
     /// The log file could not be opened.
     #[error("could not open the server log {path}: {source}")]
     Log {
@@ -108,6 +116,8 @@ pub struct SpawnSpec {
     pub env: Vec<(String, String)>,
     /// File that receives the server's stdout and stderr (appended).
     pub log_path: PathBuf,
+    /// Resource limits for the server and everything it starts.
+    pub limits: crate::limits::Limits,
 }
 
 /// A started server process.
@@ -123,6 +133,11 @@ pub trait ServerProcess: Send + Sync {
     async fn stop(&self, term_timeout: Duration) -> String;
     /// The process's start time (clock ticks after boot), recorded to tell a reused pid.
     fn start_ticks(&self) -> Option<i64>;
+    /// How many of the server's processes (kernels included) the kernel's OOM killer ended
+    /// under its memory limit; 0 where that cannot be known.
+    fn oom_kills(&self) -> u64 {
+        0
+    }
 }
 
 /// Starts servers.
@@ -134,5 +149,5 @@ pub trait Spawner: Send + Sync + 'static {
     /// Takes over a server started by an earlier hub process: `None` unless `pid` is alive,
     /// runs as `uid` and started at `start_ticks` (so a reused pid is never adopted, nor
     /// signalled).
-    async fn adopt(&self, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
+    async fn adopt(&self, user: &str, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
 }
