@@ -9,3 +9,4 @@ cargo build --release --locked
 bash bench/renewer.sh 8
 bash bench/ws_latency.sh 5
 /usr/bin/python3 bench/api_users.py --rounds "${1:-5}" --write docs/benchmarks.md
+/usr/bin/python3 bench/lifecycle.py --rounds "${1:-3}" --write docs/benchmarks.md
