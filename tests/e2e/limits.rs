@@ -31,7 +31,10 @@ async fn memory_limit_ends_a_runaway_kernel_not_the_neighbours() {
     let pam = PamService::create();
     let ann = TestUser::create();
     let bob = TestUser::create();
-    let opts = HubOptions { tail: "[limits]\nmemory = \"200 MiB\"\ntasks = 512\n".into(), ..Default::default() };
+    let opts = HubOptions {
+        tail: format!("[limits]\nmemory = \"200 MiB\"\ntasks = 512\n[limits.users.{}]\ncpu = 0.5\n", ann.name),
+        ..Default::default()
+    };
     let hub = TestHub::start_with(&pam, None, opts).await;
     let (ca, cb) = (hub.client(), hub.client());
     let cookie = hub.login_cookie(&ca, &ann).await;
@@ -47,6 +50,22 @@ async fn memory_limit_ends_a_runaway_kernel_not_the_neighbours() {
         .or_else(|_| std::fs::read_to_string(cg.join("memory.max")))
         .expect("a memory limit file");
     assert_eq!(limit.trim(), (200u64 << 20).to_string());
+    // CPU (ann's own entry) and tasks, in whichever hierarchy holds them.
+    let cgroup_file = |ctrl: &str, v1: &str, v2: &str| -> String {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        let path = text
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                c.split(',').any(|x| x == ctrl).then(|| format!("/sys/fs/cgroup/{ctrl}{path}/{v1}"))
+            })
+            .unwrap_or_else(|| cg.join(v2).display().to_string());
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_string()
+    };
+    let cpu = cgroup_file("cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "50000" || cpu == "50000 100000", "half a core: {cpu}");
+    assert_eq!(cgroup_file("pids", "pids.max", "pids.max"), "512");
 
     // A kernel that allocates (and touches) 50 MiB at a time, for ever.
     let kernel_id = hub.start_kernel(&ca, &ann.name, "python3").await;

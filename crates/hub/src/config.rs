@@ -1012,7 +1012,11 @@ impl Config {
                 Some(m) => match m.get_ref().trim().parse::<bytesize::ByteSize>() {
                     Ok(b) if b.as_u64() >= 16 << 20 => Some(b.as_u64()),
                     Ok(_) => {
-                        return Err(src.err(&format!("{at}memory"), m, "is below 16 MiB, too little to start a server"));
+                        return Err(src.err(
+                            &format!("{at}memory"),
+                            m,
+                            "is below 16 MiB, too little to start a server",
+                        ));
                     }
                     Err(_) => {
                         return Err(src.err(

@@ -448,6 +448,36 @@ mod tests {
         assert_eq!(cpu_quota(0.001), 1000, "at least the kernel's minimum quota");
     }
 
+    /// The cgroup v2 file protocol, against a FAKE cgroupfs (a temporary directory): this host
+    /// has its memory, cpu and pids controllers on cgroup v1, so no real v2 hierarchy can be
+    /// written here. The user's directory already holds a `cgroup.procs` and another file, as
+    /// a busy cgroup would, so `prepare` keeps it and writes the limits into it.
+    #[test]
+    fn cgroup_v2_files_on_a_fake_hierarchy() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("ann");
+        fs::create_dir(&dir).expect("dir");
+        fs::write(dir.join("cgroup.procs"), "").expect("procs");
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n").expect("events");
+        let e = Enforcer { mech: Mechanism::V2 { base: base.path().to_path_buf() } };
+        assert_eq!(e.mechanism(), "cgroup v2");
+        let p = e.prepare("ann", &lim(Some(200 << 20), Some(1.5), Some(512))).expect("prepare");
+        assert_eq!(p.procs.len(), 1, "the child joins one cgroup");
+        let read = |f: &str| fs::read_to_string(dir.join(f)).expect(f);
+        assert_eq!(read("memory.max"), (200u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "512");
+        assert_eq!(e.oom_kills("ann"), 2);
+        assert_eq!(e.kill_all("ann"), 0, "cgroup.kill does the killing");
+        assert_eq!(read("cgroup.kill"), "1");
+        e.prepare("ann", &Limits::default()).expect("unlimited");
+        assert_eq!(
+            (read("memory.max"), read("cpu.max"), read("pids.max")),
+            ("max".into(), "max 100000".into(), "max".into())
+        );
+    }
+
     /// Under the rlimit fallback the child gets RLIMIT_DATA and RLIMIT_NPROC, as
     /// /proc/PID/limits shows.
     #[test]
