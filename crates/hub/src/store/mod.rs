@@ -275,7 +275,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Compares the migrations a database has applied with those `migrator` knows.
-fn check_applied(migrator: &Migrator, applied: &BTreeSet<i64>, url: &str) -> Result<(), StoreError> {
+pub(crate) fn check_applied(migrator: &Migrator, applied: &BTreeSet<i64>, url: &str) -> Result<(), StoreError> {
     let known: BTreeSet<i64> = migrator.iter().map(|m| m.version).collect();
     let missing = known.difference(applied).count();
     if missing > 0 {

@@ -57,17 +57,7 @@ impl PgStore {
     }
 }
 
-super::sql::store_queries!(PgStore, sqlx::postgres::PgRow, {
-    async fn migrate(&self) -> Result<usize, StoreError> {
-        let before = self.applied().await?.len();
-        MIGRATOR.run(&self.pool).await?;
-        Ok(self.applied().await?.len() - before)
-    }
-
-    async fn check_schema(&self) -> Result<(), StoreError> {
-        super::check_applied(&MIGRATOR, &self.applied().await?, &self.url)
-    }
-});
+super::sql::store_queries!(PgStore, sqlx::postgres::PgRow, MIGRATOR);
 
 /// A fresh, empty database in a throwaway PostgreSQL cluster, for tests and benchmarks:
 /// created from the superuser URL in `HUB_TEST_POSTGRES_URL` (which `tests/run.sh` sets after

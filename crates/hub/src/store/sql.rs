@@ -7,13 +7,22 @@
 //! driver's types (no `sqlx::Any` and its type restrictions).
 
 /// Expands to `impl Store for $store` over `self.pool`, a pool of the driver whose row type is
-/// `$row`, followed by the row-decoding helpers. `$extra` holds the backend's own trait items
-/// (migrations and schema check, whose SQL differs).
+/// `$row`, followed by the row-decoding helpers. `$migrator` is the backend's embedded
+/// migrations; the backend provides `self.applied()` (the versions applied, read with SQL that
+/// differs per database) and `self.url`.
 macro_rules! store_queries {
-    ($store:ty, $row:ty, { $($extra:tt)* }) => {
+    ($store:ty, $row:ty, $migrator:path) => {
         #[async_trait::async_trait]
-                impl $crate::store::Store for $store {
-                    $($extra)*
+        impl $crate::store::Store for $store {
+            async fn migrate(&self) -> Result<usize, $crate::store::StoreError> {
+                let before = self.applied().await?.len();
+                $migrator.run(&self.pool).await?;
+                Ok(self.applied().await?.len() - before)
+            }
+
+            async fn check_schema(&self) -> Result<(), $crate::store::StoreError> {
+                $crate::store::check_applied(&$migrator, &self.applied().await?, &self.url)
+            }
 
             async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
@@ -201,29 +210,7 @@ macro_rules! store_queries {
             }
 
             async fn list_users(&self) -> Result<Vec<$crate::store::UserRecord>, $crate::store::StoreError> {
-                let rows = sqlx::query("SELECT name, admin, created, last_activity FROM users ORDER BY name")
-                    .fetch_all(&self.pool)
-                    .await?;
-                let members: Vec<(String, String)> =
-                    sqlx::query_as("SELECT username, group_name FROM group_members ORDER BY group_name")
-                        .fetch_all(&self.pool)
-                        .await?;
-                let mut groups: ::std::collections::HashMap<String, Vec<String>> = ::std::collections::HashMap::new();
-                for (u, g) in members {
-                    groups.entry(u).or_default().push(g);
-                }
-                rows.iter()
-                    .map(|r| {
-                        let name: String = r.try_get("name")?;
-                        Ok($crate::store::UserRecord {
-                            admin: r.try_get("admin")?,
-                            created: r.try_get("created")?,
-                            last_activity: r.try_get("last_activity")?,
-                            groups: groups.remove(&name).unwrap_or_default(),
-                            name,
-                        })
-                    })
-                    .collect()
+                Ok(self.users_page("", false, 0, i64::MAX).await?.0)
             }
 
             async fn users_page(

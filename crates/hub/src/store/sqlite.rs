@@ -62,17 +62,7 @@ impl SqliteStore {
     }
 }
 
-super::sql::store_queries!(SqliteStore, sqlx::sqlite::SqliteRow, {
-    async fn migrate(&self) -> Result<usize, StoreError> {
-        let before = self.applied().await?.len();
-        MIGRATOR.run(&self.pool).await?;
-        Ok(self.applied().await?.len() - before)
-    }
-
-    async fn check_schema(&self) -> Result<(), StoreError> {
-        super::check_applied(&MIGRATOR, &self.applied().await?, &self.url)
-    }
-});
+super::sql::store_queries!(SqliteStore, sqlx::sqlite::SqliteRow, MIGRATOR);
 
 #[cfg(test)]
 mod tests {
