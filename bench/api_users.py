@@ -31,6 +31,8 @@ import tempfile
 import time
 import urllib.request
 
+import benchdoc  # bench/benchdoc.py (the script's own directory is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HUB = os.path.join(ROOT, "target/release/hub")
 PSQL = "/usr/lib/postgresql/15/bin/psql"
@@ -204,7 +206,7 @@ def main():
 
 
 def write_section(path, r):
-    machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}"
+    machine = benchdoc.machine()
     import re
     pg = re.search(r"\d+\.\d+", subprocess.run([PSQL, "--version"], capture_output=True, text=True).stdout).group(0)
     s, p = r["sqlite"], r["postgres"]
@@ -228,14 +230,7 @@ server state, so a walk grows linearly with the number of users; a `state=` filt
 `last_activity` sort reads the whole list for each page.
 <!-- api-users:end -->
 """
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start, end = "<!-- api-users:start -->", "<!-- api-users:end -->\n"
-    if start in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    open(path, "w").write(text)
+    benchdoc.replace_section(path, "api-users", section)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 
+import benchdoc  # bench/benchdoc.py (the script's own directory is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HUB = os.path.join(ROOT, "target/release/hub")
 VENV = os.environ.get("HUB_VENV", "/opt/hub/jupyter-venv")
@@ -274,7 +276,7 @@ def main():
 
 
 def write_section(path, r):
-    machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}"
+    machine = benchdoc.machine()
     jl = subprocess.run([f"{VENV}/bin/jupyter-lab", "--version"], capture_output=True, text=True).stdout.strip()
     section = f"""<!-- lifecycle:start -->
 ## Server lifecycle (bench/lifecycle.py)
@@ -303,14 +305,7 @@ until every one is ready (or gone):
 | stop 10 servers at once | {r['stop']:.2f} s |
 <!-- lifecycle:end -->
 """
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start, end = "<!-- lifecycle:start -->", "<!-- lifecycle:end -->\n"
-    if start in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    open(path, "w").write(text)
+    benchdoc.replace_section(path, "lifecycle", section)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import benchdoc  # bench/benchdoc.py (the script's own directory is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.environ.get("HUB_VENV", "/opt/hub/jupyter-venv")
 HUB = os.path.join(ROOT, "target/release/hub")
@@ -162,7 +164,7 @@ def main():
 
 
 def write_section(path, r):
-    machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}"
+    machine = benchdoc.machine()
     jl = subprocess.run([f"{VENV}/bin/jupyter-lab", "--version"], capture_output=True, text=True).stdout.strip()
     section = f"""<!-- login-to-ready:start -->
 ## Login → ready (bench/login_to_ready.py)
@@ -178,14 +180,7 @@ def write_section(path, r):
 | hub RSS at idle after the rounds (no server running) | {r['hub_idle_rss_mib']:.1f} MiB |
 <!-- login-to-ready:end -->
 """
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start, end = "<!-- login-to-ready:start -->", "<!-- login-to-ready:end -->\n"
-    if start in text:
-        a, b = text.index(start), text.index(end) + len(end)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    open(path, "w").write(text)
+    benchdoc.replace_section(path, "login-to-ready", section)
 
 
 if __name__ == "__main__":

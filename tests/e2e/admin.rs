@@ -12,11 +12,7 @@ use crate::support::{self, HubOptions, Kdc, PamService, TestHub, TestUser, requi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_page_in_chromium() {
     require_root();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/admin.mjs");
-    assert!(
-        script.with_file_name("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `bash scripts/setup.sh`"
-    );
+    let script = crate::support::browser_script("admin.mjs");
     let pam = PamService::create();
     let kdc = Kdc::start();
     let adm = TestUser::create();

@@ -315,11 +315,7 @@ async fn chromium_spnego(
     shot: &Path,
     password: Option<&str>,
 ) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/spnego.mjs");
-    assert!(
-        script.with_file_name("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `bash scripts/setup.sh`"
-    );
+    let script = crate::support::browser_script("spnego.mjs");
     let out = tokio::process::Command::new("node")
         .arg(&script)
         .args(args)

@@ -377,11 +377,7 @@ fn cli_refuses_bad_config_and_unmigrated_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_login_opens_lab_and_runs_a_cell() {
     require_root();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/lab.mjs");
-    assert!(
-        script.with_file_name("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `bash scripts/setup.sh`"
-    );
+    let script = crate::support::browser_script("lab.mjs");
     let pam = PamService::create();
     let kdc = Kdc::start();
     let ann = TestUser::create();

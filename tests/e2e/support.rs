@@ -23,6 +23,17 @@ pub fn venv() -> PathBuf {
 }
 
 /// Fails the test early with a useful message when not run as root.
+/// The path of `tests/browser/<name>`, a playwright-core script for Debian's Chromium; fails
+/// the test with the fix named if setup.sh has not installed playwright-core.
+pub fn browser_script(name: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser").join(name);
+    assert!(
+        script.with_file_name("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `bash scripts/setup.sh`"
+    );
+    script
+}
+
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests must run as root (they create Linux users)");
     assert!(
