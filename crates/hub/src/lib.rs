@@ -196,7 +196,27 @@ pub async fn serve_state(
     // worth a warning, not an error in the hub's log.
     let trace = tower_http::trace::TraceLayer::new_for_http()
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN));
-    let app = web::router(state.clone()).layer(trace);
+    let router = web::router(state.clone()).layer(trace);
+    // Requests for users' servers go straight to the proxy: no routing table, request span or
+    // hub-page headers on the hot path (the proxy logs its own refusals and failures).
+    let proxy_state = state.clone();
+    let app = tower::service_fn(move |req: axum::extract::Request| {
+        let state = proxy_state.clone();
+        let router = router.clone();
+        async move {
+            if req.uri().path().starts_with("/user/") {
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let resp = proxy::handle(axum::extract::State(state), axum::extract::ConnectInfo(peer), req).await;
+                Ok::<_, std::convert::Infallible>(resp)
+            } else {
+                tower::ServiceExt::oneshot(router, req).await
+            }
+        }
+    });
     let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
@@ -214,12 +234,11 @@ pub async fn serve_state(
     // up to shutdown_timeout to finish.
     let closing = state.closing.clone();
     let mut closed = state.closing.subscribe();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
-        async move {
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(app))
+        .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = closing.send(true);
-        },
-    );
+        });
     let limit = state.config.hub.shutdown_timeout;
     tokio::select! {
         r = server.into_future() => r?,

@@ -1,5 +1,11 @@
 //! The `hub` command: `hub migrate`, `hub serve`, `hub example-config`.
 
+/// mimalloc instead of glibc's malloc: the proxy allocates and frees small buffers and header
+/// maps on every request, and glibc's allocator was ~8 % of the hub's CPU time there
+/// (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,7 +71,12 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
         unsafe { std::env::set_var("KRB5_CONFIG", k) };
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    // One thread runs the hub (with tokio's blocking pool for PAM, GSS-API, NSS lookups and
+    // file work). Measured on the proxy path (bench/vs_jupyterhub.py, docs/benchmarks.md), the
+    // single-threaded scheduler proxies ~1.5x the requests per second of the multi-threaded
+    // one with the same number of threads: every proxied request hops between the browser's
+    // connection task and the server's, and those wake-ups stay on one thread.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hub: cannot start the async runtime: {e}");

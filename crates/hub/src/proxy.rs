@@ -150,7 +150,11 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     };
 
     let resp = if let Some(client_upgrade) = client_upgrade {
-        match websocket(up.port, upstream_req, client_upgrade, up.activity.clone(), app.closing.subscribe()).await {
+        // Boxed: the upgrade's state is large and rare; keeping it out of this future keeps
+        // every plain request's future small (fewer bytes moved per poll).
+        match Box::pin(websocket(up.port, upstream_req, client_upgrade, up.activity.clone(), app.closing.subscribe()))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "WebSocket upgrade to the server failed");
@@ -250,20 +254,23 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
         }
     }
     // The hub's session cookie is the hub's business, not the server's.
-    let cookies: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';').map(|c| c.trim().to_string()).collect::<Vec<_>>())
-        .filter(|c| {
-            !c.is_empty()
-                && !c.starts_with(&format!("{}=", crate::session::COOKIE_NAME))
-                && !c.starts_with(&format!("{}=", crate::session::SECURE_COOKIE_NAME))
-        })
-        .collect();
+    let is_hub_cookie = |c: &str| {
+        [crate::session::COOKIE_NAME, crate::session::SECURE_COOKIE_NAME]
+            .iter()
+            .any(|n| c.strip_prefix(n).is_some_and(|rest| rest.starts_with('=')))
+    };
+    let mut kept = String::new();
+    for v in h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+        for c in v.split(';').map(str::trim).filter(|c| !c.is_empty() && !is_hub_cookie(c)) {
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(c);
+        }
+    }
     h.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
-        && !cookies.is_empty()
+    if let Ok(v) = HeaderValue::from_str(&kept)
+        && !kept.is_empty()
     {
         h.insert(header::COOKIE, v);
     }
