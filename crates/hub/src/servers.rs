@@ -374,7 +374,7 @@ impl Servers {
             step += 1;
             progress((50 + step.min(45)) as u8, &format!("Waiting for the server (pid {pid}) to answer"));
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = exited.changed() => {}
             }
         }
