@@ -482,3 +482,56 @@ async fn websocket_replies_are_not_nagle_bound() {
     );
     hub.stop().await;
 }
+
+/// Requests through the proxy read sessions and routes from memory and never write to the
+/// database: activity is kept in memory and batched into the store every `cull_interval`
+/// (one hour here, so no batch falls inside the window). Checked with SQLite's
+/// `PRAGMA data_version` on one read-only connection, which changes whenever another
+/// connection commits (https://sqlite.org/pragma.html#pragma_data_version); a login at the
+/// end shows that the probe does see the hub's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_requests_write_nothing_to_the_database() {
+    use sqlx::Connection;
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let hub = TestHub::start(&pam, None, "cull_interval = \"1h\"").await;
+    let c = hub.client();
+    let cookie_pair = hub.login_cookie(&c, &ann).await;
+    hub.wait_ready(&c, &ann.name).await;
+    let status_url = hub.url(&format!("/user/{}/api/status", ann.name));
+    assert_eq!(c.get(&status_url).send().await.expect("status").status(), 200);
+    let (_, _, activity_before) = hub.state.servers.snapshot(&ann.name);
+
+    let db_path = hub.data_dir.path().join("hub.sqlite");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db_path).read_only(true);
+    let mut db = sqlx::SqliteConnection::connect_with(&opts).await.expect("open the hub's database read-only");
+    let v0 = version(&mut db).await;
+
+    for _ in 0..200 {
+        assert_eq!(c.get(&status_url).send().await.expect("status").status(), 200);
+    }
+    // A notebook save and open (the renewal taps; Kerberos is off here), a kernel over the
+    // WebSocket tunnel.
+    let nb_url = hub.url(&format!("/user/{}/api/contents/w.ipynb", ann.name));
+    assert_eq!(c.put(&nb_url).json(&notebook("1+1")).send().await.expect("save").status(), 201);
+    let opened = c.get(format!("{nb_url}?type=notebook&content=1")).send().await.expect("open");
+    assert_eq!(opened.status(), 200);
+    let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
+    let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel_id, &cookie_pair).await;
+    assert_eq!(execute(&mut ws, &session, "6*7").await, "42");
+    drop(ws);
+    assert_eq!(version(&mut db).await, v0, "a proxied request committed to the database");
+    let (_, _, activity_after) = hub.state.servers.snapshot(&ann.name);
+    assert!(activity_after >= activity_before && activity_after > 0, "activity is still noted, in memory");
+
+    // The probe sees the hub's writes: a second login stores a session row.
+    hub.login_cookie(&hub.client(), &ann).await;
+    assert_ne!(version(&mut db).await, v0, "PRAGMA data_version did not see the login's commit");
+    db.close().await.expect("close");
+    hub.stop().await;
+}
+
+async fn version(db: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(db).await.expect("data_version")
+}
