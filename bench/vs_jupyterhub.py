@@ -526,6 +526,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--ready-rounds", type=int, default=9,
+                    help="rounds of workloads 1 and 2 (a server's start-up varies by ±150 ms)")
     ap.add_argument("--trips", type=int, default=200, help="WebSocket round trips per path and round")
     ap.add_argument("--only", default="1234567", help="workloads to run (digits)")
     ap.add_argument("--cases", default="small/32,small/128,big/32,big/128", help="workload 4's body/connections")
@@ -579,9 +581,14 @@ def main():
         # 1 + 2: start-up, login → ready, floor.
         if "1" in args.only or "2" in args.only:
             floor, start, ready = [], {h.label: [] for h in hubs}, {h.label: [] for h in hubs}
-            for i in range(args.rounds):
-                floor.append(server_alone(u0))
-                for h in alternating(i):
+            for i in range(args.ready_rounds):
+                # The floor takes its turn in the order too (floor, A, B; A, B, floor; ...).
+                steps = ["floor"] + alternating(i)
+                for step in steps[i % 3:] + steps[:i % 3]:
+                    if step == "floor":
+                        floor.append(server_alone(u0))
+                        continue
+                    h = step
                     start[h.label].append(h.start())
                     t, _ = login_ready(h.base, u0, password)
                     ready[h.label].append(t)
@@ -742,7 +749,7 @@ def main():
             res["proxy_rss_mib"] = {"hub": rss_kib(nh.proc.pid) / 1024, "CHP": rss_kib(chp.pid) / 1024,
                                     "nginx": sum(rss_kib(p) for p in rp_pids) / 1024}
         res["versions"] = versions()
-        res["duration"], res["trips"] = args.duration, args.trips
+        res["duration"], res["trips"], res["ready_rounds"] = args.duration, args.trips, args.ready_rounds
         print(json.dumps(res, indent=2, default=str))
         if args.json:
             with open(args.json, "w") as f:
@@ -843,7 +850,7 @@ def write_section(path, r, args):
 {time.strftime('%Y-%m-%d')}, {benchdoc.machine()}; JupyterHub {v['jupyterhub']} with configurable-http-proxy
 {v['chp']} (node {v['node']}); both hubs' servers run jupyter-server {v['jupyter_server']} + JupyterLab {v['jupyterlab']};
 {v['nginx']}, {v['wrk']}. Both hubs: root, PAM (one PAM service file), SQLite, local process spawner,
-log level WARN, on loopback. {r['rounds']} rounds, the hubs' order alternating (A B, B A); medians of per-round
+log level WARN, on loopback. {r['rounds']} rounds ({r.get('ready_rounds', r['rounds'])} for workloads 1 and 2), the order alternating (A B, B A); medians of per-round
 figures, ratios within a round; wrk runs of {args.duration} s with 2 threads; {args.trips} WebSocket round trips per
 path and round.
 

@@ -1,11 +1,5 @@
 //! The `hub` command: `hub migrate`, `hub serve`, `hub example-config`.
 
-/// mimalloc instead of glibc's malloc: the proxy allocates and frees small buffers and header
-/// maps on every request, and glibc's allocator was ~8 % of the hub's CPU time there
-/// (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
