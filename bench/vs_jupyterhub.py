@@ -32,6 +32,10 @@ per-round figures; ratios are computed within a round.
 
 Creates 10 Linux accounts with homes and passwords and 990 without (`newusers`), all
 removed at the end, with whatever they left running.
+
+Environment: HUB_BENCH_DIR (where vs_jupyterhub.sh installed JupyterHub and CHP), HUB_VENV
+(the hub's Jupyter venv), HUB_BENCH_LOG (the hub's RUST_LOG, default warn; raise it only to
+debug, it slows the proxy), HUB_BENCH_KEEP=1 (keep the work directory with both hubs' logs).
 """
 
 import argparse
