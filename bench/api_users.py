@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +36,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HUB = os.path.join(ROOT, "target/release/hub")
 PSQL = "/usr/lib/postgresql/15/bin/psql"
 PREFIX = "hubb" + secrets.token_hex(2)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(base, token, method, path, body=None, accept="application/json"):
@@ -67,19 +60,11 @@ def walk(base, token):
     return time.perf_counter() - t0, seen, n
 
 
-def rss_kib(pid, field="VmRSS"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class Hub:
     def __init__(self, work, name, database_url, token):
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, mode=0o711)
-        self.port = free_port()
+        self.port = benchdoc.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = database_url
         self.config = os.path.join(self.dir, "hub.toml")
@@ -189,8 +174,8 @@ def main():
                 r[h.dir][f"walk_{size}_requests"] = n
             r[f"ratio_{size}"] = statistics.median(ratios)
         for h in hubs:
-            r[h.dir]["rss_mib"] = rss_kib(h.proc.pid) / 1024
-            r[h.dir]["hwm_mib"] = rss_kib(h.proc.pid, "VmHWM") / 1024
+            r[h.dir]["rss_mib"] = benchdoc.rss_kib(h.proc.pid) / 1024
+            r[h.dir]["hwm_mib"] = benchdoc.rss_kib(h.proc.pid, "VmHWM") / 1024
         rows = {"rounds": args.rounds, "sqlite": r[hubs[0].dir], "postgres": r[hubs[1].dir],
                 "ratio_1000": r["ratio_1000"], "ratio_10000": r["ratio_10000"]}
         print(json.dumps(rows, indent=2))

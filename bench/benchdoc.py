@@ -1,8 +1,30 @@
-"""Shared by the bench scripts: the machine line and replacing a script's own section of
-docs/benchmarks.md (between `<!-- KEY:start -->` and `<!-- KEY:end -->`, appended when absent)."""
+"""Shared by the bench scripts: the machine line, replacing a script's own section of
+docs/benchmarks.md (between `<!-- KEY:start -->` and `<!-- KEY:end -->`, appended when absent),
+a free loopback port and a process's memory from /proc."""
 
 import os
+import socket
 import subprocess
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid, field="VmRSS"):
+    """`field` of /proc/PID/status in KiB (VmRSS: resident now; VmHWM: peak); 0 if the
+    process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
 
 
 def machine():

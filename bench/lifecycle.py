@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -56,12 +55,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ticks(pid):
@@ -121,7 +114,7 @@ def startup(work, n, standin_pid, ports, token):
     """Seconds from exec to /hub/health 200 and to all n servers re-adopted."""
     d = os.path.join(work, f"startup-{n}-{secrets.token_hex(3)}")
     os.makedirs(d, mode=0o711)
-    port = free_port()
+    port = benchdoc.free_port()
     cfg = write_config(d, port, "HUB_BENCH_TOKEN", ["/bin/true"])
     db = sqlite3.connect(os.path.join(d, "hub.sqlite"))
     now, t = int(time.time()), ticks(standin_pid)
@@ -231,7 +224,7 @@ def main():
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", u], check=True)
         d = os.path.join(work, "spawns")
         os.makedirs(d, mode=0o711)
-        port = free_port()
+        port = benchdoc.free_port()
         cfg = write_config(d, port, "HUB_BENCH_TOKEN", [f"{VENV}/bin/jupyter-lab"])
         base = f"http://127.0.0.1:{port}"
         hub = subprocess.Popen([HUB, "serve", "--config", cfg], env=dict(os.environ, HUB_BENCH_TOKEN=token,

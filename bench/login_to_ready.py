@@ -20,7 +20,6 @@ import http.cookiejar
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,6 @@ import benchdoc  # bench/benchdoc.py (the script's own directory is on sys.path)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.environ.get("HUB_VENV", "/opt/hub/jupyter-venv")
 HUB = os.path.join(ROOT, "target/release/hub")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_status(url, headers=None, timeout=90.0, opener=None):
@@ -62,14 +55,6 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -89,7 +74,7 @@ def main():
         f.write("auth required pam_unix.so nodelay\naccount required pam_unix.so\n")
     hub = None
     try:
-        port = free_port()
+        port = benchdoc.free_port()
         cfg = os.path.join(work, "hub.toml")
         with open(cfg, "w") as f:
             f.write(
@@ -104,7 +89,7 @@ def main():
         direct, via_hub = [], []
         for _ in range(args.rounds):
             # A: the server alone.
-            p = free_port()
+            p = benchdoc.free_port()
             token = secrets.token_hex(16)
             t0 = time.monotonic()
             srv = subprocess.Popen(
@@ -141,7 +126,7 @@ def main():
                     raise
 
         time.sleep(1)
-        idle_rss = rss_kib(hub.pid)
+        idle_rss = benchdoc.rss_kib(hub.pid)
         rows = {
             "rounds": args.rounds,
             "server_alone_s": statistics.median(direct),

@@ -74,23 +74,6 @@ RUNNING = 10
 USERS = 1000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 def children(pid):
     """PIDs whose parent is `pid`."""
     out = []
@@ -139,7 +122,7 @@ class OurHub:
     def __init__(self, work, token, pam, cmd=None):
         self.dir = os.path.join(work, "hub" if cmd is None else "hub-nginx")
         os.makedirs(self.dir, mode=0o711)
-        self.port = free_port()
+        self.port = benchdoc.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = token
         cmd = cmd or [f"{VENV}/bin/jupyter-lab"]
@@ -202,7 +185,7 @@ class JupyterHub:
     def __init__(self, work, token, pam):
         self.dir = os.path.join(work, "jupyterhub")
         os.makedirs(self.dir, mode=0o711)
-        self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
+        self.port, self.hub_port, self.api_port = benchdoc.free_port(), benchdoc.free_port(), benchdoc.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.proxy_token = secrets.token_hex(24)
@@ -326,7 +309,7 @@ def server_alone(user):
     """The floor: jupyter-lab started alone as `user` (setgroups/setgid/setuid as both hubs
     do), seconds until its default page (`/user/<name>/` → `lab`) and then its `api/status`
     answer 200, the same landing `login_ready` waits for."""
-    port, token = free_port(), secrets.token_hex(16)
+    port, token = benchdoc.free_port(), secrets.token_hex(16)
     t0 = time.monotonic()
     srv = subprocess.Popen(
         [f"{VENV}/bin/jupyter-lab", f"--ServerApp.base_url=/user/{user}/", "--ServerApp.ip=127.0.0.1",
@@ -463,7 +446,7 @@ def nginx_reverse_proxy(work, backend_port):
     (process, port)."""
     d = os.path.join(work, "nginx-rp")
     os.makedirs(os.path.join(d, "tmp"))
-    port = free_port()
+    port = benchdoc.free_port()
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(f"""worker_processes auto;
 user nobody nogroup;
@@ -495,7 +478,7 @@ http {{
 
 def chp_alone(work, user, backend_port):
     """configurable-http-proxy alone, with the route JupyterHub adds for `user`'s server."""
-    port, api_port, token = free_port(), free_port(), secrets.token_hex(24)
+    port, api_port, token = benchdoc.free_port(), benchdoc.free_port(), secrets.token_hex(24)
     p = subprocess.Popen([CHP, "--ip", "127.0.0.1", "--port", str(port), "--api-ip", "127.0.0.1",
                           "--api-port", str(api_port), "--log-level", "warn"],
                          env=dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token), stdout=subprocess.DEVNULL,
@@ -643,10 +626,10 @@ def main():
                 for h in hubs:
                     samples = []
                     for _ in range(3):
-                        samples.append(sum(rss_kib(p) for p in h.pids()) / 1024)
+                        samples.append(sum(benchdoc.rss_kib(p) for p in h.pids()) / 1024)
                         time.sleep(1)
                     res[h.label]["rss_mib"] = med(samples)
-                    res[h.label]["rss_parts"] = [round(rss_kib(p) / 1024, 1) for p in h.pids()]
+                    res[h.label]["rss_parts"] = [round(benchdoc.rss_kib(p) / 1024, 1) for p in h.pids()]
                 print("RSS", {h.label: res[h.label]["rss_mib"] for h in hubs}, flush=True)
 
             if "5" in args.only:
@@ -750,8 +733,8 @@ def main():
                               "p99_ratio": med([a["p99"] / b["p99"] for a, b in zip(runs, d)])}
                 res["nginx"][f"{case[0]}/{case[1]}"] = row
             rp_pids = [rp.pid] + children(rp.pid)
-            res["proxy_rss_mib"] = {"hub": rss_kib(nh.proc.pid) / 1024, "CHP": rss_kib(chp.pid) / 1024,
-                                    "nginx": sum(rss_kib(p) for p in rp_pids) / 1024}
+            res["proxy_rss_mib"] = {"hub": benchdoc.rss_kib(nh.proc.pid) / 1024, "CHP": benchdoc.rss_kib(chp.pid) / 1024,
+                                    "nginx": sum(benchdoc.rss_kib(p) for p in rp_pids) / 1024}
         res["versions"] = versions()
         res["duration"], res["trips"], res["ready_rounds"] = args.duration, args.trips, args.ready_rounds
         print(json.dumps(res, indent=2, default=str))
