@@ -535,3 +535,73 @@ async fn proxied_requests_write_nothing_to_the_database() {
 async fn version(db: &mut sqlx::SqliteConnection) -> i64 {
     sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(db).await.expect("data_version")
 }
+
+/// One HTTP/1.1 request on the raw browser connection `sender`: `(status, body)`.
+async fn on_connection(
+    sender: &mut hyper::client::conn::http1::SendRequest<String>,
+    hub: &TestHub,
+    path: &str,
+    cookie: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(path)
+        .header("host", hub.addr.to_string())
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .body(String::new())
+        .expect("request");
+    sender.ready().await.expect("connection still open");
+    let resp = sender.send_request(req).await.expect("response on the same connection");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The proxy keeps one upstream connection per browser connection (no pool). On a single
+/// keep-alive browser connection: ann's cookie reaches ann's server; ann's cookie on bob's
+/// route is refused; bob's cookie reaches bob's server, not the connection kept for ann's;
+/// after ann's server is stopped (503) and started again (a new process and token),
+/// the same browser connection reaches the new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_browser_connection_reaches_each_users_own_server() {
+    require_root();
+    let pam = PamService::create();
+    let (ann, bob) = (TestUser::create(), TestUser::create());
+    std::fs::write(ann.home.join("only-ann.txt"), "ann's").expect("write ann's file");
+    std::os::unix::fs::chown(ann.home.join("only-ann.txt"), Some(ann.uid), Some(ann.gid)).expect("chown");
+    let hub = TestHub::start(&pam, None, "").await;
+    let (ca, cb) = (hub.client(), hub.client());
+    let ann_cookie = hub.login_cookie(&ca, &ann).await;
+    let bob_cookie = hub.login_cookie(&cb, &bob).await;
+    hub.wait_ready(&ca, &ann.name).await;
+    hub.wait_ready(&cb, &bob.name).await;
+
+    let stream = tokio::net::TcpStream::connect(hub.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let ann_file = format!("/user/{}/api/contents/only-ann.txt?content=0", ann.name);
+    let bob_file = format!("/user/{}/api/contents/only-ann.txt?content=0", bob.name);
+
+    let (status, body) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
+    assert_eq!(status, 200, "ann's file through ann's server: {body}");
+    let (status, _) = on_connection(&mut sender, &hub, &bob_file, &ann_cookie).await;
+    assert_eq!(status, 403, "ann's session on bob's route");
+    let (status, body) = on_connection(&mut sender, &hub, &bob_file, &bob_cookie).await;
+    assert_eq!(status, 404, "bob's server (bob's home has no such file), not ann's kept connection: {body}");
+    let (status, _) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
+    assert_eq!(status, 200, "back to ann's server");
+
+    let old_token = hub.state.servers.upstream(&ann.name).expect("ann's server runs").token;
+    assert_eq!(hub.post_form(&ca, "/hub/home/stop").await.status(), 303);
+    let (status, _) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
+    assert_eq!(status, 503, "a stopped server is not proxied");
+    hub.login_cookie(&ca, &ann).await;
+    hub.wait_ready(&ca, &ann.name).await;
+    let new = hub.state.servers.upstream(&ann.name).expect("ann's server runs again");
+    assert_ne!(new.token, old_token, "a new server, with a new token (and a port of its own)");
+    let (status, body) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
+    assert_eq!(status, 200, "the same browser connection reaches ann's new server: {body}");
+    drop(sender);
+    hub.stop().await;
+}

@@ -198,24 +198,29 @@ pub async fn serve_state(
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN));
     let router = web::router(state.clone()).layer(trace);
     // Requests for users' servers go straight to the proxy: no routing table, request span or
-    // hub-page headers on the hot path (the proxy logs its own refusals and failures).
+    // hub-page headers on the hot path (the proxy logs its own refusals and failures). Each
+    // browser connection gets a service of its own, holding its upstream connection.
     let proxy_state = state.clone();
-    let app = tower::service_fn(move |req: axum::extract::Request| {
+    let make_service = tower::service_fn(move |incoming: axum::serve::IncomingStream<'_, _>| {
+        let peer: SocketAddr = *incoming.remote_addr();
         let state = proxy_state.clone();
         let router = router.clone();
-        async move {
-            if req.uri().path().starts_with("/user/") {
-                let peer = req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0)
-                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let resp = proxy::handle(axum::extract::State(state), axum::extract::ConnectInfo(peer), req).await;
-                Ok::<_, std::convert::Infallible>(resp)
-            } else {
-                tower::ServiceExt::oneshot(router, req).await
-            }
-        }
+        let upstream = Arc::new(proxy::ConnUpstream::default());
+        std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
+            move |mut req: axum::extract::Request| {
+                let state = state.clone();
+                let router = router.clone();
+                let upstream = upstream.clone();
+                async move {
+                    if req.uri().path().starts_with("/user/") {
+                        Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
+                    } else {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        tower::ServiceExt::oneshot(router, req).await
+                    }
+                }
+            },
+        )))
     });
     let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
@@ -234,11 +239,10 @@ pub async fn serve_state(
     // up to shutdown_timeout to finish.
     let closing = state.closing.clone();
     let mut closed = state.closing.subscribe();
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(app))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = closing.send(true);
-        });
+    let server = axum::serve(listener, make_service).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    });
     let limit = state.config.hub.shutdown_timeout;
     tokio::select! {
         r = server.into_future() => r?,

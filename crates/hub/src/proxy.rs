@@ -4,7 +4,8 @@
 //! `<name>` (another user: 403; no session: a redirect to the login page with `next`). The
 //! hub's session cookie is removed and the server's token injected (`Authorization: token`),
 //! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
-//! are set, and bodies stream through unbuffered on a pooled client. A WebSocket upgrade gets
+//! are set, and bodies stream through unbuffered on the browser connection's own upstream
+//! connection ([`ConnUpstream`]; the pooled client only for `/user` via the router). A WebSocket upgrade gets
 //! its own upstream connection (TCP_NODELAY) and, after the 101, a plain byte tunnel, so
 //! frames, close codes and large messages pass untouched.
 //!
@@ -72,8 +73,98 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
     }
 }
 
-/// Handles every request under `/user/`.
+/// The upstream connection of one browser connection.
+///
+/// HTTP/1.1 requests on a browser connection come one at a time (RFC 9112 §9.3), so they can
+/// share one connection to the user's server without a pool: no lock held across requests, no
+/// checkout, no connector. The connection is kept with the server's port and token, so a
+/// request for another server (another user's, or a restarted one) opens its own; it closes
+/// when the browser connection does (the [`hyper::client::conn::http1::SendRequest`] is
+/// dropped). Concurrent requests (HTTP/2) each take it or open another; one is kept.
+#[derive(Default)]
+pub struct ConnUpstream(std::sync::Mutex<Option<Kept>>);
+
+struct Kept {
+    port: u16,
+    token: String,
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+}
+
+impl ConnUpstream {
+    fn take(&self, port: u16, token: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.take() {
+            Some(k) if k.port == port && k.token == token && !k.sender.is_closed() => Some(k.sender),
+            other => {
+                *kept = other.filter(|k| !k.sender.is_closed());
+                None
+            }
+        }
+    }
+
+    fn keep(&self, port: u16, token: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
+        if !sender.is_closed() {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept { port, token: token.to_string(), sender });
+        }
+    }
+
+    /// Sends `req` (origin-form URI) to the server on `port`: on the kept connection if it is
+    /// that server's and still open, else on a new one (TCP_NODELAY). A request the kept
+    /// connection closed before sending is sent once more on a new connection; one that was
+    /// sent is never repeated.
+    async fn send(
+        &self,
+        port: u16,
+        token: &str,
+        req: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let req = match self.take(port, token) {
+            Some(mut sender) => match std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
+                Ok(()) => match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.keep(port, token, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => req,
+                        None => return Err(e.into_error().to_string()),
+                    },
+                },
+                Err(_) => req,
+            },
+            None => req,
+        };
+        let mut sender = connect(port).await?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        self.keep(port, token, sender);
+        Ok(resp)
+    }
+}
+
+/// A new HTTP/1.1 connection to `127.0.0.1:port`, driven by a task of its own until both
+/// ends are done with it.
+async fn connect(port: u16) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Handles a request under `/user/` that came through the router (`/user` itself); the
+/// server's hot path is [`forward`] with the browser connection's [`ConnUpstream`].
 pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    forward(&app, peer, req, None).await
+}
+
+/// Handles every request under `/user/`; with `conn`, plain requests go on that browser
+/// connection's upstream connection, otherwise on the hub's pooled client.
+pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Option<&ConnUpstream>) -> Response {
     let path = req.uri().path().to_string();
     let Some(name) = path.strip_prefix("/user/").map(|r| r.split('/').next().unwrap_or_default().to_string()) else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.");
@@ -102,7 +193,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "This server belongs to another user.");
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if (state_changing || is_upgrade(req.headers())) && !origin_allowed(&app, req.headers()) {
+    if (state_changing || is_upgrade(req.headers())) && !origin_allowed(app, req.headers()) {
         tracing::warn!(
             user = %name, path = %path, origin = ?req.headers().get(header::ORIGIN),
             referer = ?req.headers().get(header::REFERER), public_urls = ?app.config.hub.public_origins,
@@ -135,12 +226,17 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let uri: Uri = match format!("http://127.0.0.1:{}{next}", up.port).parse() {
-        Ok(u) => u,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "malformed request path"),
+    // Origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1) on a connection of our own; the
+    // pooled client wants the absolute form and rewrites it itself.
+    let uri: Result<Uri, _> = match conn {
+        Some(_) if !upgrade => next.parse(),
+        _ => format!("http://127.0.0.1:{}{next}", up.port).parse(),
+    };
+    let Ok(uri) = uri else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed request path");
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    prepare_request_headers(&mut headers, &app, peer, &up.token, upgrade);
+    prepare_request_headers(&mut headers, app, peer, &up.token, upgrade);
     let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
     if let Some(h) = builder.headers_mut() {
         *h = headers;
@@ -166,7 +262,11 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
             }
         }
     } else {
-        match app.client.request(upstream_req).await {
+        let sent = match conn {
+            Some(conn) => conn.send(up.port, &up.token, upstream_req).await,
+            None => app.client.request(upstream_req).await.map_err(|e| e.to_string()),
+        };
+        match sent {
             Ok(r) => r.map(Body::new),
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "proxy request to the server failed");
