@@ -26,7 +26,7 @@ use crate::store::{ServerRecord, Store};
 use crate::unix_now;
 
 /// Milliseconds between readiness polls of a starting server's `api/status`.
-const READY_POLL_MS: u64 = 20;
+const READY_POLL_MS: u64 = 10;
 
 /// Lines of the server log shown when a spawn fails.
 const LOG_TAIL_LINES: usize = 25;
@@ -376,8 +376,8 @@ impl Servers {
             }
             step += 1;
             // The bar creeps from 50 % to 95 % over the first 4.5 s of waiting, whatever the
-            // poll interval; a poll every 20 ms is a refused connect until the server listens,
-            // and finds it ready within 10 ms on average.
+            // poll interval; a poll every 10 ms is a refused connect until the server listens,
+            // and finds it ready within 5 ms on average.
             let waited = u64::from(step) * READY_POLL_MS / 100;
             progress((50 + waited.min(45)) as u8, &format!("Waiting for the server (pid {pid}) to answer"));
             tokio::select! {
