@@ -283,8 +283,12 @@ async fn rest_api_follows_jupyterhub() {
     let (s, v) = api(&hub, Method::GET, "/hub/api/proxy", t, None).await;
     assert_eq!(s, 200);
     assert!(
-        v[format!("/user/{}/", bob.name)]["target"].as_str().expect("route").starts_with("http://127.0.0.1:"),
-        "{v}"
+        v[format!("/user/{}/", bob.name)]["target"].as_str().expect("route").starts_with("http+unix://%2F")
+            && v[format!("/user/{}/", bob.name)]["target"]
+                .as_str()
+                .expect("route")
+                .ends_with(&format!("%2Fsockets%2F{}%2Fserver%2Esock", bob.name)),
+        "a server on its Unix socket: {v}"
     );
     let (s, v) = api(&hub, Method::POST, &server, t, None).await;
     assert_eq!(s, 400, "{v}");

@@ -13,13 +13,14 @@ mod renewer;
 mod security;
 mod support;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hub::servers::ServerState;
+use hub::servers::{Endpoint, ServerState};
 use support::{HubOptions, Kdc, PamService, TestHub, TestUser, random_hex, require_root};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -166,15 +167,45 @@ async fn main_job_end_to_end() {
     assert_eq!(r.headers()["location"].to_str().expect("loc"), format!("/user/{}/lab", ann.name));
 
     // -- The server runs as ann: uid, primary gid and supplementary groups.
-    let ServerState::Running { pid, port, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
+    let ServerState::Running { pid, endpoint, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
     let (uid, gid, groups) = proc_ids(pid);
     assert_eq!((uid, gid), (ann.uid, ann.gid));
     let extra_gid = nix::unistd::Group::from_name(&ann.group).expect("getgrnam").expect("group").gid.as_raw();
     assert!(groups.contains(&extra_gid) && groups.contains(&ann.gid), "groups {groups:?}");
     assert!(!groups.contains(&0), "root's group must not be kept: {groups:?}");
-    // The server listens on loopback only, and refuses a request without the hub's token.
-    let direct = reqwest::get(format!("http://127.0.0.1:{port}/user/{}/api/contents", ann.name)).await.expect("direct");
-    assert_eq!(direct.status(), 403, "the server must refuse requests that did not come through the hub");
+    // The server listens on a Unix socket (the default transport) that only ann and root can
+    // reach: ann's 0600 socket in ann's 0700 directory, recorded for re-adoption.
+    let Endpoint::Unix(sock) = endpoint else { panic!("default transport is unix: {endpoint:?}") };
+    assert_eq!(*sock, *hub.data_dir.path().join(format!("sockets/{}/server.sock", ann.name)));
+    let dir_meta = std::fs::symlink_metadata(sock.parent().expect("dir")).expect("socket dir");
+    assert_eq!((dir_meta.uid(), dir_meta.mode() & 0o7777), (ann.uid, 0o700), "socket directory");
+    let sock_meta = std::fs::symlink_metadata(&sock).expect("socket");
+    assert!(sock_meta.file_type().is_socket());
+    assert_eq!((sock_meta.uid(), sock_meta.mode() & 0o777), (ann.uid, 0o600), "socket");
+    let rec = hub.state.store.get_server(&ann.name).await.expect("db").expect("record");
+    assert_eq!((rec.port, rec.socket.as_deref()), (None, sock.to_str()), "recorded endpoint");
+    // bob, another local user, cannot even connect to it.
+    let probe = |uid: u32, gid: u32| {
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"])
+            .arg(&*sock)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("python3")
+    };
+    let refused = probe(bob.uid, bob.gid);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("PermissionError"),
+        "another user must not reach ann's socket: {refused:?}"
+    );
+    assert!(probe(ann.uid, ann.gid).status.success(), "ann herself can connect");
+    // And the server refuses a request without the hub's token.
+    let raw = raw_unix_request(&sock, &format!("GET /user/{}/api/contents HTTP/1.1\r\nHost: x\r\n\r\n", ann.name));
+    assert!(
+        raw.starts_with("HTTP/1.1 403"),
+        "the server must refuse requests that did not come through the hub: {raw}"
+    );
 
     // -- Login ran kinit: the ccache is ann's, 0600, and holds her principal.
     let ccache = hub.data_dir.path().join(format!("ccache/krb5cc_{}", ann.uid));
@@ -450,11 +481,15 @@ async fn websocket_replies_are_not_nagle_bound() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let hub = TestHub::start(&pam, None, "").await;
+    // Nagle and delayed ACKs are TCP's: this is the TCP transport's test (a Unix socket has
+    // neither).
+    let hub = TestHub::start(&pam, None, "transport = \"tcp\"").await;
     let c = hub.client();
     let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
-    let ServerState::Running { port, token, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
+    let ServerState::Running { endpoint: Endpoint::Tcp(port), token, .. } = hub.state.servers.state(&ann.name) else {
+        panic!("not running on TCP")
+    };
     let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
     let id = &kernel_id;
     let (mut via_hub, hub_session) = kernel_channels(&hub, &ann.name, id, &cookie).await;
@@ -604,4 +639,16 @@ async fn one_browser_connection_reaches_each_users_own_server() {
     assert_eq!(status, 200, "the same browser connection reaches ann's new server: {body}");
     drop(sender);
     hub.stop().await;
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) on a new connection to the Unix socket `path`
+/// and returns what came back before the server closed or 5 s passed.
+fn raw_unix_request(path: &Path, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("connect to the server's socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

@@ -46,11 +46,11 @@ async fn postgres_backend_migrate_serve_and_restart() {
     let out = hub_cli(&["serve"]).expect("serve");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "serve must refuse an empty database");
-    assert!(err.contains("is missing 1 of 1 schema migrations") && err.contains("hub migrate"), "{err}");
+    assert!(err.contains("is missing 2 of 2 schema migrations") && err.contains("hub migrate"), "{err}");
     let out = hub_cli(&["migrate"]).expect("migrate");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("applied 1 migration(s) to postgres://"), "{said}");
+    assert!(said.contains("applied 2 migration(s) to postgres://"), "{said}");
     let out = hub_cli(&["migrate"]).expect("migrate again");
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"), "a second migrate is a no-op");
 
@@ -65,12 +65,15 @@ async fn postgres_backend_migrate_serve_and_restart() {
     let pid = pid.unwrap_or_else(|| panic!("pid on the home page: {body}"));
     assert!(body.contains("valid until"), "ticket state on the home page: {body}");
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
-    let (state, row_pid): (String, Option<i64>) = sqlx::query_as("SELECT state, pid FROM servers WHERE username = $1")
-        .bind(&ann.name)
-        .fetch_one(&pool)
-        .await
-        .expect("server row");
+    let (state, row_pid, port, socket): (String, Option<i64>, Option<i64>, Option<String>) =
+        sqlx::query_as("SELECT state, pid, port, socket FROM servers WHERE username = $1")
+            .bind(&ann.name)
+            .fetch_one(&pool)
+            .await
+            .expect("server row");
     assert_eq!((state.as_str(), row_pid), ("running", Some(i64::from(pid))));
+    let want = format!("/sockets/{}/server.sock", ann.name);
+    assert!(port.is_none() && socket.as_deref().is_some_and(|s| s.ends_with(&want)), "{port:?} {socket:?}");
     let principal: String = sqlx::query_scalar("SELECT principal FROM tickets WHERE username = $1")
         .bind(&ann.name)
         .fetch_one(&pool)

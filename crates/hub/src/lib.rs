@@ -26,14 +26,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Body;
 use axum::serve::ListenerExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
@@ -107,20 +102,12 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
         config.auth.max_failed_logins_per_address,
         config.auth.failed_login_window,
     );
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(32)
-        .build(connector);
     let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
     let servers = Arc::new(servers::Servers::new(
         config.clone(),
         Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any()))),
         renewer.clone(),
         store.clone(),
-        client.clone(),
     ));
     // Servers a previous hub process left running are checked (in the background) and
     // re-adopted or cleaned up.
@@ -139,7 +126,6 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
         throttle,
         servers,
         renewer,
-        client,
         closing,
     })))
 }

@@ -20,9 +20,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::renewer::Trigger;
+use crate::servers::Endpoint;
 use crate::web::{AppState, error_page, origin_allowed};
 use crate::{percent_encode, unix_now};
 
@@ -85,16 +86,16 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
 pub struct ConnUpstream(std::sync::Mutex<Option<Kept>>);
 
 struct Kept {
-    port: u16,
+    endpoint: Endpoint,
     token: String,
     sender: hyper::client::conn::http1::SendRequest<Body>,
 }
 
 impl ConnUpstream {
-    fn take(&self, port: u16, token: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+    fn take(&self, endpoint: &Endpoint, token: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match kept.take() {
-            Some(k) if k.port == port && k.token == token && !k.sender.is_closed() => Some(k.sender),
+            Some(k) if k.endpoint == *endpoint && k.token == token && !k.sender.is_closed() => Some(k.sender),
             other => {
                 *kept = other.filter(|k| !k.sender.is_closed());
                 None
@@ -102,27 +103,28 @@ impl ConnUpstream {
         }
     }
 
-    fn keep(&self, port: u16, token: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
+    fn keep(&self, endpoint: &Endpoint, token: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
         if !sender.is_closed() {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Kept { port, token: token.to_string(), sender });
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Kept { endpoint: endpoint.clone(), token: token.to_string(), sender });
         }
     }
 
-    /// Sends `req` (origin-form URI) to the server on `port`: on the kept connection if it is
-    /// that server's and still open, else on a new one (TCP_NODELAY). A request the kept
+    /// Sends `req` (origin-form URI) to the server at `endpoint`: on the kept connection if
+    /// it is that server's and still open, else on a new one ([`connect`]). A request the kept
     /// connection closed before sending is sent once more on a new connection; one that was
     /// sent is never repeated.
     async fn send(
         &self,
-        port: u16,
+        endpoint: &Endpoint,
         token: &str,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let req = match self.take(port, token) {
+        let req = match self.take(endpoint, token) {
             Some(mut sender) => match std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
                 Ok(()) => match sender.try_send_request(req).await {
                     Ok(resp) => {
-                        self.keep(port, token, sender);
+                        self.keep(endpoint, token, sender);
                         return Ok(resp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -134,26 +136,39 @@ impl ConnUpstream {
             },
             None => req,
         };
-        let mut sender = connect(port).await?;
+        let mut sender = connect(endpoint).await?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.keep(port, token, sender);
+        self.keep(endpoint, token, sender);
         Ok(resp)
     }
 }
 
-/// A new HTTP/1.1 connection to `127.0.0.1:port`, driven by a task of its own until both
-/// ends are done with it.
-async fn connect(port: u16) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended");
+/// A new HTTP/1.1 connection to a server (TCP_NODELAY on a TCP one), driven by a task of
+/// its own until both ends are done with it (or, after a 101, until the upgraded stream is
+/// handed over). Requests on it use the origin form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1).
+/// Errors are the connect's or the handshake's.
+pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    async fn drive<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+    match endpoint {
+        Endpoint::Tcp(port) => {
+            let stream = TcpStream::connect(("127.0.0.1", *port)).await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            drive(stream).await
         }
-    });
-    Ok(sender)
+        Endpoint::Unix(path) => drive(UnixStream::connect(path).await.map_err(|e| e.to_string())?).await,
+    }
 }
 
 /// Handles a request under `/user/` that came through the router (`/user` itself); the
@@ -163,7 +178,7 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
 }
 
 /// Handles every request under `/user/`; with `conn`, plain requests go on that browser
-/// connection's upstream connection, otherwise on the hub's pooled client.
+/// connection's upstream connection, otherwise on a connection of their own.
 pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Option<&ConnUpstream>) -> Response {
     let path = req.uri().path().to_string();
     let Some(name) = path.strip_prefix("/user/").map(|r| r.split('/').next().unwrap_or_default().to_string()) else {
@@ -226,13 +241,9 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    // Origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1) on a connection of our own; the
-    // pooled client wants the absolute form and rewrites it itself.
-    let uri: Result<Uri, _> = match conn {
-        Some(_) if !upgrade => next.parse(),
-        _ => format!("http://127.0.0.1:{}{next}", up.port).parse(),
-    };
-    let Ok(uri) = uri else {
+    // Origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1): every upstream connection is
+    // one of our own.
+    let Ok(uri) = next.parse::<Uri>() else {
         return json_error(StatusCode::BAD_REQUEST, "malformed request path");
     };
     let mut headers = std::mem::take(&mut parts.headers);
@@ -248,8 +259,14 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     let resp = if let Some(client_upgrade) = client_upgrade {
         // Boxed: the upgrade's state is large and rare; keeping it out of this future keeps
         // every plain request's future small (fewer bytes moved per poll).
-        match Box::pin(websocket(up.port, upstream_req, client_upgrade, up.activity.clone(), app.closing.subscribe()))
-            .await
+        match Box::pin(websocket(
+            &up.endpoint,
+            upstream_req,
+            client_upgrade,
+            up.activity.clone(),
+            app.closing.subscribe(),
+        ))
+        .await
         {
             Ok(r) => r,
             Err(e) => {
@@ -263,8 +280,11 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         }
     } else {
         let sent = match conn {
-            Some(conn) => conn.send(up.port, &up.token, upstream_req).await,
-            None => app.client.request(upstream_req).await.map_err(|e| e.to_string()),
+            Some(conn) => conn.send(&up.endpoint, &up.token, upstream_req).await,
+            None => match connect(&up.endpoint).await {
+                Ok(mut sender) => sender.send_request(upstream_req).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            },
         };
         match sent {
             Ok(r) => r.map(Body::new),
@@ -396,26 +416,13 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
 
 /// Sends an upgrade request on a fresh connection and, on 101, tunnels bytes both ways.
 async fn websocket(
-    port: u16,
-    mut req: hyper::Request<Body>,
+    endpoint: &Endpoint,
+    req: hyper::Request<Body>,
     client: hyper::upgrade::OnUpgrade,
     activity: std::sync::Arc<std::sync::atomic::AtomicI64>,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response, String> {
-    // A connection of our own speaks origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1);
-    // only the pooled client rewrites absolute URIs itself.
-    let origin_form: Uri =
-        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().map_err(|_| "bad request path")?;
-    *req.uri_mut() = origin_form;
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream WebSocket connection ended");
-        }
-    });
+    let mut sender = connect(endpoint).await?;
     let mut resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut resp);
@@ -446,29 +453,57 @@ const TUNNEL_BUF: usize = 64 * 1024;
 /// Copies bytes both ways between the browser's upgraded connection and the server's until
 /// both sides have closed; a side's EOF is passed on as a write shutdown (TCP FIN).
 ///
-/// jupyter-server turns Nagle back on after the upgrade (tornado's `set_nodelay(False)`), so a
-/// small reply that follows another within a few ms waits for our delayed ACK (~40 ms on
-/// Linux). TCP_NODELAY is on for both our sockets; in addition, the upstream socket re-arms
-/// TCP_QUICKACK after every read (Linux clears it again by itself, see tcp(7)), so our ACKs go
-/// out at once and the server's second write is not held back. Measured here: ~5 ms per
-/// `execute_reply` instead of ~48 ms (docs/benchmarks.md).
+/// Over TCP, jupyter-server turns Nagle back on after the upgrade (tornado's
+/// `set_nodelay(False)`), so a small reply that follows another within a few ms waits for our
+/// delayed ACK (~40 ms on Linux). TCP_NODELAY is on for both our sockets; in addition, the
+/// upstream socket re-arms TCP_QUICKACK after every read (Linux clears it again by itself,
+/// see tcp(7)), so our ACKs go out at once and the server's second write is not held back.
+/// Measured here: ~5 ms per `execute_reply` instead of ~48 ms (docs/benchmarks.md). A Unix
+/// socket has no Nagle and no ACKs, so none of this applies to it.
 /// Every read in either direction stores the time in `activity` (for culling).
 async fn tunnel(
     client: hyper::upgrade::Upgraded,
     upstream: hyper::upgrade::Upgraded,
     activity: &std::sync::atomic::AtomicI64,
 ) -> std::io::Result<()> {
+    // The upstream connection is ours (hyper::client::conn over TokioIo<TcpStream> or
+    // TokioIo<UnixStream>), so it can be taken back as that stream, with whatever hyper had
+    // already read.
+    let upstream = match upstream.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (tcp, early) = (parts.io.into_inner(), parts.read_buf);
+            let _ = tcp.set_nodelay(true);
+            let (r, w) = tcp.into_split();
+            return pump(client, r, w, early, |r| quickack(r.as_ref()), activity).await;
+        }
+        Err(u) => u,
+    };
+    match upstream.downcast::<TokioIo<UnixStream>>() {
+        Ok(parts) => {
+            let (r, w) = parts.io.into_inner().into_split();
+            pump(client, r, w, parts.read_buf, |_| {}, activity).await
+        }
+        Err(_) => Err(std::io::Error::other("upstream is neither a TCP nor a Unix stream")),
+    }
+}
+
+/// [`tunnel`]'s copy loops: `early` (bytes hyper read past the 101) goes to the client first;
+/// `after_read` runs after every read from the server.
+async fn pump<R, W>(
+    client: hyper::upgrade::Upgraded,
+    mut u_read: R,
+    mut u_write: W,
+    early: bytes::Bytes,
+    after_read: impl Fn(&R),
+    activity: &std::sync::atomic::AtomicI64,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let touch = || activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut c_read, mut c_write) = tokio::io::split(TokioIo::new(client));
-    // The upstream connection is ours (hyper::client::conn over TokioIo<TcpStream>), so it
-    // can be taken back as a TcpStream, with whatever hyper had already read.
-    let (upstream, early) = match upstream.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-        Err(_) => return Err(std::io::Error::other("upstream is not a TCP stream")),
-    };
-    let _ = upstream.set_nodelay(true);
-    let (mut u_read, mut u_write) = upstream.into_split();
     let down = async {
         if !early.is_empty() {
             c_write.write_all(&early).await?;
@@ -476,7 +511,7 @@ async fn tunnel(
         let mut buf = vec![0u8; TUNNEL_BUF];
         loop {
             let n = u_read.read(&mut buf).await?;
-            quickack(u_read.as_ref());
+            after_read(&u_read);
             touch();
             if n == 0 {
                 return c_write.shutdown().await;

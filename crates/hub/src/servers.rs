@@ -3,8 +3,8 @@
 //! [`Servers`] keeps each user's [`ServerState`] in a `watch` channel (the spawn page's
 //! progress events follow it), starts servers through the [`Spawner`], waits until
 //! `GET /user/<name>/api/status` answers 200 with the server's token, notices a server that
-//! exits by itself, and stops servers. The proxy reads the upstream port and token with
-//! [`Servers::upstream`], a read lock and a clone, without touching the database.
+//! exits by itself, and stops servers. The proxy reads the server's [`Endpoint`] and token
+//! with [`Servers::upstream`], a read lock and a clone, without touching the database.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,11 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{Mutex, watch};
 
-use crate::config::{Config, TemplateVars};
+use crate::config::{Config, TemplateVars, Transport};
 use crate::renewer::{Renewer, TicketOwner, Trigger};
 use crate::spawner::{LinuxUser, ServerProcess, SpawnSpec, Spawner};
 use crate::store::{ServerRecord, Store};
@@ -30,6 +28,40 @@ const READY_POLL_MS: u64 = 10;
 
 /// Lines of the server log shown when a spawn fails.
 const LOG_TAIL_LINES: usize = 25;
+
+/// Where a single-user server listens (`spawner.transport`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `127.0.0.1:<port>`.
+    Tcp(u16),
+    /// A Unix socket at this path (shared, so that the proxy's per-request copy is cheap).
+    Unix(Arc<Path>),
+}
+
+impl std::fmt::Display for Endpoint {
+    /// `127.0.0.1:<port>` or `unix:<path>`, for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(port) => write!(f, "127.0.0.1:{port}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint as a URL: `http://127.0.0.1:<port>`, or `http+unix://<percent-encoded
+    /// path>` (the form jupyter-server prints for `ServerApp.sock` and requests-unixsocket
+    /// reads).
+    pub fn url(&self) -> String {
+        match self {
+            Endpoint::Tcp(port) => format!("http://127.0.0.1:{port}"),
+            Endpoint::Unix(path) => format!(
+                "http+unix://{}",
+                percent_encoding::utf8_percent_encode(&path.to_string_lossy(), percent_encoding::NON_ALPHANUMERIC)
+            ),
+        }
+    }
+}
 
 /// Where a user's server is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +78,10 @@ pub enum ServerState {
         /// What is happening now.
         message: String,
     },
-    /// Answering on `127.0.0.1:port`.
+    /// Answering on `endpoint`.
     Running {
-        /// Loopback port.
-        port: u16,
+        /// Where it listens.
+        endpoint: Endpoint,
         /// The token the proxy injects (`Authorization: token ...`).
         token: String,
         /// Process id.
@@ -84,8 +116,8 @@ impl ServerState {
 /// Where the proxy sends a user's requests.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Loopback port of the server.
-    pub port: u16,
+    /// Where the server listens.
+    pub endpoint: Endpoint,
     /// Token injected as `Authorization: token ...`.
     pub token: String,
     /// Whose server it is.
@@ -137,7 +169,6 @@ pub struct Servers {
     spawner: Arc<dyn Spawner>,
     renewer: Arc<Renewer>,
     store: Arc<dyn Store>,
-    client: Client<HttpConnector, Body>,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     /// Seconds from spawn request to ready (or failure), labelled `status` = `success` or
     /// `failure`: JupyterHub's `jupyterhub_server_spawn_duration_seconds`.
@@ -145,15 +176,9 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// A manager using `spawner`, renewing tickets with `renewer`, recording state in `store`
-    /// and polling readiness with `client`.
-    pub fn new(
-        config: Config,
-        spawner: Arc<dyn Spawner>,
-        renewer: Arc<Renewer>,
-        store: Arc<dyn Store>,
-        client: Client<HttpConnector, Body>,
-    ) -> Self {
+    /// A manager using `spawner`, renewing tickets with `renewer` and recording state in
+    /// `store`.
+    pub fn new(config: Config, spawner: Arc<dyn Spawner>, renewer: Arc<Renewer>, store: Arc<dyn Store>) -> Self {
         let spawn_duration = prometheus::HistogramVec::new(
             prometheus::HistogramOpts::new(
                 "jupyterhub_server_spawn_duration_seconds",
@@ -163,7 +188,7 @@ impl Servers {
             &["status"],
         )
         .expect("valid histogram options");
-        Self { config, spawner, renewer, store, client, slots: RwLock::new(HashMap::new()), spawn_duration }
+        Self { config, spawner, renewer, store, slots: RwLock::new(HashMap::new()), spawn_duration }
     }
 
     fn slot(&self, name: &str) -> Arc<Slot> {
@@ -197,13 +222,13 @@ impl Servers {
         self.slot(name).state.subscribe()
     }
 
-    /// Port, token and owner of `name`'s server if it is running. The proxy's hot path.
+    /// Endpoint, token and owner of `name`'s server if it is running. The proxy's hot path.
     pub fn upstream(&self, name: &str) -> Option<Upstream> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get(name)?;
         match &*slot.state.borrow() {
-            ServerState::Running { port, token, owner, .. } => Some(Upstream {
-                port: *port,
+            ServerState::Running { endpoint, token, owner, .. } => Some(Upstream {
+                endpoint: endpoint.clone(),
                 token: token.clone(),
                 owner: owner.clone(),
                 activity: slot.activity.clone(),
@@ -225,17 +250,17 @@ impl Servers {
         }
     }
 
-    /// Every running server as `(user, port)`, sorted by user: the proxy's routing table.
-    pub fn running(&self) -> Vec<(String, u16)> {
+    /// Every running server as `(user, endpoint)`, sorted by user: the proxy's routing table.
+    pub fn running(&self) -> Vec<(String, Endpoint)> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, u16)> = slots
+        let mut out: Vec<(String, Endpoint)> = slots
             .iter()
             .filter_map(|(n, s)| match &*s.state.borrow() {
-                ServerState::Running { port, .. } => Some((n.clone(), *port)),
+                ServerState::Running { endpoint, .. } => Some((n.clone(), endpoint.clone())),
                 _ => None,
             })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -330,11 +355,11 @@ impl Servers {
             return Err((format!("cannot create the log directory {}: {e}", logs.display()), String::new()));
         }
         let log_path = self.log_path(&name);
-        let port = free_port().map_err(|e| (format!("no free port on 127.0.0.1: {e}"), String::new()))?;
+        let endpoint = self.endpoint_for(&user).map_err(|e| (e, String::new()))?;
         let mut token = [0u8; 32];
         rand::fill(&mut token);
         let token = hex::encode(token);
-        let spec = self.spawn_spec(&user, port, &token, log_path.clone());
+        let spec = self.spawn_spec(&user, &endpoint, &token, log_path.clone());
         let process = match self.spawner.start(spec).await {
             Ok(p) => p,
             Err(e) => return Err((e.to_string(), log_tail(&log_path))),
@@ -343,12 +368,12 @@ impl Servers {
         let start_ticks = process.start_ticks();
         let mut exited = process.exited();
         *slot.process.lock().await = Some(process);
-        let live = |token| Live { pid, port, token, start_ticks, owner: &owner };
+        let live = |token| Live { pid, endpoint: &endpoint, token, start_ticks, owner: &owner };
         self.record(&name, "starting", Some(live(&token)), None).await;
         progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
 
         let deadline = Instant::now() + self.config.spawner.start_timeout;
-        let url = format!("http://127.0.0.1:{port}/user/{name}/api/status");
+        let path = format!("/user/{name}/api/status");
         let mut step = 0u32;
         loop {
             if slot.cancel.load(Ordering::SeqCst) {
@@ -371,7 +396,7 @@ impl Servers {
                     log_tail(&log_path),
                 ));
             }
-            if self.status_ok(&url, &token).await {
+            if status_ok(&endpoint, &path, &token).await {
                 break;
             }
             step += 1;
@@ -389,7 +414,7 @@ impl Servers {
         slot.running_since.store(unix_now(), Ordering::Relaxed);
         slot.activity.store(unix_now(), Ordering::Relaxed);
         self.renewer.activate(&owner);
-        slot.state.send_replace(ServerState::Running { port, token, pid, owner: owner.clone() });
+        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
         Ok(())
     }
@@ -424,7 +449,46 @@ impl Servers {
         });
     }
 
-    fn spawn_spec(&self, user: &LinuxUser, port: u16, token: &str, log_path: PathBuf) -> SpawnSpec {
+    /// Where `user`'s next server will listen. For a Unix socket, makes
+    /// `<data_dir>/sockets/<user>/` (root's `sockets` 0711; the user's own directory 0700,
+    /// owned by the user, so only the user's processes can create the socket there and only
+    /// they and root can reach it) and removes a socket an earlier server left behind.
+    /// Errors name the path and the cause.
+    fn endpoint_for(&self, user: &LinuxUser) -> Result<Endpoint, String> {
+        match self.config.spawner.transport {
+            Transport::Tcp => free_port().map(Endpoint::Tcp).map_err(|e| format!("no free port on 127.0.0.1: {e}")),
+            Transport::Unix => {
+                let path = self.config.hub.server_socket(&user.name);
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                let prepare = || -> std::io::Result<()> {
+                    if let Some(base) = dir.parent() {
+                        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
+                    }
+                    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        other => other?,
+                    }
+                    // Whatever was there before (another owner, looser mode), it is the
+                    // user's own 0700 directory from now on.
+                    let meta = std::fs::symlink_metadata(dir)?;
+                    if !meta.is_dir() {
+                        return Err(std::io::Error::other("exists and is not a directory"));
+                    }
+                    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+                    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                };
+                prepare()
+                    .map_err(|e| format!("cannot prepare the server's socket directory {}: {e}", dir.display()))?;
+                Ok(Endpoint::Unix(Arc::from(path.as_path())))
+            }
+        }
+    }
+
+    fn spawn_spec(&self, user: &LinuxUser, endpoint: &Endpoint, token: &str, log_path: PathBuf) -> SpawnSpec {
         let sc = &self.config.spawner;
         let owner = TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid };
         let krb = self.renewer.paths(&owner);
@@ -467,15 +531,22 @@ impl Servers {
             }
         }
         let mut argv = sc.cmd.clone();
+        argv.push(format!("--ServerApp.base_url=/user/{}/", user.name));
+        match endpoint {
+            Endpoint::Tcp(port) => argv.extend([
+                "--ServerApp.ip=127.0.0.1".into(),
+                format!("--ServerApp.port={port}"),
+                "--ServerApp.port_retries=0".into(),
+            ]),
+            Endpoint::Unix(path) => {
+                argv.extend([format!("--ServerApp.sock={}", path.display()), "--ServerApp.sock_mode=0600".into()])
+            }
+        }
         argv.extend([
-            format!("--ServerApp.base_url=/user/{}/", user.name),
-            "--ServerApp.ip=127.0.0.1".into(),
-            format!("--ServerApp.port={port}"),
-            "--ServerApp.port_retries=0".into(),
             "--ServerApp.open_browser=False".into(),
             // The hub forwards the browser's Host header (so that jupyter-server's WebSocket
             // origin check sees the public host); the token and the loopback bind are the
-            // access control, not the Host check.
+            // access control (and, for a Unix socket, its mode), not the Host check.
             "--ServerApp.allow_remote_access=True".into(),
         ]);
         argv.extend(sc.args.iter().cloned());
@@ -524,17 +595,6 @@ impl Servers {
             std::fs::write(dir.join("kernel.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
         }
         Ok(root)
-    }
-
-    async fn status_ok(&self, url: &str, token: &str) -> bool {
-        let Ok(req) = hyper::Request::get(url).header("authorization", format!("token {token}")).body(Body::empty())
-        else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
-            Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK
-        )
     }
 
     /// How many processes of `name`'s current server the OOM killer ended at its memory limit
@@ -633,7 +693,7 @@ impl Servers {
     /// After a hub restart: every server the database records as starting or running is
     /// marked "reconnecting" at once (so nothing spawns a second one), then checked in the
     /// background, at most 32 at a time: a live process of the same owner with the same start
-    /// time that answers `api/status` with its token is re-adopted (same port and token, so
+    /// time that answers `api/status` with its token is re-adopted (same endpoint and token, so
     /// the user's URL and cookie keep working, and its ticket goes back on the renewer's
     /// timer); a half-started one gets until its start timeout to answer; anything else is
     /// stopped if it is still that process, and recorded as stopped. A reused pid is never
@@ -674,9 +734,13 @@ impl Servers {
         let slot = self.slot(&name);
         let _op = slot.op.lock().await;
         let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
-        let (Some(pid), Some(port), Some(token), Some(ticks), Some(uid), Some(gid)) = (
+        let endpoint = match (&r.socket, r.port.and_then(|p| u16::try_from(p).ok())) {
+            (Some(path), _) => Some(Endpoint::Unix(Arc::from(Path::new(path)))),
+            (None, port) => port.map(Endpoint::Tcp),
+        };
+        let (Some(pid), Some(endpoint), Some(token), Some(ticks), Some(uid), Some(gid)) = (
             r.pid.and_then(|p| u32::try_from(p).ok()),
-            r.port.and_then(|p| u16::try_from(p).ok()),
+            endpoint,
             r.token.clone(),
             r.pid_start,
             r.uid.and_then(|u| u32::try_from(u).ok()),
@@ -689,7 +753,7 @@ impl Servers {
             tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
             return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
         };
-        let url = format!("http://127.0.0.1:{port}/user/{name}/api/status");
+        let path = format!("/user/{name}/api/status");
         // A server that was still starting gets the rest of its start timeout.
         let deadline = match (r.state.as_str(), r.started) {
             ("starting", Some(t)) => {
@@ -701,7 +765,7 @@ impl Servers {
         let exited = process.exited();
         let mut ready = false;
         while Instant::now() < deadline && exited.borrow().is_none() {
-            if self.status_ok(&url, &token).await {
+            if status_ok(&endpoint, &path, &token).await {
                 ready = true;
                 break;
             }
@@ -721,13 +785,13 @@ impl Servers {
         }
         let start_ticks = process.start_ticks();
         *slot.process.lock().await = Some(process);
-        let live = Live { pid, port, token: &token, start_ticks, owner: &owner };
+        let live = Live { pid, endpoint: &endpoint, token: &token, start_ticks, owner: &owner };
         self.record(&name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
         slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
         slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
-        slot.state.send_replace(ServerState::Running { port, token: token.clone(), pid, owner });
-        tracing::info!(user = %name, pid, port, "re-adopted a running server");
+        tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
+        slot.state.send_replace(ServerState::Running { endpoint, token: token.clone(), pid, owner });
         let log = self.log_path(&name);
         self.watch_exit(name, slot.clone(), pid, exited, log);
     }
@@ -760,7 +824,14 @@ impl Servers {
             username: name.to_string(),
             state: state.to_string(),
             pid: live.as_ref().map(|l| i64::from(l.pid)),
-            port: live.as_ref().map(|l| i64::from(l.port)),
+            port: live.as_ref().and_then(|l| match l.endpoint {
+                Endpoint::Tcp(port) => Some(i64::from(*port)),
+                Endpoint::Unix(_) => None,
+            }),
+            socket: live.as_ref().and_then(|l| match l.endpoint {
+                Endpoint::Tcp(_) => None,
+                Endpoint::Unix(path) => Some(path.to_string_lossy().into_owned()),
+            }),
             started,
             stopped: matches!(state, "stopped" | "failed").then_some(now),
             message,
@@ -778,10 +849,30 @@ impl Servers {
 /// What the database needs to find a live server again.
 struct Live<'a> {
     pid: u32,
-    port: u16,
+    endpoint: &'a Endpoint,
     token: &'a str,
     start_ticks: Option<i64>,
     owner: &'a TicketOwner,
+}
+
+/// Whether `GET <path>` with `Authorization: token <token>` answers 200 on `endpoint`
+/// within 2 seconds (connect included).
+async fn status_ok(endpoint: &Endpoint, path: &str, token: &str) -> bool {
+    let Ok(req) = hyper::Request::get(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .header(hyper::header::AUTHORIZATION, format!("token {token}"))
+        .body(Body::empty())
+    else {
+        return false;
+    };
+    let ask = async {
+        let mut sender = crate::proxy::connect(endpoint).await.ok()?;
+        sender.send_request(req).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ask).await,
+        Ok(Some(resp)) if resp.status() == hyper::StatusCode::OK
+    )
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,8 +17,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Json};
 use futures_util::Stream;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
 use crate::auth::{AuthError, Authenticator, LOGIN_REFUSED, normalize_username};
@@ -49,8 +46,6 @@ pub struct App {
     pub servers: Arc<Servers>,
     /// Kerberos ticket renewals.
     pub renewer: Arc<Renewer>,
-    /// Pooled HTTP client for proxied requests (TCP_NODELAY on).
-    pub client: Client<HttpConnector, Body>,
     /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Prometheus collectors for `/hub/metrics`.

@@ -1042,7 +1042,8 @@ async fn remove_group_users(
 // ---- proxy ---------------------------------------------------------------------------------
 
 /// The routing table in configurable-http-proxy's shape: the hub at `/`, each running server
-/// at `/user/<name>/` with its loopback target.
+/// at `/user/<name>/` with its target: `http://127.0.0.1:<port>`, or for a server on a Unix
+/// socket `http+unix://<percent-encoded path>` (see [`crate::servers::Endpoint::url`]).
 async fn proxy_routes(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
     let caller = authenticate(&app, &method, &headers).await?;
     caller.require("proxy", None)?;
@@ -1051,12 +1052,12 @@ async fn proxy_routes(State(app): State<AppState>, method: Method, headers: Head
         "/".into(),
         json!({"routespec": "/", "target": format!("http://{}", app.config.hub.bind), "data": {"hub": true}}),
     );
-    for (name, port) in app.servers.running() {
+    for (name, endpoint) in app.servers.running() {
         let spec = format!("/user/{name}/");
         let (_, _, activity) = app.servers.snapshot(&name);
         table.insert(
             spec.clone(),
-            json!({"routespec": spec, "target": format!("http://127.0.0.1:{port}"),
+            json!({"routespec": spec, "target": endpoint.url(),
                    "data": {"user": name, "server_name": "", "last_activity": iso_opt(Some(activity))}}),
         );
     }

@@ -112,6 +112,7 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
         state: "running".into(),
         pid: Some(42),
         port: Some(5000),
+        socket: None,
         started: Some(11),
         stopped: None,
         message: None,
@@ -122,7 +123,11 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
     };
     store.put_server(&rec).await.expect("put");
     assert_eq!(store.active_servers().await.expect("active"), vec![rec.clone()]);
-    let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), message: Some("exit 0".into()), ..rec };
+    // The same user's next server on a Unix socket: the upsert replaces port with socket.
+    let unix = ServerRecord { port: None, socket: Some("/var/lib/hub/sockets/ann/server.sock".into()), ..rec };
+    store.put_server(&unix).await.expect("put unix");
+    assert_eq!(store.active_servers().await.expect("active"), vec![unix.clone()]);
+    let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), message: Some("exit 0".into()), ..unix };
     store.put_server(&stopped).await.expect("put again");
     assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
     assert!(store.active_servers().await.expect("active").is_empty());

@@ -79,8 +79,10 @@ pub struct ServerRecord {
     pub state: String,
     /// Process id of the server, while it runs.
     pub pid: Option<i64>,
-    /// Loopback TCP port the server listens on.
+    /// Loopback TCP port the server listens on (`spawner.transport = "tcp"`).
     pub port: Option<i64>,
+    /// Unix socket path the server listens on (`spawner.transport = "unix"`).
+    pub socket: Option<String>,
     /// Unix seconds the spawn began.
     pub started: Option<i64>,
     /// Unix seconds the server stopped.

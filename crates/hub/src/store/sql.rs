@@ -82,9 +82,10 @@ macro_rules! store_queries {
 
             async fn put_server(&self, s: &$crate::store::ServerRecord) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid, socket)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      ON CONFLICT(username) DO UPDATE SET state = excluded.state, pid = excluded.pid, port = excluded.port,
+                       socket = excluded.socket,
                        started = excluded.started, stopped = excluded.stopped, message = excluded.message,
                        token = excluded.token, pid_start = excluded.pid_start, uid = excluded.uid, gid = excluded.gid",
                 )
@@ -99,6 +100,7 @@ macro_rules! store_queries {
                 .bind(s.pid_start)
                 .bind(s.uid)
                 .bind(s.gid)
+                .bind(&s.socket)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -106,7 +108,7 @@ macro_rules! store_queries {
 
             async fn get_server(&self, username: &str) -> Result<Option<$crate::store::ServerRecord>, $crate::store::StoreError> {
                 let row = sqlx::query(
-                    "SELECT username, state, pid, port, started, stopped, message, token, pid_start, uid, gid
+                    "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
                      FROM servers WHERE username = $1",
                 )
                 .bind(username)
@@ -117,7 +119,7 @@ macro_rules! store_queries {
 
             async fn active_servers(&self) -> Result<Vec<$crate::store::ServerRecord>, $crate::store::StoreError> {
                 let rows = sqlx::query(
-                    "SELECT username, state, pid, port, started, stopped, message, token, pid_start, uid, gid
+                    "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
                      FROM servers WHERE state IN ('starting', 'running') ORDER BY username",
                 )
                 .fetch_all(&self.pool)
@@ -455,6 +457,7 @@ macro_rules! store_queries {
                 state: r.try_get("state")?,
                 pid: r.try_get("pid")?,
                 port: r.try_get("port")?,
+                socket: r.try_get("socket")?,
                 started: r.try_get("started")?,
                 stopped: r.try_get("stopped")?,
                 message: r.try_get("message")?,
