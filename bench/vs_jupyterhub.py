@@ -19,14 +19,18 @@ per-round figures; ratios are computed within a round.
   3. 10 users log in at once (10 threads, the same flow) → all ready.
   4. proxy overhead, fast backend: nginx serving a 100-byte and a 1 MiB file, wrk with 32 and
      128 connections, direct / nginx as a reverse proxy (a reference) / CHP / hub. The hub's
-     backend is its own spawned "server" (nginx started by the hub's spawner as the user);
+     backend is its own spawned "server" (nginx started by the hub's spawner as the user, on
+     the hub's default Unix socket, and on a loopback port that wrk, nginx and CHP use);
      CHP runs alone with the route JupyterHub would add (`POST /api/routes/user/<name>`),
      the same process JupyterHub puts in front of its servers.
   5. proxy overhead, jupyter-server backend: wrk on `/user/<name>/api/status` through each hub
-     and direct to each hub's single-user server; database commits during the runs counted.
+     and direct to a single-user server over TCP (JupyterHub's: the hub's own listens on a Unix
+     socket, which wrk cannot use; both are the same jupyter-server); database commits during
+     the runs counted.
   6. WebSocket: 200 `execute_request` → `execute_reply` round trips (Jupyter messaging spec
      5.3, JSON over the kernel's `channels` WebSocket), client with TCP_NODELAY (as browsers);
-     time to the first message about the request and to its `execute_reply`.
+     time to the first message about the request and to its `execute_reply`; direct: to
+     JupyterHub's single-user server over TCP (as in 5).
   7. RSS at idle with 1,000 users in the database and 10 servers running: the hub's process;
      JupyterHub's process plus CHP's.
 
@@ -107,6 +111,12 @@ def api(base, token, method, path, body=None):
     return r.status_code, (r.json() if r.content and "json" in r.headers.get("content-type", "") else None)
 
 
+def direct_of(by_path, label):
+    """The direct path's figures for `label`'s hub: its own server's, or JupyterHub's (the
+    same jupyter-server) when the hub's server is on a Unix socket that the client cannot use."""
+    return by_path.get(f"{label} direct") or by_path["JupyterHub direct"]
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -168,12 +178,18 @@ scopes = ["admin:users", "admin:servers", "list:users", "read:users", "read:serv
         return [self.proc.pid]
 
     def direct(self, user):
-        """(port, token) of `user`'s running server, from the hub's database."""
+        """(port, token) of `user`'s running server, from the hub's database; port is None
+        for a server on a Unix socket (the hub's default), except for the nginx stand-in,
+        which also listens on the loopback port it wrote beside its socket."""
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
-            port, token = db.execute("SELECT port, token FROM servers WHERE username = ?", (user,)).fetchone()
+            port, sock, token = db.execute("SELECT port, socket, token FROM servers WHERE username = ?",
+                                           (user,)).fetchone()
         finally:
             db.close()
+        if port is None and sock and os.path.exists(os.path.join(os.path.dirname(sock), "direct-port")):
+            with open(os.path.join(os.path.dirname(sock), "direct-port")) as f:
+                port = int(f.read())
         return port, token
 
 
@@ -452,12 +468,22 @@ def ws_round_trips(ws_url, headers, n):
 
 NGINX_SERVER = r"""#!/bin/bash
 # bench stand-in for a single-user server: nginx, started by the hub's spawner as the user,
-# serving a 100-byte and a 1 MiB file under the server's base URL, and api/status.
+# serving a 100-byte and a 1 MiB file under the server's base URL, and api/status. Given a
+# Unix socket (the hub's default transport) it listens there and also on a free loopback port,
+# written to `direct-port` beside the socket, for the benchmark's direct path.
 set -eu
-port=""; base=""
+port=""; base=""; sock=""
 for a in "$@"; do
-  case "$a" in --ServerApp.port=*) port=${a#*=};; --ServerApp.base_url=*) base=${a#*=};; esac
+  case "$a" in
+    --ServerApp.port=*) port=${a#*=};; --ServerApp.base_url=*) base=${a#*=};; --ServerApp.sock=*) sock=${a#*=};;
+  esac
 done
+listen="listen 127.0.0.1:$port;"
+if [ -n "$sock" ]; then
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "$port" > "$(dirname "$sock")/direct-port"
+  listen="listen 127.0.0.1:$port; listen unix:$sock;"
+fi
 d=$(mktemp -d /tmp/hub-bench-nginx-XXXXXX)
 mkdir -p "$d/www" "$d/tmp"
 head -c 100 /dev/zero | tr '\0' x > "$d/www/small"
@@ -473,7 +499,7 @@ http {
   uwsgi_temp_path $d/tmp/uwsgi; scgi_temp_path $d/tmp/scgi;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$port;
+    $listen
     location = ${base}api/status { default_type application/json; return 200 '{"connections":0}'; }
     location $base { alias $d/www/; }
   }
@@ -679,9 +705,12 @@ def main():
             if "5" in args.only:
                 paths = {}
                 for h in hubs:
+                    # The hub's jupyter-server listens on a Unix socket, which wrk cannot
+                    # reach; JupyterHub's (the same jupyter-server) is then the direct path for both.
                     port, tok = h.direct(u0)
-                    paths[f"{h.label} direct"] = (f"http://127.0.0.1:{port}/user/{u0}/api/status",
-                                                  {"Authorization": f"token {tok}"})
+                    if port:
+                        paths[f"{h.label} direct"] = (f"http://127.0.0.1:{port}/user/{u0}/api/status",
+                                                      {"Authorization": f"token {tok}"})
                     hdr = {"Cookie": cookie_header(sessions[h.label])} if h is ours else \
                         {"Authorization": f"token {h.token}"}
                     paths[h.label] = (f"{h.base}/user/{u0}/api/status", hdr)
@@ -701,7 +730,7 @@ def main():
                 res["jserver"] = {c: {p: {k: med([r[k] for r in v]) for k in ("rps", "p50", "p99")}
                                       for p, v in out[c].items()} for c in out}
                 res["jserver_ratio"] = {c: {h.label: med([a["rps"] / b["rps"] for a, b in
-                                                           zip(out[c][h.label], out[c][f"{h.label} direct"])])
+                                                           zip(out[c][h.label], direct_of(out[c], h.label))])
                                             for h in hubs} for c in out}
                 res["jserver_runs_with_commit"] = commits
                 res["jserver_runs"] = 2 * args.rounds
@@ -717,7 +746,8 @@ def main():
                     kid = r.json()["id"]
                     port, tok = h.direct(u0)
                     tail = f"/user/{u0}/api/kernels/{kid}/channels"
-                    urls[f"{h.label} direct"] = (f"ws://127.0.0.1:{port}{tail}", [f"Authorization: token {tok}"])
+                    if port:  # (not for a server on a Unix socket: see workload 5)
+                        urls[f"{h.label} direct"] = (f"ws://127.0.0.1:{port}{tail}", [f"Authorization: token {tok}"])
                     hdrs = [f"{k}: {v}" for k, v in hdr.items() if k != "X-XSRFToken"]
                     urls[h.label] = (f"ws://127.0.0.1:{urllib.parse.urlsplit(h.base).port}{tail}", hdrs)
                 first = {p: [] for p in urls}
@@ -731,7 +761,7 @@ def main():
                     print(f"WebSocket round {i + 1}: execute_reply p50 { {p: round(v[-1], 1) for p, v in reply.items()} }",
                           flush=True)
                 res["ws"] = {p: {"first_ms": med(first[p]), "reply_ms": med(reply[p])} for p in urls}
-                res["ws_ratio"] = {h.label: med([a / b for a, b in zip(reply[h.label], reply[f"{h.label} direct"])])
+                res["ws_ratio"] = {h.label: med([a / b for a, b in zip(reply[h.label], direct_of(reply, h.label))])
                                    for h in hubs}
             for h in hubs:
                 h.stop()
@@ -895,7 +925,8 @@ def write_section(path, r, args):
                     f"(≤ {flushes} flushes) | {yes(cm['hub'] <= flushes)} |")
     if "ws" in r:
         w = r["ws"]
-        rows.append(f"| 6. WebSocket `execute_reply`, p50 (direct: {w['hub direct']['reply_ms']:.1f} ms) | "
+        hub_direct = "" if "hub direct" not in w else f" (direct: {w['hub direct']['reply_ms']:.1f} ms)"
+        rows.append(f"| 6. WebSocket `execute_reply`, p50{hub_direct} | "
                     f"{w['hub']['reply_ms']:.1f} ms | {w['JupyterHub']['reply_ms']:.1f} ms "
                     f"(direct: {w['JupyterHub direct']['reply_ms']:.1f} ms) | "
                     f"{w['hub']['reply_ms'] / w['JupyterHub']['reply_ms']:.2f} | ≤ 6 ms | {yes(w['hub']['reply_ms'] <= 6)} |")
