@@ -281,6 +281,7 @@ async fn main_job_end_to_end() {
     assert!(matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }));
     assert_eq!(ann.processes(), Vec::<u32>::new(), "no process of ann may remain after stop");
     assert!(!ccache.exists(), "the ccache is removed when the server stops");
+    assert!(!sock.exists(), "the socket jupyter-server leaves behind is removed when the server stops");
     let r = c.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("after stop");
     assert_eq!(r.status(), 503, "a stopped server is not proxied");
 

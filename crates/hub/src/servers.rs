@@ -619,9 +619,20 @@ impl Servers {
             }
             return;
         };
+        let endpoint = match &*slot.state.borrow() {
+            ServerState::Running { endpoint, .. } => Some(endpoint.clone()),
+            _ => None,
+        };
         slot.state.send_replace(ServerState::Stopping);
         let how = process.stop(self.config.spawner.term_timeout).await;
         tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
+        // jupyter-server leaves its socket file behind when it exits.
+        if let Some(Endpoint::Unix(path)) = endpoint
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(user = %user.name, path = %path.display(), error = %e, "could not remove the server's socket");
+        }
         self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
         self.record(&user.name, "stopped", None, Some(how)).await;
