@@ -30,7 +30,9 @@ per-round figures; ratios are computed within a round.
   6. WebSocket: 200 `execute_request` → `execute_reply` round trips (Jupyter messaging spec
      5.3, JSON over the kernel's `channels` WebSocket), client with TCP_NODELAY (as browsers);
      time to the first message about the request and to its `execute_reply`; direct: to
-     JupyterHub's single-user server over TCP (as in 5).
+     JupyterHub's single-user server over TCP (as in 5); floor: the same direct path with a
+     client that re-arms TCP_QUICKACK after every message (no proxy, no Nagle stall: the
+     kernel's own round trip).
   7. RSS at idle with 1,000 users in the database and 10 servers running: the hub's process;
      JupyterHub's process plus CHP's.
 
@@ -46,8 +48,10 @@ import argparse
 import concurrent.futures
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -377,19 +381,39 @@ def server_alone(user):
     return t
 
 
+def unix_status_ok(sock, path):
+    """Whether `GET path` on the Unix socket `sock` answers 200 (as the hub's readiness poll)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(2)
+            c.connect(sock)
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            return c.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
 def standin_alone(script, user):
     """The stand-in server (`NGINX_SERVER`, an nginx that starts in tens of ms) started alone
-    as `user`, the way the hub's spawner starts it: seconds until its `api/status` answers 200
-    (polled every 5 ms)."""
-    port = benchdoc.free_port()
+    as `user` with the arguments the hub's spawner gives it (a Unix socket in a directory of
+    the user's): seconds until its `api/status` answers 200 on the socket (polled every 5 ms)."""
+    d = tempfile.mkdtemp(prefix="hub-bench-sa-")
+    pw = pwd.getpwnam(user)
+    os.chown(d, pw.pw_uid, pw.pw_gid)
+    sock = os.path.join(d, "server.sock")
     t0 = time.monotonic()
-    srv = subprocess.Popen([script, f"--ServerApp.base_url=/user/{user}/", f"--ServerApp.port={port}"],
+    srv = subprocess.Popen([script, f"--ServerApp.base_url=/user/{user}/", f"--ServerApp.sock={sock}"],
                            env={"PATH": "/usr/bin:/bin", "HOME": "/"}, cwd="/", stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, user=user, group=user, extra_groups=[], start_new_session=True)
-    t = wait_ok(f"http://127.0.0.1:{port}/user/{user}/api/status", 10) - t0
+    while not unix_status_ok(sock, f"/user/{user}/api/status"):
+        if time.monotonic() - t0 > 10:
+            raise SystemExit(f"the stand-in server did not answer on {sock}")
+        time.sleep(0.005)
+    t = time.monotonic() - t0
     os.killpg(srv.pid, signal.SIGTERM)
     srv.wait()
     subprocess.run(["pkill", "-u", user], check=False)
+    shutil.rmtree(d, ignore_errors=True)
     return t
 
 
@@ -428,9 +452,11 @@ def cookie_header(session):
 # ------------------------------------------------------------------------------ WebSocket
 
 
-def ws_round_trips(ws_url, headers, n):
+def ws_round_trips(ws_url, headers, n, quickack=False):
     """`n` execute_request → execute_reply round trips on one kernel WebSocket; returns
-    (ms to the first message about each request, ms to its execute_reply)."""
+    (ms to the first message about each request, ms to its execute_reply). With `quickack`,
+    the client re-arms TCP_QUICKACK after every message it reads (the hub's trick, on the
+    client): the kernel's own round trip without a proxy and without the Nagle stall."""
     ws = websocket.create_connection(ws_url, header=headers, timeout=30)  # TCP_NODELAY by default
     session = uuid.uuid4().hex
     first, reply = [], []
@@ -448,6 +474,8 @@ def ws_round_trips(ws_url, headers, n):
             t_first = None
             while True:
                 m = json.loads(ws.recv())
+                if quickack:
+                    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 if m.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 if t_first is None:
@@ -748,6 +776,8 @@ def main():
                     tail = f"/user/{u0}/api/kernels/{kid}/channels"
                     if port:  # (not for a server on a Unix socket: see workload 5)
                         urls[f"{h.label} direct"] = (f"ws://127.0.0.1:{port}{tail}", [f"Authorization: token {tok}"])
+                    if h is jh:
+                        urls["floor"] = urls[f"{h.label} direct"]
                     hdrs = [f"{k}: {v}" for k, v in hdr.items() if k != "X-XSRFToken"]
                     urls[h.label] = (f"ws://127.0.0.1:{urllib.parse.urlsplit(h.base).port}{tail}", hdrs)
                 first = {p: [] for p in urls}
@@ -755,7 +785,7 @@ def main():
                 for i in range(args.rounds):
                     order = list(urls) if i % 2 == 0 else list(urls)[::-1]
                     for p in order:
-                        f_, r_ = ws_round_trips(*urls[p], args.trips)
+                        f_, r_ = ws_round_trips(*urls[p], args.trips, quickack=p == "floor")
                         first[p].append(med(f_))
                         reply[p].append(med(r_))
                     print(f"WebSocket round {i + 1}: execute_reply p50 { {p: round(v[-1], 1) for p, v in reply.items()} }",
@@ -926,6 +956,8 @@ def write_section(path, r, args):
     if "ws" in r:
         w = r["ws"]
         hub_direct = "" if "hub direct" not in w else f" (direct: {w['hub direct']['reply_ms']:.1f} ms)"
+        if "floor" in w:
+            hub_direct += f" (floor: {w['floor']['reply_ms']:.1f} ms direct with a client that re-arms TCP_QUICKACK)"
         rows.append(f"| 6. WebSocket `execute_reply`, p50{hub_direct} | "
                     f"{w['hub']['reply_ms']:.1f} ms | {w['JupyterHub']['reply_ms']:.1f} ms "
                     f"(direct: {w['JupyterHub direct']['reply_ms']:.1f} ms) | "
