@@ -5,9 +5,9 @@
 //! hub's session cookie is removed and the server's token injected (`Authorization: token`),
 //! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
 //! are set, and bodies stream through unbuffered on the browser connection's own upstream
-//! connection ([`ConnUpstream`]; the pooled client only for `/user` via the router). A WebSocket upgrade gets
-//! its own upstream connection (TCP_NODELAY) and, after the 101, a plain byte tunnel, so
-//! frames, close codes and large messages pass untouched.
+//! connection ([`ConnUpstream`]) to the server's [`Endpoint`] (a Unix socket, or a loopback
+//! port with TCP_NODELAY). A WebSocket upgrade gets its own upstream connection and, after
+//! the 101, a plain byte tunnel, so frames, close codes and large messages pass untouched.
 //!
 //! Taps: a notebook open (`GET .../api/contents/<path>.ipynb`, content requested, answered
 //! 200) or save (`PUT .../api/contents/<path>.ipynb`, answered 200/201) triggers a ticket
@@ -78,7 +78,7 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
 ///
 /// HTTP/1.1 requests on a browser connection come one at a time (RFC 9112 §9.3), so they can
 /// share one connection to the user's server without a pool: no lock held across requests, no
-/// checkout, no connector. The connection is kept with the server's port and token, so a
+/// checkout, no connector. The connection is kept with the server's endpoint and token, so a
 /// request for another server (another user's, or a restarted one) opens its own; it closes
 /// when the browser connection does (the [`hyper::client::conn::http1::SendRequest`] is
 /// dropped). Concurrent requests (HTTP/2) each take it or open another; one is kept.
@@ -92,10 +92,11 @@ struct Kept {
 }
 
 impl ConnUpstream {
-    fn take(&self, endpoint: &Endpoint, token: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+    /// The kept connection if it is to `endpoint` with `token` and still open.
+    fn take(&self, endpoint: &Endpoint, token: &str) -> Option<Kept> {
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match kept.take() {
-            Some(k) if k.endpoint == *endpoint && k.token == token && !k.sender.is_closed() => Some(k.sender),
+            Some(k) if k.endpoint == *endpoint && k.token == token && !k.sender.is_closed() => Some(k),
             other => {
                 *kept = other.filter(|k| !k.sender.is_closed());
                 None
@@ -103,10 +104,11 @@ impl ConnUpstream {
         }
     }
 
-    fn keep(&self, endpoint: &Endpoint, token: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
-        if !sender.is_closed() {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Kept { endpoint: endpoint.clone(), token: token.to_string(), sender });
+    /// Keeps `k` for the next request unless its connection has closed. The kept entry moves
+    /// back and forth, so a request on the kept connection allocates nothing here.
+    fn keep(&self, k: Kept) {
+        if !k.sender.is_closed() {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(k);
         }
     }
 
@@ -121,10 +123,10 @@ impl ConnUpstream {
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let req = match self.take(endpoint, token) {
-            Some(mut sender) => match std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
-                Ok(()) => match sender.try_send_request(req).await {
+            Some(mut k) => match std::future::poll_fn(|cx| k.sender.poll_ready(cx)).await {
+                Ok(()) => match k.sender.try_send_request(req).await {
                     Ok(resp) => {
-                        self.keep(endpoint, token, sender);
+                        self.keep(k);
                         return Ok(resp);
                     }
                     Err(mut e) => match e.take_message() {
@@ -138,7 +140,7 @@ impl ConnUpstream {
         };
         let mut sender = connect(endpoint).await?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.keep(endpoint, token, sender);
+        self.keep(Kept { endpoint: endpoint.clone(), token: token.to_string(), sender });
         Ok(resp)
     }
 }
@@ -178,7 +180,8 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
 }
 
 /// Handles every request under `/user/`; with `conn`, plain requests go on that browser
-/// connection's upstream connection, otherwise on a connection of their own.
+/// connection's upstream connection, otherwise on a connection of their own (the same
+/// mechanism, kept for no one).
 pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Option<&ConnUpstream>) -> Response {
     let path = req.uri().path().to_string();
     let Some(name) = path.strip_prefix("/user/").map(|r| r.split('/').next().unwrap_or_default().to_string()) else {
@@ -281,10 +284,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     } else {
         let sent = match conn {
             Some(conn) => conn.send(&up.endpoint, &up.token, upstream_req).await,
-            None => match connect(&up.endpoint).await {
-                Ok(mut sender) => sender.send_request(upstream_req).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            },
+            None => ConnUpstream::default().send(&up.endpoint, &up.token, upstream_req).await,
         };
         match sent {
             Ok(r) => r.map(Body::new),
