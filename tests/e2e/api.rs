@@ -287,7 +287,7 @@ async fn rest_api_follows_jupyterhub() {
             && v[format!("/user/{}/", bob.name)]["target"]
                 .as_str()
                 .expect("route")
-                .ends_with(&format!("%2Fsockets%2F{}%2Fserver%2Esock", bob.name)),
+                .ends_with(&format!("%2Fsockets%2F{}%2Fserver.sock", bob.name)),
         "a server on its Unix socket: {v}"
     );
     let (s, v) = api(&hub, Method::POST, &server, t, None).await;

@@ -244,8 +244,14 @@ impl HubConfig {
     /// The Unix socket `user`'s server listens on with `transport = "unix"`:
     /// `<data_dir>/sockets/<user>/server.sock`.
     pub fn server_socket(&self, user: &str) -> PathBuf {
-        self.data_dir.join("sockets").join(user).join("server.sock")
+        server_socket_in(&self.data_dir, user)
     }
+}
+
+/// [`HubConfig::server_socket`] for a `data_dir` (also used before the config is built, to
+/// check the path fits).
+fn server_socket_in(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir.join("sockets").join(user).join("server.sock")
 }
 
 /// `[kerberos]`: tickets for each user.
@@ -906,7 +912,7 @@ impl Config {
         };
         if transport == Transport::Unix {
             // The longest user name the hub accepts makes the longest socket path.
-            let longest = data_dir.join("sockets").join("u".repeat(crate::auth::MAX_USERNAME_LEN)).join("server.sock");
+            let longest = server_socket_in(&data_dir, &"u".repeat(crate::auth::MAX_USERNAME_LEN));
             let len = longest.as_os_str().len();
             if len > MAX_SOCKET_PATH {
                 return Err(ConfigError(format!(

@@ -50,15 +50,17 @@ impl std::fmt::Display for Endpoint {
 
 impl Endpoint {
     /// The endpoint as a URL: `http://127.0.0.1:<port>`, or `http+unix://<percent-encoded
-    /// path>` (the form jupyter-server prints for `ServerApp.sock` and requests-unixsocket
-    /// reads).
+    /// path>` (the form jupyter-server prints for `ServerApp.sock`, its
+    /// `urlencode_unix_socket_path`: Python's `quote(path, safe="")`, which leaves letters,
+    /// digits and `-._~` as they are; requests-unixsocket reads it).
     pub fn url(&self) -> String {
+        const QUOTE: &percent_encoding::AsciiSet =
+            &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
         match self {
             Endpoint::Tcp(port) => format!("http://127.0.0.1:{port}"),
-            Endpoint::Unix(path) => format!(
-                "http+unix://{}",
-                percent_encoding::utf8_percent_encode(&path.to_string_lossy(), percent_encoding::NON_ALPHANUMERIC)
-            ),
+            Endpoint::Unix(path) => {
+                format!("http+unix://{}", percent_encoding::utf8_percent_encode(&path.to_string_lossy(), QUOTE))
+            }
         }
     }
 }
@@ -927,6 +929,14 @@ pub fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_urls_are_the_ones_jupyter_server_prints() {
+        assert_eq!(Endpoint::Tcp(8888).url(), "http://127.0.0.1:8888");
+        // jupyter_server.utils.urlencode_unix_socket_path("/var/lib/hub/sockets/a-b_c/server.sock")
+        let unix = Endpoint::Unix(Arc::from(Path::new("/var/lib/hub/sockets/a-b_c/server.sock")));
+        assert_eq!(unix.url(), "http+unix://%2Fvar%2Flib%2Fhub%2Fsockets%2Fa-b_c%2Fserver.sock");
+    }
 
     #[test]
     fn log_rotates_past_its_cap() {
