@@ -31,8 +31,10 @@ per-round figures; ratios are computed within a round.
      5.3, JSON over the kernel's `channels` WebSocket), client with TCP_NODELAY (as browsers);
      time to the first message about the request and to its `execute_reply`; direct: to
      JupyterHub's single-user server over TCP (as in 5); floor: the same direct path with a
-     client that re-arms TCP_QUICKACK after every message (no proxy, no Nagle stall: the
-     kernel's own round trip).
+     client that re-arms TCP_QUICKACK after every message (no proxy, no Nagle stall); kernel
+     alone: jupyter_client straight to an ipykernel over ZeroMQ (no server, no WebSocket), the
+     round trip nothing in front of the kernel can go below; hub socket: the hub's own server
+     (the same server and kernel as the hub's row) over its Unix socket, without the hub.
   7. RSS at idle with 1,000 users in the database and 10 servers running: the hub's process;
      JupyterHub's process plus CHP's.
 
@@ -180,6 +182,14 @@ scopes = ["admin:users", "admin:servers", "list:users", "read:users", "read:serv
 
     def pids(self):
         return [self.proc.pid]
+
+    def socket_path(self, user):
+        """The Unix socket of `user`'s running server, from the hub's database (None: TCP)."""
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT socket FROM servers WHERE username = ?", (user,)).fetchone()[0]
+        finally:
+            db.close()
 
     def direct(self, user):
         """(port, token) of `user`'s running server, from the hub's database; port is None
@@ -452,12 +462,19 @@ def cookie_header(session):
 # ------------------------------------------------------------------------------ WebSocket
 
 
-def ws_round_trips(ws_url, headers, n, quickack=False):
+def ws_round_trips(ws_url, headers, n, quickack=False, unix=None):
     """`n` execute_request → execute_reply round trips on one kernel WebSocket; returns
     (ms to the first message about each request, ms to its execute_reply). With `quickack`,
     the client re-arms TCP_QUICKACK after every message it reads (the hub's trick, on the
-    client): the kernel's own round trip without a proxy and without the Nagle stall."""
-    ws = websocket.create_connection(ws_url, header=headers, timeout=30)  # TCP_NODELAY by default
+    client): the kernel's own round trip without a proxy and without the Nagle stall. With
+    `unix`, the WebSocket runs over that Unix socket (a server's own, no proxy) instead."""
+    sock = None
+    if unix:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(30)
+        sock.connect(unix)
+    # TCP_NODELAY by default
+    ws = websocket.create_connection(ws_url, header=headers, timeout=30, **({"socket": sock} if sock else {}))
     session = uuid.uuid4().hex
     first, reply = [], []
     try:
@@ -489,6 +506,41 @@ def ws_round_trips(ws_url, headers, n, quickack=False):
     finally:
         ws.close()
     return first, reply
+
+
+KERNEL_ALONE = r"""
+# The kernel's own round trip: jupyter_client straight to an ipykernel over ZeroMQ, no
+# jupyter-server, no WebSocket, no proxy. Prints a JSON list of ms to each execute_reply.
+import json, sys, time
+from jupyter_client.manager import start_new_kernel
+km, kc = start_new_kernel(kernel_name="python3")
+try:
+    out = []
+    for i in range(int(sys.argv[1]) + 3):
+        t0 = time.perf_counter()
+        msg_id = kc.execute("1+1", store_history=False)
+        while kc.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != msg_id:
+            pass
+        if i >= 3:  # as ws_round_trips: the first three warm the kernel
+            out.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps(out))
+finally:
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+"""
+
+
+def kernel_alone(work, user, n):
+    """ms to each of `n` execute_reply round trips to a kernel started by jupyter_client as
+    `user`, with no server in between: what workload 6 cannot go below on this machine."""
+    script = os.path.join(work, "kernel_alone.py")
+    with open(script, "w") as f:
+        f.write(KERNEL_ALONE)
+    os.chmod(script, 0o644)
+    out = subprocess.run([f"{VENV}/bin/python", script, str(n)], capture_output=True, text=True, check=True,
+                         env={"HOME": f"/home/{user}", "PATH": f"{VENV}/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+                         cwd=f"/home/{user}", user=user, group=user, extra_groups=[], timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------------- nginx
@@ -744,13 +796,16 @@ def main():
                     paths[h.label] = (f"{h.base}/user/{u0}/api/status", hdr)
                 out = {c: {p: [] for p in paths} for c in (32, 128)}
                 commits = {h.label: 0 for h in hubs}
+                span = {h.label: [] for h in hubs}  # start and end of each hub's runs
                 for i in range(args.rounds):
                     for c in (32, 128):
                         order = list(paths) if i % 2 == 0 else list(paths)[::-1]
                         for p in order:
                             watched = [(h, *db_version(h.db)) for h in hubs if h.label == p]
+                            t0 = time.time()
                             out[c][p].append(wrk(paths[p][0], c, args.duration, paths[p][1]))
                             for h, db, v0 in watched:
+                                span[h.label] += [t0, time.time()]
                                 commits[h.label] += db.execute("PRAGMA data_version").fetchone()[0] != v0
                                 db.close()
                     print(f"jupyter-server backend, round {i + 1}: "
@@ -762,6 +817,7 @@ def main():
                                             for h in hubs} for c in out}
                 res["jserver_runs_with_commit"] = commits
                 res["jserver_runs"] = 2 * args.rounds
+                res["jserver_span_s"] = {k: max(v) - min(v) for k, v in span.items() if v}
 
             if "6" in args.only:
                 urls = {}
@@ -776,21 +832,29 @@ def main():
                     tail = f"/user/{u0}/api/kernels/{kid}/channels"
                     if port:  # (not for a server on a Unix socket: see workload 5)
                         urls[f"{h.label} direct"] = (f"ws://127.0.0.1:{port}{tail}", [f"Authorization: token {tok}"])
+                    elif h is ours:  # the same server and kernel the hub's row uses, without the hub
+                        urls[f"{h.label} socket"] = (f"ws://localhost{tail}", [f"Authorization: token {tok}"],
+                                                     h.socket_path(u0))
                     if h is jh:
                         urls["floor"] = urls[f"{h.label} direct"]
                     hdrs = [f"{k}: {v}" for k, v in hdr.items() if k != "X-XSRFToken"]
                     urls[h.label] = (f"ws://127.0.0.1:{urllib.parse.urlsplit(h.base).port}{tail}", hdrs)
                 first = {p: [] for p in urls}
-                reply = {p: [] for p in urls}
+                reply = {p: [] for p in [*urls, "kernel"]}
                 for i in range(args.rounds):
-                    order = list(urls) if i % 2 == 0 else list(urls)[::-1]
+                    order = [*urls, "kernel"] if i % 2 == 0 else [*urls, "kernel"][::-1]
                     for p in order:
-                        f_, r_ = ws_round_trips(*urls[p], args.trips, quickack=p == "floor")
+                        if p == "kernel":
+                            reply[p].append(med(kernel_alone(work, u0, args.trips)))
+                            continue
+                        url, hdrs, *unix = urls[p]
+                        f_, r_ = ws_round_trips(url, hdrs, args.trips, quickack=p == "floor", unix=unix[0] if unix else None)
                         first[p].append(med(f_))
                         reply[p].append(med(r_))
                     print(f"WebSocket round {i + 1}: execute_reply p50 { {p: round(v[-1], 1) for p, v in reply.items()} }",
                           flush=True)
                 res["ws"] = {p: {"first_ms": med(first[p]), "reply_ms": med(reply[p])} for p in urls}
+                res["ws"]["kernel"] = {"reply_ms": med(reply["kernel"])}
                 res["ws_ratio"] = {h.label: med([a / b for a, b in zip(reply[h.label], direct_of(reply, h.label))])
                                    for h in hubs}
             for h in hubs:
@@ -947,17 +1011,28 @@ def write_section(path, r, args):
                 f"{row['hub']['rps'] / row['JupyterHub']['rps']:.2f} | | |")
         cm = r["jserver_runs_with_commit"]
         # The hub writes the activity it saw once per cull_interval (60 s here), not per
-        # request: at most that many runs can see a commit.
-        flushes = -(-r["jserver_runs"] * r.get("duration", args.duration) // 60)
+        # request: at most as many runs can see a commit as 60 s ticks fall between the start
+        # of the hub's first run and the end of its last (its runs alternate with the other
+        # paths'; saved figures without the span: three paths' runs back to back).
+        run_s = r.get("duration", args.duration)
+        hub_span = r.get("jserver_span_s", {}).get("hub", 3 * r["jserver_runs"] * (run_s + 0.3))
+        flushes = int(hub_span // 60) + 1
         rows.append(f"| 5. wrk runs through the hub during which the database saw a commit (of "
                     f"{r['jserver_runs']} runs, {r['jserver_runs'] * r.get('duration', args.duration)} s; the hub flushes "
-                    f"activity once per `cull_interval` = 60 s) | {cm['hub']} | {cm['JupyterHub']} | | none per request "
+                    f"activity once per `cull_interval` = 60 s, and these runs spread over {hub_span:.0f} s) | "
+                    f"{cm['hub']} | {cm['JupyterHub']} | | none per request "
                     f"(≤ {flushes} flushes) | {yes(cm['hub'] <= flushes)} |")
     if "ws" in r:
         w = r["ws"]
         hub_direct = "" if "hub direct" not in w else f" (direct: {w['hub direct']['reply_ms']:.1f} ms)"
         if "floor" in w:
             hub_direct += f" (floor: {w['floor']['reply_ms']:.1f} ms direct with a client that re-arms TCP_QUICKACK)"
+        if "hub socket" in w:
+            hub_direct += (f" (the hub's own server over its Unix socket, no proxy: "
+                           f"{w['hub socket']['reply_ms']:.1f} ms)")
+        if "kernel" in w:
+            hub_direct += (f" (the kernel alone, jupyter_client over ZeroMQ with no server: "
+                           f"{w['kernel']['reply_ms']:.1f} ms)")
         rows.append(f"| 6. WebSocket `execute_reply`, p50{hub_direct} | "
                     f"{w['hub']['reply_ms']:.1f} ms | {w['JupyterHub']['reply_ms']:.1f} ms "
                     f"(direct: {w['JupyterHub direct']['reply_ms']:.1f} ms) | "
