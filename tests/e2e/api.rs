@@ -339,6 +339,12 @@ async fn rest_api_follows_jupyterhub() {
     assert_eq!(s, 204);
     let (s, _) = api(&hub, Method::GET, &format!("/hub/api/users/{}", carl.name), t, None).await;
     assert_eq!(s, 404);
+    // bob's server has stopped; its socket directory (made for his spawn) goes with him.
+    let bob_sockets = hub.state.config.hub.data_dir.join("sockets").join(&bob.name);
+    assert!(bob_sockets.is_dir(), "{} is there before the delete", bob_sockets.display());
+    let (s, _) = api(&hub, Method::DELETE, &format!("/hub/api/users/{}", bob.name), t, None).await;
+    assert_eq!(s, 204);
+    assert!(!bob_sockets.exists(), "{} is removed with the user", bob_sockets.display());
     let (s, _) = api(&hub, Method::DELETE, &format!("/hub/api/users/{}", ann.name), t, None).await;
     assert_eq!(s, 400);
     hub.stop().await;

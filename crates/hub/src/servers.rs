@@ -599,6 +599,30 @@ impl Servers {
         Ok(root)
     }
 
+    /// Removes what the hub made on disk for `name`'s servers: the socket directory
+    /// (`<data_dir>/sockets/<name>/`) and the kernelspecs (`<data_dir>/jupyter/<name>/`), for
+    /// a deleted user; server logs stay. Call it with no server running. Neither directory
+    /// can be a link the user planted (both parents are root's, 0711), and `remove_dir_all`
+    /// does not follow links inside. Errors other than "not there" are returned with the path.
+    pub async fn remove_user_files(&self, name: &str) -> Result<(), String> {
+        let data_dir = self.config.hub.data_dir.clone();
+        let socket_dir = self.config.hub.server_socket(name).parent().map(Path::to_path_buf);
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            for dir in socket_dir.into_iter().chain([data_dir.join("jupyter").join(&name)]) {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!("cannot remove {}: {e}", dir.display()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// How many processes of `name`'s current server the OOM killer ended at its memory limit
     /// (0 when no server runs or the host cannot tell).
     pub async fn oom_kills(&self, name: &str) -> u64 {

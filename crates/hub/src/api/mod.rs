@@ -747,6 +747,11 @@ async fn delete_user(
         app.renewer.deactivate(&crate::renewer::TicketOwner { username: name.clone(), uid: u.uid, gid: u.gid });
     }
     app.store.delete_user(&name).await?;
+    // The record is gone either way; files left behind are the hub's own and harmless, so a
+    // failure here is logged rather than answered.
+    if let Err(e) = app.servers.remove_user_files(&name).await {
+        tracing::warn!(user = %name, error = %e, "could not remove the deleted user's socket directory or kernelspecs");
+    }
     tracing::info!(user = %name, by = %caller_name(&caller), "user deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
