@@ -125,6 +125,9 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).status();
         std::thread::sleep(Duration::from_millis(100));
+        // A server the test left running (its hub stopped without stopping it) keeps its
+        // cgroups, which the next hub would clean up; no next hub comes for a test user.
+        hub::limits::Enforcer::detect(false).remove(&self.name);
         let _ = Command::new("userdel").args(["-r", "-f", &self.name]).stderr(Stdio::null()).status();
         let _ = Command::new("groupdel").arg(&self.group).status();
     }
