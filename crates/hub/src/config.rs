@@ -246,6 +246,12 @@ impl HubConfig {
     pub fn server_socket(&self, user: &str) -> PathBuf {
         server_socket_in(&self.data_dir, user)
     }
+
+    /// Where the hub writes `user`'s `[[kernelspec]]` entries, the directory put on their
+    /// server's `JUPYTER_PATH`: `<data_dir>/jupyter/<user>` (its parent `<data_dir>/jupyter`).
+    pub fn kernelspec_root(&self, user: &str) -> PathBuf {
+        self.data_dir.join("jupyter").join(user)
+    }
 }
 
 /// [`HubConfig::server_socket`] for a `data_dir` (also used before the config is built, to

@@ -574,9 +574,10 @@ impl Servers {
     /// user's primary group, mode 0750: the user reads it, other users do not, nobody but the
     /// hub writes it. It is rewritten on every spawn, so a removed entry disappears.
     fn write_kernelspecs(&self, user: &LinuxUser, vars: &TemplateVars<'_>) -> std::io::Result<PathBuf> {
-        let base = self.config.hub.data_dir.join("jupyter");
-        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&base)?;
-        let root = base.join(&user.name);
+        let root = self.config.hub.kernelspec_root(&user.name);
+        if let Some(base) = root.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
+        }
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }
@@ -605,11 +606,10 @@ impl Servers {
     /// can be a link the user planted (both parents are root's, 0711), and `remove_dir_all`
     /// does not follow links inside. Errors other than "not there" are returned with the path.
     pub async fn remove_user_files(&self, name: &str) -> Result<(), String> {
-        let data_dir = self.config.hub.data_dir.clone();
         let socket_dir = self.config.hub.server_socket(name).parent().map(Path::to_path_buf);
-        let name = name.to_string();
+        let kernelspecs = self.config.hub.kernelspec_root(name);
         tokio::task::spawn_blocking(move || {
-            for dir in socket_dir.into_iter().chain([data_dir.join("jupyter").join(&name)]) {
+            for dir in socket_dir.into_iter().chain([kernelspecs]) {
                 match std::fs::remove_dir_all(&dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(format!("cannot remove {}: {e}", dir.display()));
