@@ -272,7 +272,12 @@ async fn shutdown_closes_websockets_and_keeps_servers() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let opts = crate::support::HubOptions { keep_servers: true, ..Default::default() };
+    // A short header_read_timeout: an upgraded connection (the WebSocket) is not subject to it.
+    let opts = crate::support::HubOptions {
+        keep_servers: true,
+        hub: "header_read_timeout = \"1s\"".into(),
+        ..Default::default()
+    };
     let hub = crate::support::TestHub::start_with(&pam, None, opts).await;
     let c = hub.client();
     let cookie = hub.login_cookie(&c, &ann).await;
@@ -281,6 +286,8 @@ async fn shutdown_closes_websockets_and_keeps_servers() {
     let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
     let (mut ws, session) = crate::kernel_channels(&hub, &ann.name, &kernel_id, &cookie).await;
     crate::execute_reply_time(&mut ws, &session, "1").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    crate::execute_reply_time(&mut ws, &session, "2").await;
 
     let t0 = std::time::Instant::now();
     hub.stop().await;

@@ -375,3 +375,89 @@ async fn allow_lists_and_admin_groups() {
     assert_eq!(r.expect("non-admin").status(), 303, "no session: sent to log in");
     hub.stop().await;
 }
+
+/// Slow clients (slowloris): a connection that trickles its request head, sends nothing, or
+/// sits idle after a response is closed once `hub.header_read_timeout` passes, while a
+/// response that takes longer than that (the spawn progress stream) is not cut, and other
+/// clients keep being answered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_at_header_read_timeout() {
+    require_root();
+    let pam = PamService::create();
+    let a = TestUser::create();
+    // A server that never becomes ready, so the progress stream stays open (sh ignores the
+    // arguments the hub appends).
+    let opts = HubOptions {
+        cmd: Some(r#"["/bin/sh", "-c", "sleep 600"]"#.into()),
+        hub: "header_read_timeout = \"2s\"".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let addr = hub.addr;
+
+    /// How long until the hub closed `s` (it must, within 30 s), and what it sent first.
+    fn until_closed(mut s: std::net::TcpStream, trickle: &[u8]) -> (Duration, String) {
+        let t0 = Instant::now();
+        s.set_read_timeout(Some(Duration::from_millis(250))).expect("timeout");
+        let mut got = Vec::new();
+        let mut to_send = trickle.iter();
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the hub kept a slow connection open for 30 s");
+            // One byte per 250 ms: never a complete head, but never silent either.
+            if let Some(b) = to_send.next()
+                && s.write_all(&[*b]).is_err()
+            {
+                return (t0.elapsed(), String::from_utf8_lossy(&got).into_owned());
+            }
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => return (t0.elapsed(), String::from_utf8_lossy(&got).into_owned()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return (t0.elapsed(), String::from_utf8_lossy(&got).into_owned()),
+            }
+        }
+    }
+    let connect = move || std::net::TcpStream::connect(addr).expect("connect");
+
+    // A trickled head, a silent connection, and an idle kept-alive one, all at once.
+    let trickle = b"GET /hub/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".repeat(4);
+    let trickled = tokio::task::spawn_blocking(move || until_closed(connect(), &trickle));
+    let silent = tokio::task::spawn_blocking(move || until_closed(connect(), b""));
+    let idle = tokio::task::spawn_blocking(move || {
+        let mut s = connect();
+        s.write_all(b"GET /hub/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+        until_closed(s, b"")
+    });
+    // Meanwhile the hub answers others, and a spawn progress stream outlives the timeout.
+    let c = client_for(&hub.url(""));
+    hub.login_cookie(&c, &a).await;
+    assert_eq!(c.get(hub.url("/hub/spawn")).send().await.expect("spawn").status(), 200, "spawn page");
+    let progress =
+        c.get(hub.url(&format!("/hub/api/users/{}/server/progress", a.name))).send().await.expect("progress");
+    assert_eq!(progress.status(), 200);
+    use futures_util::StreamExt;
+    let mut events = progress.bytes_stream();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        match tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+            Err(_) | Ok(Some(Ok(_))) => {}
+            Ok(end) => panic!("the progress stream ended after {:?}: {end:?}", t0.elapsed()),
+        }
+        assert_alive(&hub).await;
+    }
+
+    for (what, task) in [("trickled head", trickled), ("silent connection", silent), ("idle keep-alive", idle)] {
+        let (after, sent) = task.await.expect("join");
+        // Not before the timeout: the hub cannot know sooner that the client is slow.
+        assert!(after >= Duration::from_millis(1500), "{what} closed after only {after:?}");
+        if what == "idle keep-alive" {
+            assert!(sent.starts_with("HTTP/1.1 200"), "its one request was answered: {sent:?}");
+            assert_eq!(sent.matches("HTTP/1.1").count(), 1, "{sent:?}");
+        } else {
+            assert!(sent.is_empty(), "{what}: no response to an incomplete request: {sent:?}");
+        }
+    }
+    assert_alive(&hub).await;
+    hub.stop().await;
+}

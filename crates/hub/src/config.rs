@@ -113,6 +113,10 @@ pub struct HubConfig {
     /// On SIGTERM, how long in-flight requests get to finish before the hub exits anyway
     /// (`shutdown_timeout`, default 10 s). WebSocket tunnels are closed at once.
     pub shutdown_timeout: Duration,
+    /// How long a browser connection may take to send a complete request head, counted from
+    /// when the hub starts waiting for it (`header_read_timeout`, default 30 s). A connection
+    /// that misses it is closed; this also closes idle kept-alive connections.
+    pub header_read_timeout: Duration,
 }
 
 /// Which authenticator checks passwords.
@@ -514,6 +518,7 @@ struct FileHub {
     jwt_secret_file: Option<PathBuf>,
     stop_servers_on_shutdown: Option<bool>,
     shutdown_timeout: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -910,6 +915,15 @@ impl Config {
         if let (true, Some(v)) = (cull_interval.is_zero(), &file.spawner.cull_interval) {
             return Err(src.err("spawner.cull_interval", v, "must be more than 0, e.g. \"60s\""));
         }
+        let header_read_timeout =
+            src.duration("hub.header_read_timeout", &file.hub.header_read_timeout, Duration::from_secs(30))?;
+        if let (true, Some(v)) = (header_read_timeout < Duration::from_secs(1), &file.hub.header_read_timeout) {
+            return Err(src.err(
+                "hub.header_read_timeout",
+                v,
+                "must be at least 1s (slow clients on a poor network need several), e.g. \"30s\"",
+            ));
+        }
         let transport = match &file.spawner.transport {
             None => Transport::Unix,
             Some(t) if t.get_ref() == "unix" => Transport::Unix,
@@ -1177,6 +1191,7 @@ impl Config {
                     &file.hub.shutdown_timeout,
                     Duration::from_secs(10),
                 )?,
+                header_read_timeout,
             },
             auth,
             spawner: SpawnerConfig {
@@ -1362,6 +1377,17 @@ mod tests {
         assert_eq!(c.spawner.start_timeout, Duration::from_secs(60));
         assert_eq!(c.kerberos.ccache.as_str(), "/var/lib/hub/ccache/krb5cc_{uid}");
         assert_eq!(c.auth.pam_service, "login");
+        assert_eq!(c.hub.header_read_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn header_read_timeout_is_at_least_a_second() {
+        let c = parse(&format!("[hub]\nheader_read_timeout = \"2s\"\n{MINIMAL}")).expect("parse");
+        assert_eq!(c.hub.header_read_timeout, Duration::from_secs(2));
+        for bad in ["0s", "500ms"] {
+            let e = parse(&format!("[hub]\nheader_read_timeout = \"{bad}\"\n{MINIMAL}")).expect_err(bad).to_string();
+            assert!(e.contains("hub.header_read_timeout") && e.contains("at least 1s") && e.contains("line 2"), "{e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
 //! and what the tests call with a listener on port 0.
 
+mod accept;
 pub mod api;
 pub mod auth;
 pub mod ccache;
@@ -28,8 +29,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -187,27 +186,25 @@ pub async fn serve_state(
     // hub-page headers on the hot path (the proxy logs its own refusals and failures). Each
     // browser connection gets a service of its own, holding its upstream connection.
     let proxy_state = state.clone();
-    let make_service = tower::service_fn(move |incoming: axum::serve::IncomingStream<'_, _>| {
-        let peer: SocketAddr = *incoming.remote_addr();
+    let make_service = move |peer: SocketAddr| {
         let state = proxy_state.clone();
         let router = router.clone();
         let upstream = Arc::new(proxy::ConnUpstream::default());
-        std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
-            move |mut req: axum::extract::Request| {
-                let state = state.clone();
-                let router = router.clone();
-                let upstream = upstream.clone();
-                async move {
-                    if req.uri().path().starts_with("/user/") {
-                        Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
-                    } else {
-                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        tower::ServiceExt::oneshot(router, req).await
-                    }
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            let state = state.clone();
+            let router = router.clone();
+            let upstream = upstream.clone();
+            async move {
+                if req.uri().path().starts_with("/user/") {
+                    Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
+                } else {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(router, req).await
                 }
-            },
-        )))
-    });
+            }
+        })
+    };
     let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
@@ -216,22 +213,17 @@ pub async fn serve_state(
     let culler = tokio::spawn(state.servers.clone().run_culler(async move {
         let _ = culler_stopped.await;
     }));
-    // TCP_NODELAY on every browser connection: small WebSocket frames must not wait for
-    // Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // On shutdown: tunnels and progress streams close at once; other in-flight requests get
     // up to shutdown_timeout to finish.
     let closing = state.closing.clone();
     let mut closed = state.closing.subscribe();
-    let server = axum::serve(listener, make_service).with_graceful_shutdown(async move {
+    let server = accept::serve(listener, state.config.hub.header_read_timeout, make_service, async move {
         shutdown.await;
         let _ = closing.send(true);
     });
     let limit = state.config.hub.shutdown_timeout;
     tokio::select! {
-        r = server.into_future() => r?,
+        () = server => {}
         _ = async {
             let _ = closed.wait_for(|c| *c).await;
             tokio::time::sleep(limit).await;
