@@ -81,7 +81,8 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
 /// checkout, no connector. The connection is kept with the server's endpoint and token, so a
 /// request for another server (another user's, or a restarted one) opens its own; it closes
 /// when the browser connection does (the [`hyper::client::conn::http1::SendRequest`] is
-/// dropped). Concurrent requests (HTTP/2) each take it or open another; one is kept.
+/// dropped). The hub serves HTTP/1.1 only (see `accept.rs`), so requests never overlap here;
+/// if they did, each would take it or open another, and one would be kept.
 #[derive(Default)]
 pub struct ConnUpstream(std::sync::Mutex<Option<Kept>>);
 
