@@ -2,6 +2,7 @@
 //! documented configuration `docs/nginx/hub.conf` itself: login, the JupyterLab page and a
 //! kernel WebSocket over https on both names, and a cross-origin WebSocket refused.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,9 +11,19 @@ use crate::support::{HubOptions, PamService, TestHub, TestUser, require_root, ve
 
 struct Nginx(Child);
 
+/// nginx runs in a process group of its own. Dropping it asks the master to stop (SIGTERM:
+/// it stops its worker and exits), then kills whatever of the group is left after 5 s. Killing
+/// the master alone (SIGKILL) would orphan its worker.
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        use nix::sys::signal::{Signal, killpg};
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -61,6 +72,7 @@ fn nginx(dir: &Path, port: u16, hub_port: u16, cert: &Path, key: &Path) -> Nginx
         .args(["-g", "daemon off;"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .expect("nginx (apt install nginx-light)");
     let deadline = Instant::now() + Duration::from_secs(10);
