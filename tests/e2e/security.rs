@@ -461,3 +461,38 @@ async fn slow_clients_are_cut_off_at_header_read_timeout() {
     assert_alive(&hub).await;
     hub.stop().await;
 }
+
+/// HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) is not served: the hub speaks HTTP/1.1
+/// only (`accept.rs`). A client that opens with the HTTP/2 connection preface gets no HTTP/2
+/// answer and its connection is closed at once, not held until `hub.header_read_timeout`
+/// (30 s here, the default); other clients keep being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_is_refused_and_closed() {
+    require_root();
+    let pam = PamService::create();
+    let hub = TestHub::start_with(&pam, None, HubOptions::default()).await;
+    let addr = hub.addr;
+    let (ended, sent, after) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let t0 = Instant::now();
+        // The client connection preface (RFC 9113 §3.4): the magic, then an empty SETTINGS frame
+        // (length 0, type 0x4, flags 0, stream 0).
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+        let mut out = Vec::new();
+        // A close with our SETTINGS frame unread arrives as a reset; both are the hub's doing.
+        let ended = match s.read_to_end(&mut out) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        (ended, out, t0.elapsed())
+    })
+    .await
+    .expect("join");
+    assert!(ended, "the hub kept an HTTP/2 prior-knowledge connection open for {after:?}");
+    let text = String::from_utf8_lossy(&sent);
+    // An HTTP/2 server would answer with its own SETTINGS frame (binary, type 0x4 at byte 3).
+    assert!(sent.is_empty() || text.starts_with("HTTP/1.1 4") || text.starts_with("HTTP/1.1 5"), "{text:?}");
+    assert_alive(&hub).await;
+    hub.stop().await;
+}
