@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_jupyterhub as V  # noqa: E402
 
-PAM = "hub-bench-trial"
+# A PAM service file of each run's own (its name gets the run's user name), so that two
+# trials at once do not remove each other's.
+PAM_PREFIX = "hub-bench-trial"
 
 
 def cpu_ticks(pids):
@@ -90,10 +93,13 @@ def main():
     ap.add_argument("--haproxy", choices=["http", "tcp"])
     ap.add_argument("--haproxy-threads", type=int, default=1)
     a = ap.parse_args()
+    # `timeout` and Ctrl-C end the run through the cleanup below, not around it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = tempfile.mkdtemp(prefix="hub-trial-")
     os.chmod(work, 0o711)
     user, pw = "trial" + secrets.token_hex(3), secrets.token_hex(8)
+    PAM = f"{PAM_PREFIX}-{user}"
     with open(f"/etc/pam.d/{PAM}", "w") as f:
         f.write("auth required pam_unix.so nodelay\naccount required pam_unix.so\n")
     subprocess.run(["useradd", "-m", user], check=True)
@@ -188,7 +194,8 @@ def main():
             if os.stat(d).st_uid == uid:
                 shutil.rmtree(d, ignore_errors=True)
         subprocess.run(["userdel", "-r", "-f", user], capture_output=True)
-        os.remove(f"/etc/pam.d/{PAM}")
+        if os.path.exists(f"/etc/pam.d/{PAM}"):
+            os.remove(f"/etc/pam.d/{PAM}")
         shutil.rmtree(work, ignore_errors=True)
 
 
