@@ -200,7 +200,9 @@ pub async fn serve_state(
                     Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
                 } else {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                    tower::ServiceExt::oneshot(router, req).await
+                    // Boxed: the router's future is far larger than the proxy's, and every
+                    // proxied request's future would otherwise be that size (moved, not used).
+                    Box::pin(tower::ServiceExt::oneshot(router, req)).await
                 }
             }
         })

@@ -13,7 +13,7 @@
 //! 200) or save (`PUT .../api/contents/<path>.ipynb`, answered 200/201) triggers a ticket
 //! renewal in the background; the response is never held for it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -24,22 +24,28 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::renewer::Trigger;
 use crate::servers::Endpoint;
+use crate::session::SessionCheck;
 use crate::web::{AppState, error_page, origin_allowed};
 use crate::{percent_encode, unix_now};
 
 /// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1,
-/// plus `Proxy-Connection` and `Keep-Alive` from RFC 7230's list).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// plus `Proxy-Connection` and `Keep-Alive` from RFC 7230's list). Names, not strings: a
+/// lookup by string parses and classifies the name first, twice per request per header.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The double-submit XSRF check for a cookie-authenticated, state-changing request to a
 /// user's server: the `_xsrf` cookie (set by jupyter-server, Tornado's XSRF cookie) must be
@@ -84,20 +90,27 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
 /// dropped). The hub serves HTTP/1.1 only (see `accept.rs`), so requests never overlap here;
 /// if they did, each would take it or open another, and one would be kept.
 #[derive(Default)]
-pub struct ConnUpstream(std::sync::Mutex<Option<Kept>>);
+pub struct ConnUpstream {
+    kept: std::sync::Mutex<Option<Kept>>,
+    /// The browser's address as an `X-Forwarded-For` value, made on the connection's first
+    /// request.
+    peer_header: std::sync::OnceLock<Option<HeaderValue>>,
+    /// The last server token seen on this connection and its `Authorization` value.
+    authorization: std::sync::Mutex<Option<(std::sync::Arc<str>, HeaderValue)>>,
+}
 
 struct Kept {
     endpoint: Endpoint,
-    token: String,
+    token: std::sync::Arc<str>,
     sender: hyper::client::conn::http1::SendRequest<Body>,
 }
 
 impl ConnUpstream {
     /// The kept connection if it is to `endpoint` with `token` and still open.
     fn take(&self, endpoint: &Endpoint, token: &str) -> Option<Kept> {
-        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         match kept.take() {
-            Some(k) if k.endpoint == *endpoint && k.token == token && !k.sender.is_closed() => Some(k),
+            Some(k) if k.endpoint == *endpoint && *k.token == *token && !k.sender.is_closed() => Some(k),
             other => {
                 *kept = other.filter(|k| !k.sender.is_closed());
                 None
@@ -109,8 +122,27 @@ impl ConnUpstream {
     /// back and forth, so a request on the kept connection allocates nothing here.
     fn keep(&self, k: Kept) {
         if !k.sender.is_closed() {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(k);
+            *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(k);
         }
+    }
+
+    /// `peer` as an `X-Forwarded-For` value; the same for every request of the connection.
+    fn peer_header(&self, peer: IpAddr) -> Option<HeaderValue> {
+        self.peer_header.get_or_init(|| ip_header(peer)).clone()
+    }
+
+    /// `Authorization: token <token>` as a header value, made again only when the token
+    /// changes (another server, or the same one restarted).
+    fn authorization(&self, token: &std::sync::Arc<str>) -> Option<HeaderValue> {
+        let mut last = self.authorization.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, v)) = &*last
+            && **t == **token
+        {
+            return Some(v.clone());
+        }
+        let v = authorization_header(token)?;
+        *last = Some((token.clone(), v.clone()));
+        Some(v)
     }
 
     /// Sends `req` (origin-form URI) to the server at `endpoint`: on the kept connection if
@@ -120,7 +152,7 @@ impl ConnUpstream {
     async fn send(
         &self,
         endpoint: &Endpoint,
-        token: &str,
+        token: &std::sync::Arc<str>,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let req = match self.take(endpoint, token) {
@@ -141,7 +173,7 @@ impl ConnUpstream {
         };
         let mut sender = connect(endpoint).await?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.keep(Kept { endpoint: endpoint.clone(), token: token.to_string(), sender });
+        self.keep(Kept { endpoint: endpoint.clone(), token: token.clone(), sender });
         Ok(resp)
     }
 }
@@ -184,32 +216,42 @@ pub async fn handle(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<
 /// connection's upstream connection, otherwise on a connection of their own (the same
 /// mechanism, kept for no one).
 pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Option<&ConnUpstream>) -> Response {
-    let path = req.uri().path().to_string();
-    let Some(name) = path.strip_prefix("/user/").map(|r| r.split('/').next().unwrap_or_default().to_string()) else {
+    // Shared, not copied (a reference count): its parts are borrowed below while the request
+    // itself is taken apart.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix("/user/") else {
         return error_page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.");
+    };
+    let (name, has_slash) = match rest.split_once('/') {
+        Some((name, _)) => (name, true),
+        None => (rest, false),
     };
     if name.is_empty() {
         return Redirect::to("/hub/home").into_response();
     }
-    if path == format!("/user/{name}") {
-        let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    if !has_slash {
+        let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         return Redirect::to(&format!("/user/{name}/{q}")).into_response();
     }
-    let next = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
+    let next = uri.path_and_query().map_or(path, |p| p.as_str());
 
-    let session = match req.headers().get(header::COOKIE).and_then(|c| c.to_str().ok()) {
-        Some(c) => app.sessions.from_cookie_header(c, unix_now()).await,
-        None => None,
+    let check = match req.headers().get(header::COOKIE).and_then(|c| c.to_str().ok()) {
+        Some(c) => app.sessions.check_cookie_header(c, unix_now(), name).await,
+        None => SessionCheck::NoSession,
     };
-    let Some(session) = session else {
-        if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
-            return Redirect::to(&format!("/hub/login?next={}", percent_encode(&next))).into_response();
+    match check {
+        SessionCheck::Owner => {}
+        SessionCheck::NoSession => {
+            if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
+                return Redirect::to(&format!("/hub/login?next={}", percent_encode(next))).into_response();
+            }
+            return json_error(StatusCode::UNAUTHORIZED, "not logged in: log in at /hub/login");
         }
-        return json_error(StatusCode::UNAUTHORIZED, "not logged in: log in at /hub/login");
-    };
-    if session.username != name {
-        tracing::warn!(user = %session.username, route = %name, path = %path, "refused: another user's server");
-        return error_page(StatusCode::FORBIDDEN, "Forbidden", "This server belongs to another user.");
+        SessionCheck::OtherUser(user) => {
+            tracing::warn!(user = %user, route = %name, path = %path, "refused: another user's server");
+            return error_page(StatusCode::FORBIDDEN, "Forbidden", "This server belongs to another user.");
+        }
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if (state_changing || is_upgrade(req.headers())) && !origin_allowed(app, req.headers()) {
@@ -223,36 +265,49 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             "cross-origin request refused: the Origin header is missing or not one of the hub's public URLs",
         );
     }
-    if state_changing && !xsrf_double_submit(req.headers(), req.uri().query()) {
+    if state_changing && !xsrf_double_submit(req.headers(), uri.query()) {
         tracing::warn!(user = %name, path = %path, method = %req.method(), "refused: no XSRF token");
         return json_error(
             StatusCode::FORBIDDEN,
             "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header (JupyterLab does this itself)",
         );
     }
-    let Some(up) = app.servers.upstream(&name) else {
+    let Some(up) = app.servers.upstream(name) else {
         let wants_html =
             req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         if *req.method() == Method::GET && wants_html {
-            return Redirect::to(&format!("/hub/spawn?next={}", percent_encode(&next))).into_response();
+            return Redirect::to(&format!("/hub/spawn?next={}", percent_encode(next))).into_response();
         }
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "your server is not running: start it at /hub/home");
     };
 
     up.activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-    let tap = notebook_event(req.method(), &path, req.uri().query());
+    let tap = notebook_event(req.method(), path, uri.query());
     let upgrade = is_upgrade(req.headers());
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // Origin-form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1): every upstream connection is
-    // one of our own.
-    let Ok(uri) = next.parse::<Uri>() else {
-        return json_error(StatusCode::BAD_REQUEST, "malformed request path");
+    // one of our own. The browser sends that form already; an absolute-form target (RFC 9112
+    // §3.2.2) loses its scheme and authority.
+    let upstream_uri = if uri.scheme().is_none() && uri.authority().is_none() {
+        uri.clone()
+    } else {
+        let mut origin_form = axum::http::uri::Parts::default();
+        origin_form.path_and_query = uri.path_and_query().cloned();
+        match Uri::from_parts(origin_form) {
+            Ok(u) => u,
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "malformed request path"),
+        }
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    prepare_request_headers(&mut headers, app, peer, &up.token, upgrade);
-    let mut builder = hyper::Request::builder().method(parts.method.clone()).uri(uri).version(hyper::Version::HTTP_11);
+    let (peer_header, authorization) = match conn {
+        Some(conn) => (conn.peer_header(peer.ip()), conn.authorization(&up.token)),
+        None => (ip_header(peer.ip()), authorization_header(&up.token)),
+    };
+    prepare_request_headers(&mut headers, app, peer.ip(), peer_header, authorization, upgrade);
+    let mut builder =
+        hyper::Request::builder().method(parts.method.clone()).uri(upstream_uri).version(hyper::Version::HTTP_11);
     if let Some(h) = builder.headers_mut() {
         *h = headers;
     }
@@ -305,8 +360,8 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             Trigger::Open => resp.status() == StatusCode::OK,
             _ => matches!(resp.status(), StatusCode::OK | StatusCode::CREATED),
         };
-        if ok {
-            app.renewer.trigger(up.owner.clone(), trigger);
+        if ok && let Some(owner) = app.servers.running_owner(name) {
+            app.renewer.trigger(owner, trigger);
         }
     }
     let (mut parts, body) = resp.into_parts();
@@ -350,22 +405,48 @@ pub fn notebook_event(method: &Method, path: &str, query: Option<&str>) -> Optio
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
+    // Names the Connection header lists (RFC 9110 §7.6.1), other than its usual options
+    // (`keep-alive`, `close`, `upgrade`), which are removed below anyway or name no header.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()) {
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if t.eq_ignore_ascii_case("close") || HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n.as_str())) {
+                continue;
+            }
+            // from_bytes lower-cases the name.
+            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                listed.push(n);
+            }
+        }
+    }
     for n in listed {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
 
-fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, token: &str, upgrade: bool) {
+/// `Authorization: token <token>` (jupyter-server's token scheme), marked sensitive.
+fn authorization_header(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::try_from(format!("token {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// `ip` as a header value (`X-Forwarded-For`, RFC 7239 §5.2's predecessor: a plain address).
+fn ip_header(ip: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::try_from(ip.to_string()).ok()
+}
+
+fn prepare_request_headers(
+    h: &mut HeaderMap,
+    app: &AppState,
+    peer: IpAddr,
+    peer_header: Option<HeaderValue>,
+    authorization: Option<HeaderValue>,
+    upgrade: bool,
+) {
     let upgrade_value = h.get(header::UPGRADE).cloned();
     strip_hop_by_hop(h);
     if upgrade {
@@ -395,23 +476,26 @@ fn prepare_request_headers(h: &mut HeaderMap, app: &AppState, peer: SocketAddr, 
     {
         h.insert(header::COOKIE, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("token {token}")) {
-        h.insert(header::AUTHORIZATION, v);
-    }
+    // A browser's own Authorization header never reaches the server: the hub's token does.
+    match authorization {
+        Some(v) => h.insert(header::AUTHORIZATION, v),
+        None => h.remove(header::AUTHORIZATION),
+    };
     // A client-sent X-Forwarded-For is kept (and the peer appended) only when the peer is one
     // of [hub] trusted_proxies; otherwise the peer address replaces it.
-    let trusted = app.config.hub.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
-        _ => peer.ip().to_string(),
+    let trusted = app.config.hub.trusted_proxies.iter().any(|n| n.contains(&peer));
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        _ => peer_header,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
+    match xff {
+        Some(v) => h.insert(&X_FORWARDED_FOR, v),
+        None => h.remove(&X_FORWARDED_FOR),
+    };
     let proto = if app.config.secure_cookies() { "https" } else { "http" };
-    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert("x-forwarded-host", host);
+        h.insert(&X_FORWARDED_HOST, host);
     }
 }
 
@@ -570,7 +654,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_listed_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive, close, X-Secret, , x-other"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -84,8 +84,9 @@ pub enum ServerState {
     Running {
         /// Where it listens.
         endpoint: Endpoint,
-        /// The token the proxy injects (`Authorization: token ...`).
-        token: String,
+        /// The token the proxy injects (`Authorization: token ...`); shared, so that the
+        /// proxy's per-request copy is a reference count.
+        token: Arc<str>,
         /// Process id.
         pid: u32,
         /// The server's owner, for ticket renewals the proxy triggers.
@@ -121,9 +122,7 @@ pub struct Upstream {
     /// Where the server listens.
     pub endpoint: Endpoint,
     /// Token injected as `Authorization: token ...`.
-    pub token: String,
-    /// Whose server it is.
-    pub owner: TicketOwner,
+    pub token: Arc<str>,
     /// The server's activity clock: the proxy stores the current unix time in it on every
     /// request and every WebSocket read (an atomic store: no lock, no database write).
     pub activity: Arc<AtomicI64>,
@@ -224,17 +223,24 @@ impl Servers {
         self.slot(name).state.subscribe()
     }
 
-    /// Endpoint, token and owner of `name`'s server if it is running. The proxy's hot path.
+    /// Endpoint, token and activity clock of `name`'s server if it is running. The proxy's
+    /// hot path: every part is shared, so this copies nothing.
     pub fn upstream(&self, name: &str) -> Option<Upstream> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get(name)?;
         match &*slot.state.borrow() {
-            ServerState::Running { endpoint, token, owner, .. } => Some(Upstream {
-                endpoint: endpoint.clone(),
-                token: token.clone(),
-                owner: owner.clone(),
-                activity: slot.activity.clone(),
-            }),
+            ServerState::Running { endpoint, token, .. } => {
+                Some(Upstream { endpoint: endpoint.clone(), token: token.clone(), activity: slot.activity.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The owner of `name`'s server if it is running (for a renewal the proxy triggers).
+    pub fn running_owner(&self, name: &str) -> Option<TicketOwner> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        match &*slots.get(name)?.state.borrow() {
+            ServerState::Running { owner, .. } => Some(owner.clone()),
             _ => None,
         }
     }
@@ -416,7 +422,7 @@ impl Servers {
         slot.running_since.store(unix_now(), Ordering::Relaxed);
         slot.activity.store(unix_now(), Ordering::Relaxed);
         self.renewer.activate(&owner);
-        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner: owner.clone() });
+        slot.state.send_replace(ServerState::Running { endpoint, token: token.into(), pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
         Ok(())
     }
@@ -828,7 +834,7 @@ impl Servers {
         slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
         slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
         tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
-        slot.state.send_replace(ServerState::Running { endpoint, token: token.clone(), pid, owner });
+        slot.state.send_replace(ServerState::Running { endpoint, token: token.as_str().into(), pid, owner });
         let log = self.log_path(&name);
         self.watch_exit(name, slot.clone(), pid, exited, log);
     }

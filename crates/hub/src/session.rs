@@ -45,6 +45,17 @@ struct Claims {
     exp: i64,
 }
 
+/// What [`Sessions::check_cookie_header`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// No session cookie, or one that is malformed, forged, expired or revoked.
+    NoSession,
+    /// A live session of the user asked about.
+    Owner,
+    /// A live session of this other user.
+    OtherUser(String),
+}
+
 /// An authenticated session: who, and which session row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -63,7 +74,8 @@ pub struct Sessions {
     store: Arc<dyn Store>,
     max_age_secs: i64,
     secure: bool,
-    /// sid → (username, expires): sessions known to be in the store.
+    /// sid → (username, expires): sessions known to be in the store. Taken after `verified`
+    /// when both are held (`check_cached`), never before.
     cache: Mutex<HashMap<String, (String, i64)>>,
     /// Session JWTs whose signature already checked out → their claims, so the proxy's hot
     /// path does not decode and HMAC the same cookie on every request (that was ~9 % of the
@@ -131,9 +143,10 @@ pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     Ok(key)
 }
 
-/// The value of cookie `name` in a `Cookie` request header (RFC 6265 §5.4 syntax), if present.
-pub fn token_from_cookie_header(header: &str, name: &str) -> Option<String> {
-    cookie::Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).map(|c| c.value().to_string())
+/// The value of cookie `name` in a `Cookie` request header (RFC 6265 §5.4 syntax), if present:
+/// the first such cookie's, as a slice of `header` (nothing is copied).
+pub fn token_from_cookie_header<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    cookie::Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).and_then(|c| c.value_raw())
 }
 
 /// Verifies a session JWT's signature (HS256 only, under any of `keys`) and expiry at `now`
@@ -271,7 +284,44 @@ impl Sessions {
     /// at debug level).
     pub async fn from_cookie_header(&self, header: &str, now: i64) -> Option<Session> {
         let token = token_from_cookie_header(header, self.cookie_name())?;
-        self.validate(&token, now).await
+        self.validate(token, now).await
+    }
+
+    /// The proxy's per-request check: whether the session cookie in `header` (a `Cookie`
+    /// header value) is a live session of `name` at `now` (unix seconds). The same rules as
+    /// [`Sessions::from_cookie_header`], but a session already verified and looked up is
+    /// checked under the two cache locks without copying anything, so the common case (the
+    /// owner's next request) allocates nothing.
+    pub async fn check_cookie_header(&self, header: &str, now: i64, name: &str) -> SessionCheck {
+        let Some(token) = token_from_cookie_header(header, self.cookie_name()) else {
+            return SessionCheck::NoSession;
+        };
+        if let Some(known) = self.check_cached(token, now, name) {
+            return known;
+        }
+        match self.validate(token, now).await {
+            Some(s) if s.username == name => SessionCheck::Owner,
+            Some(s) => SessionCheck::OtherUser(s.username),
+            None => SessionCheck::NoSession,
+        }
+    }
+
+    /// [`Sessions::check_cookie_header`]'s answer from the caches alone, if they have one.
+    fn check_cached(&self, token: &str, now: i64, name: &str) -> Option<SessionCheck> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let claims = verified.get(token)?;
+        if claims.exp <= now {
+            return Some(SessionCheck::NoSession);
+        }
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, exp) = cache.get(&claims.sid)?;
+        Some(if *user != claims.sub || *exp <= now {
+            SessionCheck::NoSession
+        } else if user == name {
+            SessionCheck::Owner
+        } else {
+            SessionCheck::OtherUser(user.clone())
+        })
     }
 
     /// Checks a session JWT at `now` (unix seconds).
@@ -379,6 +429,35 @@ mod tests {
         // Revoked.
         s.revoke(&sess.id).await.expect("revoke");
         assert_eq!(s.from_cookie_header(&header, 1001).await, None);
+    }
+
+    /// The proxy's check gives the same answers as `from_cookie_header` on its first call
+    /// (verify and look up) and on later ones (the caches alone).
+    #[tokio::test]
+    async fn proxy_check_matches_full_validation_cold_and_cached() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = sessions(dir.path()).await;
+        s.store.upsert_user("bob", false, 0).await.expect("user");
+        let (ann, ann_cookie) = s.create("ann", 1000).await.expect("create");
+        let ann_header = format!("_xsrf=x; {}", ann_cookie.split(';').next().expect("pair"));
+        for round in ["cold", "cached"] {
+            assert_eq!(s.check_cookie_header(&ann_header, 1001, "ann").await, SessionCheck::Owner, "{round}");
+            assert_eq!(
+                s.check_cookie_header(&ann_header, 1001, "bob").await,
+                SessionCheck::OtherUser("ann".into()),
+                "{round}"
+            );
+            assert_eq!(
+                s.check_cookie_header(&ann_header, 1000 + 3600, "ann").await,
+                SessionCheck::NoSession,
+                "{round}"
+            );
+        }
+        assert_eq!(s.check_cookie_header("_xsrf=x", 1001, "ann").await, SessionCheck::NoSession);
+        assert_eq!(s.check_cookie_header("__Host-hub-session=junk", 1001, "ann").await, SessionCheck::NoSession);
+        // Revoked after it was cached: refused at once.
+        s.revoke(&ann.id).await.expect("revoke");
+        assert_eq!(s.check_cookie_header(&ann_header, 1001, "ann").await, SessionCheck::NoSession);
     }
 
     #[tokio::test]
