@@ -4,7 +4,7 @@ proxy, or HAProxy) against the nginx stand-in directly, paths alternating within
 This is the harness behind the figures marked "trial" in docs/benchmarks.md: quicker than
 bench/vs_jupyterhub.sh (no JupyterHub, one workload), and it reports what that script does not,
 CPU per request for each proxy and for the backend (µs, from /proc/<pid>/stat), how busy the
-machine was, and the hub's context switches per request. Run as root from the repository after
+machine was, the hub's context switches per request, and each proxy's RSS right after its run. Run as root from the repository after
 `bash bench/vs_jupyterhub.sh` has installed wrk and built the hub once:
 
     /opt/hub/bench/jupyterhub-venv/bin/python bench/proxy_trial.py [--case small|big]
@@ -172,6 +172,8 @@ def main():
                 if s0:
                     s1 = ctx_switches(pids[0])
                     line += f"  ctx switches/req vol {(s1[0] - s0[0]) / n:.3f} invol {(s1[1] - s0[1]) / n:.3f}"
+                if pids:
+                    line += f"  RSS after {sum(V.benchdoc.rss_kib(x) for x in pids) / 1024:.1f} MiB"
                 print(line, flush=True)
                 rps[p].append(r["rps"])
         if "direct" in rps:
