@@ -75,7 +75,7 @@ pub struct Sessions {
     max_age_secs: i64,
     secure: bool,
     /// sid → (username, expires): sessions known to be in the store. Taken after `verified`
-    /// when both are held (`check_cached`), never before.
+    /// when both are held (`answer_from_caches`), never before.
     cache: Mutex<HashMap<String, (String, i64)>>,
     /// Session JWTs whose signature already checked out → their claims, so the proxy's hot
     /// path does not decode and HMAC the same cookie on every request (that was ~9 % of the
@@ -296,43 +296,47 @@ impl Sessions {
         let Some(token) = token_from_cookie_header(header, self.cookie_name()) else {
             return SessionCheck::NoSession;
         };
-        if let Some(known) = self.check_cached(token, now, name) {
-            return known;
-        }
-        match self.validate(token, now).await {
-            Some(s) if s.username == name => SessionCheck::Owner,
-            Some(s) => SessionCheck::OtherUser(s.username),
-            None => SessionCheck::NoSession,
+        let known = self.answer_from_caches(token, now, |user, _| {
+            if user == name { SessionCheck::Owner } else { SessionCheck::OtherUser(user.to_string()) }
+        });
+        match known {
+            Some(Some(check)) => check,
+            Some(None) => SessionCheck::NoSession,
+            None => match self.validate(token, now).await {
+                Some(s) if s.username == name => SessionCheck::Owner,
+                Some(s) => SessionCheck::OtherUser(s.username),
+                None => SessionCheck::NoSession,
+            },
         }
     }
 
-    /// [`Sessions::check_cookie_header`]'s answer from the caches alone, if they have one.
-    fn check_cached(&self, token: &str, now: i64, name: &str) -> Option<SessionCheck> {
+    /// The answer for `token` at `now` from the two caches alone, under their locks: `None`
+    /// if they do not have it, `Some(None)` for an expired or revoked session, and
+    /// `Some(Some(live(user, sid)))` for a live one. [`Sessions::validate`]'s rules, shared by
+    /// both checks.
+    fn answer_from_caches<R>(&self, token: &str, now: i64, live: impl FnOnce(&str, &str) -> R) -> Option<Option<R>> {
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         let claims = verified.get(token)?;
         if claims.exp <= now {
-            return Some(SessionCheck::NoSession);
+            tracing::debug!("session cookie expired");
+            return Some(None);
         }
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (user, exp) = cache.get(&claims.sid)?;
-        Some(if *user != claims.sub || *exp <= now {
-            SessionCheck::NoSession
-        } else if user == name {
-            SessionCheck::Owner
-        } else {
-            SessionCheck::OtherUser(user.clone())
-        })
+        Some((*user == claims.sub && *exp > now).then(|| live(user, &claims.sid)))
     }
 
     /// Checks a session JWT at `now` (unix seconds).
     pub async fn validate(&self, token: &str, now: i64) -> Option<Session> {
+        let cached = self
+            .answer_from_caches(token, now, |user, sid| Session { username: user.to_string(), id: sid.to_string() });
+        if let Some(answer) = cached {
+            return answer;
+        }
+        // Not in both caches: verify the token unless that was done, then look the session up.
         let known = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
         let claims = match known {
-            Some(c) if c.exp > now => c,
-            Some(_) => {
-                tracing::debug!("session cookie expired");
-                return None;
-            }
+            Some(c) => c,
             None => {
                 let c = verify_token(token, &self.decoding, now)?;
                 let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -343,9 +347,6 @@ impl Sessions {
                 c
             }
         };
-        if let Some((user, exp)) = self.cache_get(&claims.sid) {
-            return (user == claims.sub && exp > now).then_some(Session { username: user, id: claims.sid });
-        }
         match self.store.get_session(&claims.sid).await {
             Ok(Some(rec)) if rec.username == claims.sub && rec.expires > now => {
                 self.cache_put(&rec.id, &rec.username, rec.expires);
@@ -366,10 +367,6 @@ impl Sessions {
     pub async fn revoke(&self, id: &str) -> Result<(), StoreError> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.store.delete_session(id).await
-    }
-
-    fn cache_get(&self, sid: &str) -> Option<(String, i64)> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(sid).cloned()
     }
 
     fn cache_put(&self, sid: &str, user: &str, exp: i64) {
