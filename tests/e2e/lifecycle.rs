@@ -74,6 +74,7 @@ async fn kill9_and_restart_readopts_servers() {
     let users: Vec<TestUser> = (0..3).map(|_| TestUser::create()).collect();
     let late = TestUser::create(); // logs in just before the kill: its spawn is cut short
     let reused = TestUser::create(); // its recorded pid now belongs to another process
+    let damaged = TestUser::create(); // its live server's recorded token cannot be read back
     for u in users.iter().chain([&late]) {
         kdc.add_user_with_keytab(u);
     }
@@ -100,9 +101,32 @@ async fn kill9_and_restart_readopts_servers() {
 
     // A recorded "running" server whose pid is now someone else's process.
     let impostor = Command::new("sleep").arg("300").uid(reused.uid).gid(reused.gid).spawn().expect("sleep as the user");
+    // A live process of the user, recorded right, except for a token no header can carry.
+    let mut unreachable = Command::new("sleep")
+        .arg("300")
+        .uid(damaged.uid)
+        .gid(damaged.gid)
+        .process_group(0)
+        .spawn()
+        .expect("sleep as the user");
     {
         let store =
             SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
+        store.upsert_user(&damaged.name, false, 0).await.expect("user");
+        store
+            .put_server(&ServerRecord {
+                username: damaged.name.clone(),
+                state: "running".into(),
+                pid: Some(i64::from(unreachable.id())),
+                port: Some(1),
+                token: Some("bad\ntoken".into()),
+                pid_start: hub::spawner::local::start_ticks(unreachable.id()),
+                uid: Some(i64::from(damaged.uid)),
+                gid: Some(i64::from(damaged.gid)),
+                ..Default::default()
+            })
+            .await
+            .expect("damaged record");
         store.upsert_user(&reused.name, false, 0).await.expect("user");
         let ticks = hub::spawner::local::start_ticks(impostor.id()).expect("ticks");
         store
@@ -154,6 +178,19 @@ async fn kill9_and_restart_readopts_servers() {
             "the half-started server was neither adopted nor cleaned: {body}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The server the hub could not reach again was stopped, not left running unseen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while unreachable.try_wait().expect("wait").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "a server with an unreadable record was left running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let store =
+            SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
+        let rec = store.get_server(&damaged.name).await.expect("db").expect("record");
+        assert_eq!(rec.state, "stopped");
+        assert!(rec.message.as_deref().unwrap_or_default().contains("record was unreadable"), "{:?}", rec.message);
     }
     // The impostor was neither adopted nor signalled.
     tokio::time::sleep(Duration::from_millis(500)).await;

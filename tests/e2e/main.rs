@@ -499,7 +499,7 @@ async fn websocket_replies_are_not_nagle_bound() {
         format!("ws://127.0.0.1:{port}/user/{}/api/kernels/{id}/channels?session_id={direct_session}", ann.name)
             .into_client_request()
             .expect("req");
-    req.headers_mut().insert("authorization", format!("token {token}").parse().expect("header"));
+    req.headers_mut().insert("authorization", token.authorization().clone());
     // The direct client disables Nagle on its side, as browsers do.
     let (mut direct, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await.expect("direct ws");
     // Warm up both paths, then alternate.

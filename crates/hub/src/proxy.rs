@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::renewer::Trigger;
-use crate::servers::Endpoint;
+use crate::servers::{Endpoint, ServerToken};
 use crate::session::SessionCheck;
 use crate::web::{AppState, error_page, origin_allowed};
 use crate::{percent_encode, unix_now};
@@ -95,22 +95,22 @@ pub struct ConnUpstream {
     /// The browser's address as an `X-Forwarded-For` value, made on the connection's first
     /// request.
     peer_header: std::sync::OnceLock<Option<HeaderValue>>,
-    /// The last server token seen on this connection and its `Authorization` value.
-    authorization: std::sync::Mutex<Option<(std::sync::Arc<str>, HeaderValue)>>,
 }
 
 struct Kept {
     endpoint: Endpoint,
-    token: std::sync::Arc<str>,
+    token: ServerToken,
     sender: hyper::client::conn::http1::SendRequest<Body>,
 }
 
 impl ConnUpstream {
     /// The kept connection if it is to `endpoint` with `token` and still open.
-    fn take(&self, endpoint: &Endpoint, token: &str) -> Option<Kept> {
+    fn take(&self, endpoint: &Endpoint, token: &ServerToken) -> Option<Kept> {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         match kept.take() {
-            Some(k) if k.endpoint == *endpoint && *k.token == *token && !k.sender.is_closed() => Some(k),
+            Some(k) if k.endpoint == *endpoint && k.token.as_str() == token.as_str() && !k.sender.is_closed() => {
+                Some(k)
+            }
             other => {
                 *kept = other.filter(|k| !k.sender.is_closed());
                 None
@@ -131,20 +131,6 @@ impl ConnUpstream {
         self.peer_header.get_or_init(|| ip_header(peer)).clone()
     }
 
-    /// `Authorization: token <token>` as a header value, made again only when the token
-    /// changes (another server, or the same one restarted).
-    fn authorization(&self, token: &std::sync::Arc<str>) -> Option<HeaderValue> {
-        let mut last = self.authorization.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((t, v)) = &*last
-            && **t == **token
-        {
-            return Some(v.clone());
-        }
-        let v = authorization_header(token)?;
-        *last = Some((token.clone(), v.clone()));
-        Some(v)
-    }
-
     /// Sends `req` (origin-form URI) to the server at `endpoint`: on the kept connection if
     /// it is that server's and still open, else on a new one ([`connect`]). A request the kept
     /// connection closed before sending is sent once more on a new connection; one that was
@@ -152,7 +138,7 @@ impl ConnUpstream {
     async fn send(
         &self,
         endpoint: &Endpoint,
-        token: &std::sync::Arc<str>,
+        token: &ServerToken,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let req = match self.take(endpoint, token) {
@@ -301,11 +287,11 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         }
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    let (peer_header, authorization) = match conn {
-        Some(conn) => (conn.peer_header(peer.ip()), conn.authorization(&up.token)),
-        None => (ip_header(peer.ip()), authorization_header(&up.token)),
+    let peer_header = match conn {
+        Some(conn) => conn.peer_header(peer.ip()),
+        None => ip_header(peer.ip()),
     };
-    prepare_request_headers(&mut headers, app, peer.ip(), peer_header, authorization, upgrade);
+    prepare_request_headers(&mut headers, app, peer.ip(), peer_header, up.token.authorization().clone(), upgrade);
     let mut builder =
         hyper::Request::builder().method(parts.method.clone()).uri(upstream_uri).version(hyper::Version::HTTP_11);
     if let Some(h) = builder.headers_mut() {
@@ -427,13 +413,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// `Authorization: token <token>` (jupyter-server's token scheme), marked sensitive.
-fn authorization_header(token: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::try_from(format!("token {token}")).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
 /// `ip` as a header value (`X-Forwarded-For`, RFC 7239 §5.2's predecessor: a plain address).
 fn ip_header(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::try_from(ip.to_string()).ok()
@@ -444,7 +423,7 @@ fn prepare_request_headers(
     app: &AppState,
     peer: IpAddr,
     peer_header: Option<HeaderValue>,
-    authorization: Option<HeaderValue>,
+    authorization: HeaderValue,
     upgrade: bool,
 ) {
     let upgrade_value = h.get(header::UPGRADE).cloned();
@@ -477,10 +456,7 @@ fn prepare_request_headers(
         h.insert(header::COOKIE, v);
     }
     // A browser's own Authorization header never reaches the server: the hub's token does.
-    match authorization {
-        Some(v) => h.insert(header::AUTHORIZATION, v),
-        None => h.remove(header::AUTHORIZATION),
-    };
+    h.insert(header::AUTHORIZATION, authorization);
     // A client-sent X-Forwarded-For is kept (and the peer appended) only when the peer is one
     // of [hub] trusted_proxies; otherwise the peer address replaces it.
     let trusted = app.config.hub.trusted_proxies.iter().any(|n| n.contains(&peer));

@@ -84,9 +84,9 @@ pub enum ServerState {
     Running {
         /// Where it listens.
         endpoint: Endpoint,
-        /// The token the proxy injects (`Authorization: token ...`); shared, so that the
-        /// proxy's per-request copy is a reference count.
-        token: Arc<str>,
+        /// The server's token and the `Authorization` value the proxy injects; shared, so
+        /// that the proxy's per-request copy is a reference count.
+        token: ServerToken,
         /// Process id.
         pid: u32,
         /// The server's owner, for ticket renewals the proxy triggers.
@@ -116,13 +116,50 @@ impl ServerState {
     }
 }
 
+/// A single-user server's API token and the `Authorization: token <token>` header value that
+/// goes with it (jupyter-server's token scheme: its `IdentityProvider` reads a header of that
+/// form). Made once when a server starts or is re-adopted, so the proxy's per-request copy is
+/// two reference counts. The header value is marked sensitive, and `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerToken {
+    token: Arc<str>,
+    authorization: axum::http::HeaderValue,
+}
+
+impl ServerToken {
+    /// `None` if `token` has bytes a header value cannot carry (RFC 9110 §5.5: visible ASCII,
+    /// space and tab); the hex tokens the hub makes always fit, a token read back from the
+    /// database might not.
+    pub fn new(token: &str) -> Option<Self> {
+        let mut authorization = axum::http::HeaderValue::try_from(format!("token {token}")).ok()?;
+        authorization.set_sensitive(true);
+        Some(ServerToken { token: token.into(), authorization })
+    }
+
+    /// The token itself (64 hex characters for a server the hub started).
+    pub fn as_str(&self) -> &str {
+        &self.token
+    }
+
+    /// `Authorization: token <token>`, sensitive (not shown by `Debug`, not indexed by HPACK).
+    pub fn authorization(&self) -> &axum::http::HeaderValue {
+        &self.authorization
+    }
+}
+
+impl std::fmt::Debug for ServerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerToken(..)")
+    }
+}
+
 /// Where the proxy sends a user's requests.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Where the server listens.
     pub endpoint: Endpoint,
-    /// Token injected as `Authorization: token ...`.
-    pub token: Arc<str>,
+    /// The server's token and its `Authorization: token ...` value.
+    pub token: ServerToken,
     /// The server's activity clock: the proxy stores the current unix time in it on every
     /// request and every WebSocket read (an atomic store: no lock, no database write).
     pub activity: Arc<AtomicI64>,
@@ -367,6 +404,9 @@ impl Servers {
         let mut token = [0u8; 32];
         rand::fill(&mut token);
         let token = hex::encode(token);
+        let Some(server_token) = ServerToken::new(&token) else {
+            return Err(("internal error: the new server token is not a valid header value".into(), String::new()));
+        };
         let spec = self.spawn_spec(&user, &endpoint, &token, log_path.clone());
         let process = match self.spawner.start(spec).await {
             Ok(p) => p,
@@ -404,7 +444,7 @@ impl Servers {
                     log_tail(&log_path),
                 ));
             }
-            if status_ok(&endpoint, &path, &token).await {
+            if status_ok(&endpoint, &path, &server_token).await {
                 break;
             }
             step += 1;
@@ -422,7 +462,7 @@ impl Servers {
         slot.running_since.store(unix_now(), Ordering::Relaxed);
         slot.activity.store(unix_now(), Ordering::Relaxed);
         self.renewer.activate(&owner);
-        slot.state.send_replace(ServerState::Running { endpoint, token: token.into(), pid, owner: owner.clone() });
+        slot.state.send_replace(ServerState::Running { endpoint, token: server_token, pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
         Ok(())
     }
@@ -781,10 +821,8 @@ impl Servers {
             (Some(path), _) => Some(Endpoint::Unix(Arc::from(Path::new(path)))),
             (None, port) => port.map(Endpoint::Tcp),
         };
-        let (Some(pid), Some(endpoint), Some(token), Some(ticks), Some(uid), Some(gid)) = (
+        let (Some(pid), Some(ticks), Some(uid), Some(gid)) = (
             r.pid.and_then(|p| u32::try_from(p).ok()),
-            endpoint,
-            r.token.clone(),
             r.pid_start,
             r.uid.and_then(|u| u32::try_from(u).ok()),
             r.gid.and_then(|g| u32::try_from(g).ok()),
@@ -795,6 +833,20 @@ impl Servers {
         let Some(process) = self.spawner.adopt(&name, pid, uid, ticks).await else {
             tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
             return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
+        };
+        // The process is the server's, but without its address and token the hub cannot
+        // reach it: stop it rather than leave it running unseen.
+        let (Some(endpoint), Some(token)) = (endpoint, r.token.as_deref().and_then(ServerToken::new)) else {
+            let how = process.stop(self.config.spawner.term_timeout).await;
+            tracing::warn!(user = %name, pid, how = %how, "recorded server has no usable endpoint or token; stopped it");
+            return self
+                .mark_stopped(
+                    &slot,
+                    &name,
+                    Some(&owner),
+                    format!("Your server's record was unreadable when the hub restarted, so it was stopped ({how})"),
+                )
+                .await;
         };
         let path = format!("/user/{name}/api/status");
         // A server that was still starting gets the rest of its start timeout.
@@ -828,13 +880,13 @@ impl Servers {
         }
         let start_ticks = process.start_ticks();
         *slot.process.lock().await = Some(process);
-        let live = Live { pid, endpoint: &endpoint, token: &token, start_ticks, owner: &owner };
+        let live = Live { pid, endpoint: &endpoint, token: token.as_str(), start_ticks, owner: &owner };
         self.record(&name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
         slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
         slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
         tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
-        slot.state.send_replace(ServerState::Running { endpoint, token: token.as_str().into(), pid, owner });
+        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
         let log = self.log_path(&name);
         self.watch_exit(name, slot.clone(), pid, exited, log);
     }
@@ -900,10 +952,10 @@ struct Live<'a> {
 
 /// Whether `GET <path>` with `Authorization: token <token>` answers 200 on `endpoint`
 /// within 2 seconds (connect included).
-async fn status_ok(endpoint: &Endpoint, path: &str, token: &str) -> bool {
+async fn status_ok(endpoint: &Endpoint, path: &str, token: &ServerToken) -> bool {
     let Ok(req) = hyper::Request::get(path)
         .header(hyper::header::HOST, "127.0.0.1")
-        .header(hyper::header::AUTHORIZATION, format!("token {token}"))
+        .header(hyper::header::AUTHORIZATION, token.authorization().clone())
         .body(Body::empty())
     else {
         return false;
@@ -959,6 +1011,29 @@ pub fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_token_carries_its_header_and_never_shows_it() {
+        let t = ServerToken::new("0123abcd").expect("hex fits a header");
+        assert_eq!(t.as_str(), "0123abcd");
+        assert_eq!(t.authorization(), "token 0123abcd");
+        assert!(t.authorization().is_sensitive());
+        let shown = format!(
+            "{t:?} {:?}",
+            ServerState::Running {
+                endpoint: Endpoint::Tcp(1),
+                token: t.clone(),
+                pid: 1,
+                owner: TicketOwner { username: "ann".into(), uid: 1000, gid: 1000 },
+            }
+        );
+        assert!(!shown.contains("0123abcd"), "{shown}");
+        // A token read back from a damaged database row cannot become a header.
+        assert!(ServerToken::new("abc\ndef").is_none());
+        assert!(ServerToken::new("abc\u{7f}").is_none());
+        assert_eq!(ServerToken::new("abc"), ServerToken::new("abc"));
+        assert_ne!(ServerToken::new("abc"), ServerToken::new("abd"));
+    }
 
     #[test]
     fn endpoint_urls_are_the_ones_jupyter_server_prints() {
