@@ -10,12 +10,15 @@ machine was, the hub's context switches per request, and each proxy's RSS right 
     /opt/hub/bench/jupyterhub-venv/bin/python bench/proxy_trial.py [--case small|big]
         [--conns 32] [--rounds 6] [--paths direct,hub,nginx] [--hub2 PATH]
         [--hub2-env K=V ...] [--hub2-sched batch] [--haproxy http|tcp] [--haproxy-threads 1]
+        [--haproxy-splice]
 
 `--hub2` runs a second hub binary beside the first (say, a build with a change) against its own
 nginx stand-in; `--hub2-env` and `--hub2-sched` start it with extra environment (for example
 GLIBC_TUNABLES=glibc.malloc.mxfast=0) or as SCHED_BATCH. `--haproxy` adds HAProxy (apt
 package `haproxy`, not installed by this project) forwarding to the hub's server socket, in
-TCP mode or in HTTP mode with kept upstream connections and the header work the hub does.
+TCP mode or in HTTP mode with kept upstream connections and the header work the hub does;
+`--haproxy-splice` adds three more of the same mode: one splicing bodies (splice(2)) from the
+same socket, and one copying and one splicing from the stand-in's loopback port.
 Ratios are req/s over the direct path's in the same round. A test user and a PAM service file
 are created and removed.
 """
@@ -64,7 +67,7 @@ def ctx_switches(pid):
     return [int(re.search(k + r":\s+(\d+)", t).group(1)) for k in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")]
 
 
-def haproxy_config(mode, threads, port, socket):
+def haproxy_config(mode, threads, port, socket, splice=False):
     http = (
         "  option forwardfor\n"
         "  http-request set-header X-Forwarded-Proto http\n"
@@ -76,7 +79,9 @@ def haproxy_config(mode, threads, port, socket):
         f"global\n  nbthread {threads}\ndefaults\n  mode {mode}\n  timeout connect 5s\n"
         f"  timeout client 60s\n  timeout server 60s\nfrontend f\n  bind 127.0.0.1:{port}\n"
         f"  default_backend b\n{http if mode == 'http' else ''}backend b\n"
-        f"{'  http-reuse always' + chr(10) if mode == 'http' else ''}  server s1 {socket}\n"
+        f"{'  http-reuse always' + chr(10) if mode == 'http' else ''}"
+        f"{'  option splice-request' + chr(10) + '  option splice-response' + chr(10) if splice else ''}"
+        f"  server s1 {socket}\n"
     )
 
 
@@ -92,6 +97,9 @@ def main():
     ap.add_argument("--hub2-sched", choices=["batch"])
     ap.add_argument("--haproxy", choices=["http", "tcp"])
     ap.add_argument("--haproxy-threads", type=int, default=1)
+    ap.add_argument("--haproxy-splice", action="store_true",
+                    help="also run HAProxy of the same mode splicing bodies (splice(2)) from the hub's "
+                    "socket, and copying and splicing them from the stand-in's loopback port")
     a = ap.parse_args()
     # `timeout` and Ctrl-C end the run through the cleanup below, not around it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -150,10 +158,25 @@ def main():
                 f.write(haproxy_config(a.haproxy, a.haproxy_threads, port, socket))
             hap = subprocess.Popen(["haproxy", "-db", "-f", cfg])
             procs.append(hap)
-            time.sleep(1)
             paths["haproxy"] = (f"http://127.0.0.1:{port}", {}, [hap.pid])
+            if a.haproxy_splice:
+                # Beside "haproxy" (copying, from the hub's Unix socket): one splicing from the
+                # same socket, and a copying and a splicing one from the stand-in's loopback
+                # port, to see what splice(2) saves an HTTP proxy here with either upstream.
+                tcp = f"127.0.0.1:{backend}"
+                for name, up, splice in (("hap-splice-unix", socket, True), ("hap-copy-tcp", tcp, False),
+                                         ("hap-splice-tcp", tcp, True)):
+                    p2 = V.benchdoc.free_port()
+                    cfg2 = os.path.join(work, f"{name}.cfg")
+                    with open(cfg2, "w") as f:
+                        f.write(haproxy_config(a.haproxy, a.haproxy_threads, p2, up, splice))
+                    h2 = subprocess.Popen(["haproxy", "-db", "-f", cfg2])
+                    procs.append(h2)
+                    paths[name] = (f"http://127.0.0.1:{p2}", {}, [h2.pid])
+            time.sleep(1)
         wanted = a.paths.split(",")
-        paths = {k: paths[k] for k in ["direct", "hub", "hub2", "nginx", "haproxy"] if k in paths and k in wanted}
+        order = ["direct", "hub", "hub2", "nginx", "haproxy", "hap-splice-unix", "hap-copy-tcp", "hap-splice-tcp"]
+        paths = {k: paths[k] for k in order if k in paths and (k in wanted or k.startswith("hap-"))}
         backend_pids = [int(x) for x in subprocess.check_output(["pgrep", "-u", user, "nginx"]).split()]
 
         rps = {p: [] for p in paths}
@@ -167,7 +190,7 @@ def main():
                 n = r["rps"] * a.duration
                 d = [y - x for x, y in zip(m0, m1)]
                 busy = 1 - (d[3] + d[4]) / sum(d)
-                line = (f"{p:8s} req/s {r['rps']:8.0f}  proxy µs/req {(c1 - c0) * 1e4 / n:5.1f}  "
+                line = (f"{p:15s} req/s {r['rps']:8.0f}  proxy µs/req {(c1 - c0) * 1e4 / n:5.1f}  "
                         f"backend µs/req {(b1 - b0) * 1e4 / n:5.1f}  machine busy {busy:.2f}")
                 if s0:
                     s1 = ctx_switches(pids[0])
@@ -178,7 +201,7 @@ def main():
                 rps[p].append(r["rps"])
         if "direct" in rps:
             for p in paths:
-                print(f"{p:8s} of direct, per round:", [round(x / y, 3) for x, y in zip(rps[p], rps["direct"])])
+                print(f"{p:15s} of direct, per round:", [round(x / y, 3) for x, y in zip(rps[p], rps["direct"])])
     finally:
         for p in procs:
             p.terminate()
