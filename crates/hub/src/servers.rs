@@ -837,16 +837,8 @@ impl Servers {
         // The process is the server's, but without its address and token the hub cannot
         // reach it: stop it rather than leave it running unseen.
         let (Some(endpoint), Some(token)) = (endpoint, r.token.as_deref().and_then(ServerToken::new)) else {
-            let how = process.stop(self.config.spawner.term_timeout).await;
-            tracing::warn!(user = %name, pid, how = %how, "recorded server has no usable endpoint or token; stopped it");
-            return self
-                .mark_stopped(
-                    &slot,
-                    &name,
-                    Some(&owner),
-                    format!("Your server's record was unreadable when the hub restarted, so it was stopped ({how})"),
-                )
-                .await;
+            let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
+            return self.stop_adopted(&slot, &name, &owner, process, "has no usable endpoint or token", told).await;
         };
         let path = format!("/user/{name}/api/status");
         // A server that was still starting gets the rest of its start timeout.
@@ -867,16 +859,8 @@ impl Servers {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !ready {
-            let how = process.stop(self.config.spawner.term_timeout).await;
-            tracing::warn!(user = %name, pid, how = %how, "recorded server did not answer; stopped it");
-            return self
-                .mark_stopped(
-                    &slot,
-                    &name,
-                    Some(&owner),
-                    format!("Your server did not answer after the hub restarted and was stopped ({how})"),
-                )
-                .await;
+            let told = "Your server did not answer after the hub restarted and was stopped";
+            return self.stop_adopted(&slot, &name, &owner, process, "did not answer", told).await;
         }
         let start_ticks = process.start_ticks();
         *slot.process.lock().await = Some(process);
@@ -889,6 +873,22 @@ impl Servers {
         slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
         let log = self.log_path(&name);
         self.watch_exit(name, slot.clone(), pid, exited, log);
+    }
+
+    /// Stops a re-adopted server process the hub cannot use and records it stopped: `why`
+    /// goes to the log, `told` to the user, each followed by how the process ended.
+    async fn stop_adopted(
+        &self,
+        slot: &Slot,
+        name: &str,
+        owner: &TicketOwner,
+        process: Box<dyn ServerProcess>,
+        why: &str,
+        told: &str,
+    ) {
+        let how = process.stop(self.config.spawner.term_timeout).await;
+        tracing::warn!(user = %name, pid = process.pid(), how = %how, "recorded server {why}; stopped it");
+        self.mark_stopped(slot, name, Some(owner), format!("{told} ({how})")).await;
     }
 
     async fn mark_stopped(&self, slot: &Slot, name: &str, owner: Option<&TicketOwner>, message: String) {

@@ -302,7 +302,7 @@ impl Sessions {
         match known {
             Some(Some(check)) => check,
             Some(None) => SessionCheck::NoSession,
-            None => match self.validate(token, now).await {
+            None => match self.validate_uncached(token, now).await {
                 Some(s) if s.username == name => SessionCheck::Owner,
                 Some(s) => SessionCheck::OtherUser(s.username),
                 None => SessionCheck::NoSession,
@@ -330,10 +330,15 @@ impl Sessions {
     pub async fn validate(&self, token: &str, now: i64) -> Option<Session> {
         let cached = self
             .answer_from_caches(token, now, |user, sid| Session { username: user.to_string(), id: sid.to_string() });
-        if let Some(answer) = cached {
-            return answer;
+        match cached {
+            Some(answer) => answer,
+            None => self.validate_uncached(token, now).await,
         }
-        // Not in both caches: verify the token unless that was done, then look the session up.
+    }
+
+    /// [`Sessions::validate`] when the caches had no answer: verifies the token unless that
+    /// was done, then looks the session up in the store and caches it.
+    async fn validate_uncached(&self, token: &str, now: i64) -> Option<Session> {
         let known = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned();
         let claims = match known {
             Some(c) => c,
