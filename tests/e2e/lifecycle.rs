@@ -66,6 +66,26 @@ fn write_config(dir: &Path, pam: &PamService, kdc: &Kdc) -> PathBuf {
     path
 }
 
+/// Records `user`'s server as running as `pid` (started at `ticks`) on port 1 with `token`,
+/// as a hub that was killed would have left it.
+async fn record_running(store: &SqliteStore, user: &TestUser, pid: u32, ticks: i64, token: &str) {
+    store.upsert_user(&user.name, false, 0).await.expect("user");
+    store
+        .put_server(&ServerRecord {
+            username: user.name.clone(),
+            state: "running".into(),
+            pid: Some(i64::from(pid)),
+            port: Some(1),
+            token: Some(token.into()),
+            pid_start: Some(ticks),
+            uid: Some(i64::from(user.uid)),
+            gid: Some(i64::from(user.gid)),
+            ..Default::default()
+        })
+        .await
+        .expect("server record");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_and_restart_readopts_servers() {
     require_root();
@@ -112,37 +132,10 @@ async fn kill9_and_restart_readopts_servers() {
     {
         let store =
             SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
-        store.upsert_user(&damaged.name, false, 0).await.expect("user");
-        store
-            .put_server(&ServerRecord {
-                username: damaged.name.clone(),
-                state: "running".into(),
-                pid: Some(i64::from(unreachable.id())),
-                port: Some(1),
-                token: Some("bad\ntoken".into()),
-                pid_start: hub::spawner::local::start_ticks(unreachable.id()),
-                uid: Some(i64::from(damaged.uid)),
-                gid: Some(i64::from(damaged.gid)),
-                ..Default::default()
-            })
-            .await
-            .expect("damaged record");
-        store.upsert_user(&reused.name, false, 0).await.expect("user");
-        let ticks = hub::spawner::local::start_ticks(impostor.id()).expect("ticks");
-        store
-            .put_server(&ServerRecord {
-                username: reused.name.clone(),
-                state: "running".into(),
-                pid: Some(i64::from(impostor.id())),
-                port: Some(1),
-                token: Some("x".into()),
-                pid_start: Some(ticks - 1), // the recorded process started at another time
-                uid: Some(i64::from(reused.uid)),
-                gid: Some(i64::from(reused.gid)),
-                ..Default::default()
-            })
-            .await
-            .expect("fake record");
+        let ticks = |pid| hub::spawner::local::start_ticks(pid).expect("ticks");
+        record_running(&store, &damaged, unreachable.id(), ticks(unreachable.id()), "bad\ntoken").await;
+        // The recorded process started at another time.
+        record_running(&store, &reused, impostor.id(), ticks(impostor.id()) - 1, "x").await;
     }
 
     let _hub2 = HubProcess::start(&config, &log);
