@@ -642,6 +642,99 @@ async fn one_browser_connection_reaches_each_users_own_server() {
     hub.stop().await;
 }
 
+/// Large downloads from a real jupyter-server (its `/files/` handler, tornado's
+/// StaticFileHandler) arrive whole on one kept-alive browser connection: the proxy moves their
+/// bodies with splice(2) (`splice.rs`, counted in `hub_proxy_spliced_bytes_total`), and the
+/// server connection it took back from hyper serves the requests after them. Interleaved:
+/// a small JSON request, a range (206), a HEAD (no body, not spliced) and a conditional GET
+/// answered 304 (whose Content-Length, if any, describes no body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_downloads_arrive_whole_on_one_connection() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    // Bytes that differ at every offset, so a shifted, reordered or zero-filled body fails.
+    let pattern =
+        |len: usize| -> Vec<u8> { (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i as u8)).collect() };
+    let (big, mid) = (pattern(3 * 1024 * 1024 + 7), pattern(200_003));
+    for (name, data) in [("big.bin", &big), ("mid.bin", &mid)] {
+        std::fs::write(ann.home.join(name), data).expect("write");
+        std::os::unix::fs::chown(ann.home.join(name), Some(ann.uid), Some(ann.gid)).expect("chown");
+    }
+    let hub = TestHub::start(&pam, None, "").await;
+    let c = hub.client();
+    let cookie = hub.login_cookie(&c, &ann).await;
+    hub.wait_ready(&c, &ann.name).await;
+    let stream = tokio::net::TcpStream::connect(hub.addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let before = hub.state.metrics.spliced_bytes();
+    let big_path = format!("/user/{}/files/big.bin", ann.name);
+
+    let (status, headers, body) = fetch(&mut sender, &hub, "GET", &big_path, &cookie, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-length"], big.len().to_string().as_str());
+    assert!(body.as_ref() == big.as_slice(), "3 MiB arrived intact ({} bytes)", body.len());
+    let modified = headers.get("last-modified").expect("tornado sends Last-Modified").clone();
+    let (status, _, body) =
+        fetch(&mut sender, &hub, "GET", &format!("/user/{}/api/status", ann.name), &cookie, &[]).await;
+    assert_eq!(status, 200, "a small request after a spliced body, on the same connection");
+    assert!(String::from_utf8_lossy(&body).contains("started"), "api/status JSON");
+    let (status, _, body) =
+        fetch(&mut sender, &hub, "GET", &big_path, &cookie, &[("range", "bytes=1000-400999")]).await;
+    assert_eq!(status, 206, "a range");
+    assert!(body.as_ref() == &big[1000..401_000], "the range arrived intact ({} bytes)", body.len());
+    let (status, headers, body) = fetch(&mut sender, &hub, "HEAD", &big_path, &cookie, &[]).await;
+    assert_eq!((status, body.len()), (200, 0), "HEAD has no body");
+    assert_eq!(headers["content-length"], big.len().to_string().as_str());
+    let modified = modified.to_str().expect("ascii");
+    let (status, _, body) =
+        fetch(&mut sender, &hub, "GET", &big_path, &cookie, &[("if-modified-since", modified)]).await;
+    assert_eq!((status, body.len()), (304, 0), "not modified: no body");
+    let (status, _, body) = fetch(&mut sender, &hub, "GET", &big_path, &cookie, &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.as_ref() == big.as_slice(), "again, intact");
+    let (status, _, body) =
+        fetch(&mut sender, &hub, "GET", &format!("/user/{}/files/mid.bin", ann.name), &cookie, &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.as_ref() == mid.as_slice(), "200 KB, just over the splice threshold, intact");
+
+    // Each spliced body is its length less what hyper had read with the head (at most its
+    // read buffer, ~400 KiB); three bodies of this size cannot all have been copied.
+    let moved = hub.state.metrics.spliced_bytes() - before;
+    let total = (2 * big.len() + 400_000 + mid.len()) as u64;
+    assert!(moved >= big.len() as u64 && moved <= total, "{moved} of {total} body bytes spliced");
+    hub.stop().await;
+}
+
+/// Sends `method path` with `cookie` and `extra` headers on `sender`'s connection; returns
+/// the status, headers and whole body.
+async fn fetch(
+    sender: &mut hyper::client::conn::http1::SendRequest<String>,
+    hub: &TestHub,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    extra: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hub.addr.to_string())
+        .header("cookie", cookie);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    sender.ready().await.expect("connection still open");
+    let resp =
+        sender.send_request(req.body(String::new()).expect("request")).await.expect("response on the same connection");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    (parts.status.as_u16(), parts.headers, body)
+}
+
 /// Sends `request` (a whole HTTP/1.1 request) on a new connection to the Unix socket `path`
 /// and returns what came back before the server closed or 5 s passed.
 fn raw_unix_request(path: &Path, request: &str) -> String {

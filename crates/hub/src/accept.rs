@@ -10,13 +10,17 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-/// Accepts connections on `listener` and serves each with the service `make(peer)` returns,
+use crate::splice::{BrowserIo, Slot};
+
+/// Accepts connections on `listener` and serves each with the service `make(peer, slot)`
+/// returns (`slot`: the connection's [`Slot`] for spliced bodies, shared with its [`BrowserIo`]),
 /// until `shutdown` resolves. Then it stops accepting, asks every open connection to finish its
 /// in-flight request and close, and returns once all have closed (callers bound that wait).
 ///
@@ -30,7 +34,7 @@ use tokio::net::TcpListener;
 /// (EMFILE, ENFILE, ENOMEM) are logged and retried after 1 s, as `axum::serve` does.
 pub(crate) async fn serve<M, S, F>(listener: TcpListener, header_read_timeout: Duration, mut make: M, shutdown: F)
 where
-    M: FnMut(SocketAddr) -> S,
+    M: FnMut(SocketAddr, Arc<Slot>) -> S,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
         + Send
         + 'static,
@@ -38,7 +42,9 @@ where
     F: Future<Output = ()>,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    // writev(true): hyper's queued write strategy, which hands body buffers to the connection
+    // uncopied; spliced bodies depend on it (see `splice.rs`).
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).writev(true);
     // Each connection task holds a receiver: a send asks it to shut down gracefully, and
     // `closed()` resolves when the last one is gone.
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(());
@@ -58,7 +64,9 @@ where
         };
         // Small WebSocket frames and response heads must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(tcp), make(peer)).with_upgrades();
+        let slot = Arc::new(Slot::default());
+        let io = TokioIo::new(BrowserIo::new(tcp, slot.clone()));
+        let conn = builder.serve_connection(io, make(peer, slot)).with_upgrades();
         let mut signal = signal_rx.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);

@@ -20,6 +20,7 @@ pub mod renewer;
 pub mod servers;
 pub mod session;
 pub mod spawner;
+pub mod splice;
 pub mod store;
 pub mod web;
 
@@ -186,10 +187,10 @@ pub async fn serve_state(
     // hub-page headers on the hot path (the proxy logs its own refusals and failures). Each
     // browser connection gets a service of its own, holding its upstream connection.
     let proxy_state = state.clone();
-    let make_service = move |peer: SocketAddr| {
+    let make_service = move |peer: SocketAddr, slot: Arc<splice::Slot>| {
         let state = proxy_state.clone();
         let router = router.clone();
-        let upstream = Arc::new(proxy::ConnUpstream::default());
+        let upstream = Arc::new(proxy::ConnUpstream::with_splice(slot));
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             let state = state.clone();

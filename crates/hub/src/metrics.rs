@@ -12,6 +12,7 @@
 //! | `hub_kerberos_renewals_total` / `hub_kerberos_renewal_failures_total` | counter | kinit attempts / failures since start |
 //! | `hub_kerberos_tickets{state="valid|expiring_1h|expired|unknown"}` | gauge | tickets by state |
 //! | `hub_kerberos_ticket_min_seconds_until_expiry` | gauge | the soonest expiry among valid tickets |
+//! | `hub_proxy_spliced_bytes_total` | counter | proxied response body bytes moved with splice(2) rather than copied (`splice.rs`) |
 //!
 //! Gauges are computed when scraped; nothing is kept per user (no per-user series).
 
@@ -39,6 +40,7 @@ pub struct Metrics {
     renewal_failures: IntCounter,
     tickets: IntGaugeVec,
     min_expiry: IntGauge,
+    spliced_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -79,6 +81,11 @@ impl Metrics {
                 "hub_kerberos_ticket_min_seconds_until_expiry",
                 "Seconds until the soonest-expiring valid ticket expires (0 when there is none)",
             ),
+            spliced_bytes: IntCounter::new(
+                "hub_proxy_spliced_bytes_total",
+                "Proxied response body bytes moved with splice(2) rather than copied",
+            )
+            .expect("valid counter"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -92,11 +99,22 @@ impl Metrics {
             Box::new(m.renewal_failures.clone()),
             Box::new(m.tickets.clone()),
             Box::new(m.min_expiry.clone()),
+            Box::new(m.spliced_bytes.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }
         m
+    }
+
+    /// Counts `bytes` of a response body handed to splice(2) (`hub_proxy_spliced_bytes_total`).
+    pub fn spliced(&self, bytes: u64) {
+        self.spliced_bytes.inc_by(bytes);
+    }
+
+    /// Bytes counted by [`Self::spliced`] since the hub started.
+    pub fn spliced_bytes(&self) -> u64 {
+        self.spliced_bytes.get()
     }
 }
 

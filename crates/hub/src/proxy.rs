@@ -6,7 +6,9 @@
 //! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
 //! are set, and bodies stream through unbuffered on the browser connection's own upstream
 //! connection ([`ConnUpstream`]) to the server's [`Endpoint`] (a Unix socket, or a loopback
-//! port with TCP_NODELAY). A WebSocket upgrade gets its own upstream connection and, after
+//! port with TCP_NODELAY); a large response body to a GET ([`splice::MIN_BODY`] bytes or more,
+//! framed by `Content-Length`) is moved with splice(2) instead of copied (`splice.rs`).
+//! A WebSocket upgrade gets its own upstream connection and, after
 //! the 101, a plain byte tunnel, so frames, close codes and large messages pass untouched.
 //!
 //! Taps: a notebook open (`GET .../api/contents/<path>.ipynb`, content requested, answered
@@ -25,6 +27,7 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::renewer::Trigger;
 use crate::servers::{Endpoint, ServerToken};
 use crate::session::SessionCheck;
+use crate::splice;
 use crate::web::{AppState, error_page, origin_allowed};
 use crate::{percent_encode, unix_now};
 
@@ -89,21 +92,37 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
 /// when the browser connection does (the [`hyper::client::conn::http1::SendRequest`] is
 /// dropped). The hub serves HTTP/1.1 only (see `accept.rs`), so requests never overlap here;
 /// if they did, each would take it or open another, and one would be kept.
+///
+/// With a [`splice::Slot`] (the hub's own accept loop gives every browser connection one),
+/// large response bodies are moved with splice(2) instead of copied (see `splice.rs`); the
+/// server connection then comes back through the slot.
 #[derive(Default)]
 pub struct ConnUpstream {
     kept: std::sync::Mutex<Option<Kept>>,
     /// The browser's address as an `X-Forwarded-For` value, made on the connection's first
     /// request.
     peer_header: std::sync::OnceLock<Option<HeaderValue>>,
+    splice: Option<std::sync::Arc<splice::Slot>>,
 }
+
+/// The reply to a takeover request: the server connection and the bytes hyper had read from
+/// it but not yet used.
+type Taken = (splice::Upstream, bytes::Bytes);
 
 struct Kept {
     endpoint: Endpoint,
     token: ServerToken,
     sender: hyper::client::conn::http1::SendRequest<Body>,
+    /// Asks the task driving the connection to hand its socket back ([`attach`]).
+    takeover: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Taken>>,
 }
 
 impl ConnUpstream {
+    /// For a browser connection whose responses may be spliced through `slot`.
+    pub fn with_splice(slot: std::sync::Arc<splice::Slot>) -> Self {
+        ConnUpstream { splice: Some(slot), ..ConnUpstream::default() }
+    }
+
     /// The kept connection if it is to `endpoint` with `token` and still open.
     fn take(&self, endpoint: &Endpoint, token: &ServerToken) -> Option<Kept> {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,16 +151,22 @@ impl ConnUpstream {
     }
 
     /// Sends `req` (origin-form URI) to the server at `endpoint`: on the kept connection if
-    /// it is that server's and still open, else on a new one ([`connect`]). A request the kept
-    /// connection closed before sending is sent once more on a new connection; one that was
-    /// sent is never repeated.
+    /// it is that server's and still open (or on the one a spliced body gave back), else on a
+    /// new one ([`open`]). A request the kept connection closed before sending is sent once
+    /// more on a new connection; one that was sent is never repeated.
     async fn send(
         &self,
         endpoint: &Endpoint,
         token: &ServerToken,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let req = match self.take(endpoint, token) {
+        let mut reused = self.take(endpoint, token);
+        if reused.is_none()
+            && let Some(up) = self.splice.as_ref().and_then(|s| s.reclaim(endpoint, token))
+        {
+            reused = attach(up, endpoint, token).await.ok();
+        }
+        let req = match reused {
             Some(mut k) => match std::future::poll_fn(|cx| k.sender.poll_ready(cx)).await {
                 Ok(()) => match k.sender.try_send_request(req).await {
                     Ok(resp) => {
@@ -157,17 +182,135 @@ impl ConnUpstream {
             },
             None => req,
         };
-        let mut sender = connect(endpoint).await?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.keep(Kept { endpoint: endpoint.clone(), token: token.clone(), sender });
+        let mut k = attach(open(endpoint).await?, endpoint, token).await?;
+        let resp = k.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        self.keep(k);
         Ok(resp)
+    }
+
+    /// Takes the kept connection's socket back from hyper, with the bytes hyper had read
+    /// from it but not yet used; `None` if there is none or its task has ended.
+    /// Only a kept connection to `endpoint` with `token` is taken: [`Self::send`] keeps the
+    /// connection it used, so that one is the connection the response came on (a kept
+    /// connection to another server stays kept).
+    async fn take_socket(&self, endpoint: &Endpoint, token: &ServerToken) -> Option<(Endpoint, ServerToken, Taken)> {
+        let k = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            match kept.take() {
+                Some(k) if k.endpoint == *endpoint && k.token.as_str() == token.as_str() => k,
+                other => {
+                    *kept = other;
+                    return None;
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        k.takeover.send(tx).ok()?;
+        let taken = rx.await.ok()?;
+        Some((k.endpoint, k.token, taken))
+    }
+
+    /// Answers with `resp`, whose body (`len` bytes, from `Content-Length`) is moved with
+    /// splice(2) rather than copied: the kept connection's socket is taken back from hyper
+    /// and the browser connection's slot armed with it. If the socket cannot be taken back,
+    /// the body is copied as usual. An error means the response broke off before its body
+    /// could be handed over.
+    async fn splice_response(
+        &self,
+        slot: &splice::Slot,
+        server: (&Endpoint, &ServerToken),
+        resp: hyper::Response<hyper::body::Incoming>,
+        len: u64,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Response, String> {
+        use http_body_util::BodyExt;
+        let Some((endpoint, token, (upstream, mut unread))) = self.take_socket(server.0, server.1).await else {
+            return Ok(resp.map(Body::new));
+        };
+        // The connection's task has ended (into_parts), so the body yields what hyper had
+        // already decoded, then the "incomplete message" error hyper sends when a connection
+        // is dropped mid-body.
+        let (parts, mut body) = resp.into_parts();
+        let mut prefix = std::collections::VecDeque::new();
+        let mut have = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) if e.is_incomplete_message() => break,
+                Err(e) => return Err(e.to_string()),
+            };
+            if let Ok(data) = frame.into_data() {
+                have += data.len() as u64;
+                prefix.push_back(data);
+            }
+        }
+        let rest = len.checked_sub(have).ok_or("the server sent more than its Content-Length")?;
+        // After `Connection: close` (RFC 9112 §9.6) the server closes the socket after the
+        // body; it serves no further request.
+        let reuse = !parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        if (unread.len() as u64) >= rest {
+            // The whole body is already here. Bytes past it mean the server does not frame
+            // its responses as it says, so its connection is not reused.
+            let extra = unread.len() as u64 > rest;
+            prefix.push_back(unread.split_to(rest as usize));
+            if reuse && !extra {
+                slot.give_back(upstream, endpoint, token);
+            }
+            return Ok(Response::from_parts(parts, Body::new(splice::SpliceBody::new(prefix, 0))));
+        }
+        let rest = rest - unread.len() as u64;
+        if !unread.is_empty() {
+            prefix.push_back(unread);
+        }
+        slot.arm(splice::Job::new(upstream, endpoint, token, rest, reuse));
+        metrics.spliced(rest);
+        Ok(Response::from_parts(parts, Body::new(splice::SpliceBody::new(prefix, rest))))
     }
 }
 
-/// A new HTTP/1.1 connection to a server (TCP_NODELAY on a TCP one), driven by a task of
-/// its own until both ends are done with it (or, after a 101, until the upgraded stream is
-/// handed over). Requests on it use the origin form (`GET /path HTTP/1.1`, RFC 9112 §3.2.1).
-/// Errors are the connect's or the handshake's.
+/// Connects to the server at `endpoint` (TCP_NODELAY on a TCP connection).
+async fn open(endpoint: &Endpoint) -> Result<splice::Upstream, String> {
+    Ok(match endpoint {
+        Endpoint::Tcp(port) => {
+            let stream = TcpStream::connect(("127.0.0.1", *port)).await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            splice::Upstream::Tcp(stream)
+        }
+        Endpoint::Unix(path) => splice::Upstream::Unix(UnixStream::connect(path).await.map_err(|e| e.to_string())?),
+    })
+}
+
+/// An HTTP/1.1 client connection over `upstream`, driven by a task of its own until both
+/// ends are done with it, or until [`Kept::takeover`] asks for the socket back: the task
+/// then stops driving it and replies with the socket and hyper's unused read bytes
+/// (`Connection::into_parts`). Requests on it use the origin form (RFC 9112 §3.2.1).
+async fn attach(upstream: splice::Upstream, endpoint: &Endpoint, token: &ServerToken) -> Result<Kept, String> {
+    let (sender, mut conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await.map_err(|e| e.to_string())?;
+    let (takeover, asked) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<Taken>>();
+    tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            Ok(reply) = asked => {
+                let parts = conn.into_parts();
+                let _ = reply.send((parts.io.into_inner(), parts.read_buf));
+            }
+            r = &mut conn => if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended");
+            },
+        }
+    });
+    Ok(Kept { endpoint: endpoint.clone(), token: token.clone(), sender, takeover })
+}
+
+/// A new HTTP/1.1 connection to a server for a WebSocket upgrade (TCP_NODELAY on a TCP
+/// one), driven by a task of its own until both ends are done with it or, after a 101, until
+/// the upgraded stream is handed over. Errors are the connect's or the handshake's.
 pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
     async fn drive<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
     where
@@ -190,6 +333,26 @@ pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::
         }
         Endpoint::Unix(path) => drive(UnixStream::connect(path).await.map_err(|e| e.to_string())?).await,
     }
+}
+
+/// The body length of `resp` if it should be spliced (see `splice.rs`): a response to a GET
+/// without a body (`plain_get`), not 1xx, 204 or 304 (which have no body whatever their
+/// headers say, RFC 9110 §6.4.1), framed by one `Content-Length` (no `Transfer-Encoding`,
+/// RFC 9112 §6.3) of at least [`splice::MIN_BODY`] bytes.
+fn splice_length(plain_get: bool, resp: &hyper::Response<hyper::body::Incoming>) -> Option<u64> {
+    let status = resp.status();
+    if !plain_get
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || resp.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let mut values = resp.headers().get_all(header::CONTENT_LENGTH).iter();
+    let (Some(v), None) = (values.next(), values.next()) else { return None };
+    let len: u64 = v.to_str().ok()?.parse().ok()?;
+    (len >= splice::MIN_BODY).then_some(len)
 }
 
 /// Handles a request under `/user/` that came through the router (`/user` itself); the
@@ -324,12 +487,21 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             }
         }
     } else {
+        let plain_get = parts.method == Method::GET && hyper::body::Body::is_end_stream(upstream_req.body());
         let sent = match conn {
-            Some(conn) => conn.send(&up.endpoint, &up.token, upstream_req).await,
-            None => ConnUpstream::default().send(&up.endpoint, &up.token, upstream_req).await,
+            Some(conn) => match conn.send(&up.endpoint, &up.token, upstream_req).await {
+                Ok(r) => match (conn.splice.as_deref(), splice_length(plain_get, &r)) {
+                    (Some(slot), Some(len)) if slot.is_idle() => {
+                        conn.splice_response(slot, (&up.endpoint, &up.token), r, len, &app.metrics).await
+                    }
+                    _ => Ok(r.map(Body::new)),
+                },
+                Err(e) => Err(e),
+            },
+            None => ConnUpstream::default().send(&up.endpoint, &up.token, upstream_req).await.map(|r| r.map(Body::new)),
         };
         match sent {
-            Ok(r) => r.map(Body::new),
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user = %name, error = %e, "proxy request to the server failed");
                 return error_page(
