@@ -335,21 +335,20 @@ pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::
     }
 }
 
-/// The body length of `resp` if it should be spliced (see `splice.rs`): a response to a GET
+/// The body length of a response (`status`, `headers`) if it should be spliced (see `splice.rs`): a response to a GET
 /// without a body (`plain_get`), not 1xx, 204 or 304 (which have no body whatever their
 /// headers say, RFC 9110 §6.4.1), framed by one `Content-Length` (no `Transfer-Encoding`,
 /// RFC 9112 §6.3) of at least [`splice::MIN_BODY`] bytes.
-fn splice_length(plain_get: bool, resp: &hyper::Response<hyper::body::Incoming>) -> Option<u64> {
-    let status = resp.status();
+fn splice_length(plain_get: bool, status: StatusCode, headers: &HeaderMap) -> Option<u64> {
     if !plain_get
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || resp.headers().contains_key(header::TRANSFER_ENCODING)
+        || headers.contains_key(header::TRANSFER_ENCODING)
     {
         return None;
     }
-    let mut values = resp.headers().get_all(header::CONTENT_LENGTH).iter();
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     let (Some(v), None) = (values.next(), values.next()) else { return None };
     let len: u64 = v.to_str().ok()?.parse().ok()?;
     (len >= splice::MIN_BODY).then_some(len)
@@ -490,7 +489,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         let plain_get = parts.method == Method::GET && hyper::body::Body::is_end_stream(upstream_req.body());
         let sent = match conn {
             Some(conn) => match conn.send(&up.endpoint, &up.token, upstream_req).await {
-                Ok(r) => match (conn.splice.as_deref(), splice_length(plain_get, &r)) {
+                Ok(r) => match (conn.splice.as_deref(), splice_length(plain_get, r.status(), r.headers())) {
                     (Some(slot), Some(len)) if slot.is_idle() => {
                         conn.splice_response(slot, (&up.endpoint, &up.token), r, len, &app.metrics).await
                     }
@@ -797,6 +796,33 @@ mod tests {
         assert_eq!(notebook_event(&Method::PUT, "/user/ann/api/contents/x.py", None), None);
         assert_eq!(notebook_event(&Method::DELETE, p, None), None);
         assert_eq!(notebook_event(&Method::GET, "/user/ann/files/x.ipynb", None), None);
+    }
+
+    #[test]
+    fn only_large_length_framed_get_bodies_are_spliced() {
+        let cl = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).expect("value"));
+            h
+        };
+        let min = splice::MIN_BODY;
+        assert_eq!(splice_length(true, StatusCode::OK, &cl(&min.to_string())), Some(min));
+        assert_eq!(splice_length(true, StatusCode::PARTIAL_CONTENT, &cl("3145735")), Some(3_145_735));
+        assert_eq!(splice_length(true, StatusCode::OK, &cl(&(min - 1).to_string())), None, "small: copied");
+        assert_eq!(splice_length(false, StatusCode::OK, &cl("3145735")), None, "HEAD, or a request with a body");
+        for status in [StatusCode::CONTINUE, StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+            assert_eq!(splice_length(true, status, &cl("3145735")), None, "{status} has no body");
+        }
+        let mut chunked = cl("3145735");
+        chunked.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(splice_length(true, StatusCode::OK, &chunked), None, "Transfer-Encoding wins over Content-Length");
+        let mut two = cl("3145735");
+        two.append(header::CONTENT_LENGTH, HeaderValue::from_static("3145735"));
+        assert_eq!(splice_length(true, StatusCode::OK, &two), None, "two Content-Length fields");
+        for bad in ["", "-1", "1e6", "3145735, 3145735", " 3145735"] {
+            assert_eq!(splice_length(true, StatusCode::OK, &cl(bad)), None, "{bad:?}");
+        }
+        assert_eq!(splice_length(true, StatusCode::OK, &HeaderMap::new()), None, "close-delimited");
     }
 
     #[test]
