@@ -579,17 +579,7 @@ async fn on_connection(
     path: &str,
     cookie: &str,
 ) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let req = hyper::Request::get(path)
-        .header("host", hub.addr.to_string())
-        .header("cookie", cookie)
-        .header("accept", "application/json")
-        .body(String::new())
-        .expect("request");
-    sender.ready().await.expect("connection still open");
-    let resp = sender.send_request(req).await.expect("response on the same connection");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let (status, _, body) = fetch(sender, hub, "GET", path, cookie, &[("accept", "application/json")]).await;
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 

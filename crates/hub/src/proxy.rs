@@ -247,12 +247,7 @@ impl ConnUpstream {
         let rest = len.checked_sub(have).ok_or("the server sent more than its Content-Length")?;
         // After `Connection: close` (RFC 9112 §9.6) the server closes the socket after the
         // body; it serves no further request.
-        let reuse = !parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        let reuse = !connection_has(&parts.headers, "close");
         if (unread.len() as u64) >= rest {
             // The whole body is already here. Bytes past it mean the server does not frame
             // its responses as it says, so its connection is not reused.
@@ -308,31 +303,18 @@ async fn attach(upstream: splice::Upstream, endpoint: &Endpoint, token: &ServerT
     Ok(Kept { endpoint: endpoint.clone(), token: token.clone(), sender, takeover })
 }
 
-/// A new HTTP/1.1 connection to a server for a WebSocket upgrade (TCP_NODELAY on a TCP
-/// one), driven by a task of its own until both ends are done with it or, after a 101, until
-/// the upgraded stream is handed over. Errors are the connect's or the handshake's.
+/// A new HTTP/1.1 connection to a server ([`open`]) for a WebSocket upgrade, driven by a
+/// task of its own until both ends are done with it or, after a 101, until the upgraded stream
+/// is handed over. Errors are the connect's or the handshake's.
 pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-    async fn drive<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
-    }
-    match endpoint {
-        Endpoint::Tcp(port) => {
-            let stream = TcpStream::connect(("127.0.0.1", *port)).await.map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
-            drive(stream).await
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(open(endpoint).await?)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
         }
-        Endpoint::Unix(path) => drive(UnixStream::connect(path).await.map_err(|e| e.to_string())?).await,
-    }
+    });
+    Ok(sender)
 }
 
 /// The body length of a response (`status`, `headers`) if it should be spliced (see `splice.rs`): a response to a GET
@@ -535,11 +517,15 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
 fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    h.contains_key(header::UPGRADE) && connection_has(h, "upgrade")
+}
+
+/// Whether a `Connection` field lists `option` (case-insensitive; RFC 9110 §7.6.1).
+fn connection_has(h: &HeaderMap, option: &str) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(option)))
 }
 
 /// Which renewal, if any, a request to the user's server stands for.
@@ -698,24 +684,21 @@ async fn tunnel(
     upstream: hyper::upgrade::Upgraded,
     activity: &std::sync::atomic::AtomicI64,
 ) -> std::io::Result<()> {
-    // The upstream connection is ours (hyper::client::conn over TokioIo<TcpStream> or
-    // TokioIo<UnixStream>), so it can be taken back as that stream, with whatever hyper had
-    // already read.
-    let upstream = match upstream.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (tcp, early) = (parts.io.into_inner(), parts.read_buf);
+    // The upstream connection is ours (hyper::client::conn over TokioIo<Upstream>, see
+    // `connect`), so it can be taken back as that stream, with whatever hyper had already read.
+    let Ok(parts) = upstream.downcast::<TokioIo<splice::Upstream>>() else {
+        return Err(std::io::Error::other("upstream is not a connection the proxy opened"));
+    };
+    match parts.io.into_inner() {
+        splice::Upstream::Tcp(tcp) => {
             let _ = tcp.set_nodelay(true);
             let (r, w) = tcp.into_split();
-            return pump(client, r, w, early, |r| quickack(r.as_ref()), activity).await;
+            pump(client, r, w, parts.read_buf, |r| quickack(r.as_ref()), activity).await
         }
-        Err(u) => u,
-    };
-    match upstream.downcast::<TokioIo<UnixStream>>() {
-        Ok(parts) => {
-            let (r, w) = parts.io.into_inner().into_split();
+        splice::Upstream::Unix(unix) => {
+            let (r, w) = unix.into_split();
             pump(client, r, w, parts.read_buf, |_| {}, activity).await
         }
-        Err(_) => Err(std::io::Error::other("upstream is neither a TCP nor a Unix stream")),
     }
 }
 
