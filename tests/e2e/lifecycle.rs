@@ -283,14 +283,19 @@ async fn spawn_limit_answers_429() {
     let (ca, cb) = (client_of(&base), client_of(&base));
     login(&base, &ca, &a).await;
     login(&base, &cb, &b).await;
-    let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn");
+    let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn page");
+    assert!(
+        r.text().await.expect("body").contains("Start my server"),
+        "a GET starts nothing; the page offers a button"
+    );
+    let r = crate::support::post_form(&base, &cb, "/hub/spawn").await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "5");
     assert!(r.text().await.expect("body").contains("concurrent_spawn_limit"));
     // Once the first spawn is cancelled, the second may start.
     let r = crate::support::post_form(&base, &ca, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);
-    let r = cb.get(format!("{base}/hub/spawn")).send().await.expect("spawn again");
+    let r = crate::support::post_form(&base, &cb, "/hub/spawn").await;
     assert_eq!(r.status(), 200, "the spawn page, now that there is room");
     hub.stop().await;
 }

@@ -72,7 +72,12 @@ impl Write for LogWriter {
 pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        tracing_subscriber::fmt().with_env_filter("info,hub=debug").with_ansi(false).with_writer(|| LogWriter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter("info,hub=debug")
+            .fmt_fields(hub::logging::text_fields())
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .init();
     });
 }
 

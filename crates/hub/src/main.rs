@@ -41,13 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().with_current_span(false).init(),
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    hub::logging::init(cli.log_format == LogFormat::Json);
     if let Command::ExampleConfig = cli.command {
         print!("{EXAMPLE}");
         return ExitCode::SUCCESS;

@@ -118,16 +118,34 @@ impl Metrics {
     }
 }
 
+/// The `method` label of a request: one of the methods of RFC 9110 §9 and PATCH (RFC 5789),
+/// else `other`, so that made-up methods cannot create new series.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    const KNOWN: [(M, &str); 9] = [
+        (M::GET, "GET"),
+        (M::HEAD, "HEAD"),
+        (M::POST, "POST"),
+        (M::PUT, "PUT"),
+        (M::DELETE, "DELETE"),
+        (M::CONNECT, "CONNECT"),
+        (M::OPTIONS, "OPTIONS"),
+        (M::TRACE, "TRACE"),
+        (M::PATCH, "PATCH"),
+    ];
+    KNOWN.iter().find(|(k, _)| k == m).map_or("other", |(_, s)| s)
+}
+
 /// Records the duration of each hub request under its route pattern (never the raw path,
 /// which would make a series per user).
 pub async fn track_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let handler = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     app.metrics
         .request_duration
-        .with_label_values(&[method.as_str(), &handler, resp.status().as_str()])
+        .with_label_values(&[method, &handler, resp.status().as_str()])
         .observe(start.elapsed().as_secs_f64());
     resp
 }

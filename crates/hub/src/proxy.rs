@@ -158,6 +158,7 @@ impl ConnUpstream {
         &self,
         endpoint: &Endpoint,
         token: &ServerToken,
+        owner: u32,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let mut reused = self.take(endpoint, token);
@@ -182,7 +183,7 @@ impl ConnUpstream {
             },
             None => req,
         };
-        let mut k = attach(open(endpoint).await?, endpoint, token).await?;
+        let mut k = attach(open(endpoint, owner).await?, endpoint, token).await?;
         let resp = k.sender.send_request(req).await.map_err(|e| e.to_string())?;
         self.keep(k);
         Ok(resp)
@@ -268,15 +269,23 @@ impl ConnUpstream {
     }
 }
 
-/// Connects to the server at `endpoint` (TCP_NODELAY on a TCP connection).
-async fn open(endpoint: &Endpoint) -> Result<splice::Upstream, String> {
+/// Connects to the server at `endpoint` (TCP_NODELAY on a TCP connection) and checks, before
+/// anything is sent, that its listener runs as `owner` (the server's UID; see `peer.rs`). Every
+/// upstream connection the hub makes (readiness probe, proxied requests, WebSocket tunnels)
+/// comes from here, so no byte, and no token, reaches a squatter or a socket a user linked in.
+pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::Upstream, String> {
     Ok(match endpoint {
         Endpoint::Tcp(port) => {
             let stream = TcpStream::connect(("127.0.0.1", *port)).await.map_err(|e| e.to_string())?;
+            crate::peer::check_tcp(&stream, owner).await.map_err(|e| e.to_string())?;
             let _ = stream.set_nodelay(true);
             splice::Upstream::Tcp(stream)
         }
-        Endpoint::Unix(path) => splice::Upstream::Unix(UnixStream::connect(path).await.map_err(|e| e.to_string())?),
+        Endpoint::Unix(path) => {
+            let stream = UnixStream::connect(path).await.map_err(|e| e.to_string())?;
+            crate::peer::check_unix(&stream, owner, &endpoint.to_string()).map_err(|e| e.to_string())?;
+            splice::Upstream::Unix(stream)
+        }
     })
 }
 
@@ -306,9 +315,11 @@ async fn attach(upstream: splice::Upstream, endpoint: &Endpoint, token: &ServerT
 /// A new HTTP/1.1 connection to a server ([`open`]) for a WebSocket upgrade, driven by a
 /// task of its own until both ends are done with it or, after a 101, until the upgraded stream
 /// is handed over. Errors are the connect's or the handshake's.
-pub async fn connect(endpoint: &Endpoint) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(open(endpoint).await?)).await.map_err(|e| e.to_string())?;
+/// `owner` is the server's UID, checked by [`open`].
+pub async fn connect(endpoint: &Endpoint, owner: u32) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(open(endpoint, owner).await?))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended");
@@ -363,6 +374,13 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     if !has_slash {
         let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         return Redirect::to(&format!("/user/{name}/{q}")).into_response();
+    }
+    if has_dot_segment(&rest[name.len()..]) {
+        tracing::warn!(route = %name, path = %path, "refused: a dot-segment in the path");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the request path contains a dot-segment (`.` or `..`, perhaps percent-encoded); send the path without it",
+        );
     }
     let next = uri.path_and_query().map_or(path, |p| p.as_str());
 
@@ -450,6 +468,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         // every plain request's future small (fewer bytes moved per poll).
         match Box::pin(websocket(
             &up.endpoint,
+            up.uid,
             upstream_req,
             client_upgrade,
             up.activity.clone(),
@@ -470,7 +489,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     } else {
         let plain_get = parts.method == Method::GET && hyper::body::Body::is_end_stream(upstream_req.body());
         let sent = match conn {
-            Some(conn) => match conn.send(&up.endpoint, &up.token, upstream_req).await {
+            Some(conn) => match conn.send(&up.endpoint, &up.token, up.uid, upstream_req).await {
                 Ok(r) => match (conn.splice.as_deref(), splice_length(plain_get, r.status(), r.headers())) {
                     (Some(slot), Some(len)) if slot.is_idle() => {
                         conn.splice_response(slot, (&up.endpoint, &up.token), r, len, &app.metrics).await
@@ -479,7 +498,10 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
                 },
                 Err(e) => Err(e),
             },
-            None => ConnUpstream::default().send(&up.endpoint, &up.token, upstream_req).await.map(|r| r.map(Body::new)),
+            None => ConnUpstream::default()
+                .send(&up.endpoint, &up.token, up.uid, upstream_req)
+                .await
+                .map(|r| r.map(Body::new)),
         };
         match sent {
             Ok(r) => r,
@@ -513,6 +535,20 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
 fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "status": status.as_u16(), "message": message });
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Whether a path has a segment that is `.` or `..` once percent-decoded (RFC 3986 §3.3 and
+/// §5.2.4: such segments are removed by whoever normalises the path, so `/user/ann/../bob/`
+/// would mean another route to the server behind it). A decoded segment that itself holds a
+/// `/` or `\` (from `%2F`, `%5C`) is split there too, so `..%2F` is caught as well.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        if !seg.contains('.') && !seg.contains('%') {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        decoded.split(['/', '\\']).any(|p| p == "." || p == "..")
+    })
 }
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
@@ -635,12 +671,13 @@ fn prepare_request_headers(
 /// Sends an upgrade request on a fresh connection and, on 101, tunnels bytes both ways.
 async fn websocket(
     endpoint: &Endpoint,
+    owner: u32,
     req: hyper::Request<Body>,
     client: hyper::upgrade::OnUpgrade,
     activity: std::sync::Arc<std::sync::atomic::AtomicI64>,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response, String> {
-    let mut sender = connect(endpoint).await?;
+    let mut sender = connect(endpoint, owner).await?;
     let mut resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut resp);
@@ -768,6 +805,16 @@ fn quickack(s: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for bad in ["/..", "/./x", "/a/../b", "/%2e%2e/x", "/%2E./x", "/.%2e", "/a/..%2Fb", "/a/%2e%2e%5cb", "/%2e"] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in ["/", "/lab", "/api/contents/a.ipynb", "/files/.hidden", "/x/...", "/%2e%2e%2e", "/a..b"] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
 
     #[test]
     fn recognises_open_and_save() {

@@ -163,6 +163,9 @@ pub struct Upstream {
     /// The server's activity clock: the proxy stores the current unix time in it on every
     /// request and every WebSocket read (an atomic store: no lock, no database write).
     pub activity: Arc<AtomicI64>,
+    /// The server owner's UID: every upstream connection checks that its listener runs as
+    /// this user before sending anything (`peer.rs`).
+    pub uid: u32,
 }
 
 struct Slot {
@@ -266,9 +269,12 @@ impl Servers {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         let slot = slots.get(name)?;
         match &*slot.state.borrow() {
-            ServerState::Running { endpoint, token, .. } => {
-                Some(Upstream { endpoint: endpoint.clone(), token: token.clone(), activity: slot.activity.clone() })
-            }
+            ServerState::Running { endpoint, token, owner, .. } => Some(Upstream {
+                endpoint: endpoint.clone(),
+                token: token.clone(),
+                activity: slot.activity.clone(),
+                uid: owner.uid,
+            }),
             _ => None,
         }
     }
@@ -444,8 +450,21 @@ impl Servers {
                     log_tail(&log_path),
                 ));
             }
-            if status_ok(&endpoint, &path, &server_token).await {
-                break;
+            match probe(&endpoint, owner.uid, &path, &server_token).await {
+                Probe::Ready => break,
+                Probe::NotYet => {}
+                Probe::Impostor(why) => {
+                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
+                    if let Some(p) = slot.process.lock().await.take() {
+                        p.stop(self.config.spawner.term_timeout).await;
+                    }
+                    return Err((
+                        format!(
+                            "The server could not be reached safely: {why}. Start it again (it gets a new address)"
+                        ),
+                        log_tail(&log_path),
+                    ));
+                }
             }
             step += 1;
             // The bar creeps from 50 % to 95 % over the first 4.5 s of waiting, whatever the
@@ -852,9 +871,16 @@ impl Servers {
         let exited = process.exited();
         let mut ready = false;
         while Instant::now() < deadline && exited.borrow().is_none() {
-            if status_ok(&endpoint, &path, &token).await {
-                ready = true;
-                break;
+            match probe(&endpoint, uid, &path, &token).await {
+                Probe::Ready => {
+                    ready = true;
+                    break;
+                }
+                Probe::NotYet => {}
+                Probe::Impostor(why) => {
+                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -950,24 +976,45 @@ struct Live<'a> {
     owner: &'a TicketOwner,
 }
 
-/// Whether `GET <path>` with `Authorization: token <token>` answers 200 on `endpoint`
-/// within 2 seconds (connect included).
-async fn status_ok(endpoint: &Endpoint, path: &str, token: &ServerToken) -> bool {
+/// What a readiness probe found.
+enum Probe {
+    /// `GET <path>` answered 200.
+    Ready,
+    /// Nothing listens yet, or the server answered something else: ask again.
+    NotYet,
+    /// Something listens at the server's address that is not the owner's (a squatter on
+    /// the port, or a link to another socket): nothing was sent to it.
+    Impostor(String),
+}
+
+/// Asks `GET <path>` with `Authorization: token <token>` on `endpoint` within 2 seconds
+/// (connect included). The connection is [`crate::proxy::open`]'s, so the token is sent only
+/// to a listener that runs as `owner`.
+async fn probe(endpoint: &Endpoint, owner: u32, path: &str, token: &ServerToken) -> Probe {
     let Ok(req) = hyper::Request::get(path)
         .header(hyper::header::HOST, "127.0.0.1")
         .header(hyper::header::AUTHORIZATION, token.authorization().clone())
         .body(Body::empty())
     else {
-        return false;
+        return Probe::NotYet;
     };
     let ask = async {
-        let mut sender = crate::proxy::connect(endpoint).await.ok()?;
-        sender.send_request(req).await.ok()
+        let upstream = match crate::proxy::open(endpoint, owner).await {
+            Ok(u) => u,
+            Err(e) if e.contains("nothing was sent") => return Err(Probe::Impostor(e)),
+            Err(_) => return Err(Probe::NotYet),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(upstream))
+            .await
+            .map_err(|_| Probe::NotYet)?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|_| Probe::NotYet)
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), ask).await,
-        Ok(Some(resp)) if resp.status() == hyper::StatusCode::OK
-    )
+    match tokio::time::timeout(Duration::from_secs(2), ask).await {
+        Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK => Probe::Ready,
+        Ok(Err(impostor @ Probe::Impostor(_))) => impostor,
+        _ => Probe::NotYet,
+    }
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is

@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/home", get(home))
         .route("/hub/home/start", post(home_start))
         .route("/hub/home/stop", post(home_stop))
-        .route("/hub/spawn", get(spawn_page))
+        .route("/hub/spawn", get(spawn_page).post(spawn_submit))
         .route("/hub/static/hub.css", get(static_css))
         .route("/hub/static/spawn.js", get(static_spawn_js))
         .route("/hub/static/admin.js", get(static_admin_js))
@@ -327,20 +327,25 @@ async fn login_submit(
     }
     let client = client_of(&app, peer, &headers);
     let throttle_key = f.username.trim().to_ascii_lowercase().chars().take(64).collect::<String>();
-    if let Err(t) = app.throttle.check(&throttle_key, client, std::time::Instant::now()) {
-        tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");
-        let mut r = login_form(
-            StatusCode::TOO_MANY_REQUESTS,
-            &shown_name,
-            &next_s,
-            Some(&format!("Too many failed sign-ins; try again in {} minute(s).", t.retry_after_secs.div_ceil(60))),
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, t.retry_after_secs.into());
-        return r;
-    }
-    // Every refusal below takes at least failure_delay and counts against the limits.
+    // The attempt is counted before the password is checked (and refunded on success), so
+    // parallel guesses cannot all slip under the limit while PAM or the KDC answers.
+    let reservation = match app.throttle.reserve(&throttle_key, client, std::time::Instant::now()) {
+        Ok(r) => r,
+        Err(t) => {
+            tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");
+            let mut r = login_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                &shown_name,
+                &next_s,
+                Some(&format!("Too many failed sign-ins; try again in {} minute(s).", t.retry_after_secs.div_ceil(60))),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, t.retry_after_secs.into());
+            return r;
+        }
+    };
+    // Every refusal below takes at least failure_delay and stays counted against the limits
+    // (the reservation is dropped unrefunded).
     let fail = |status: StatusCode, message: &str| {
-        app.throttle.failed(&throttle_key, client, std::time::Instant::now());
         let r = login_form(status, &shown_name, &next_s, Some(message));
         let until = started + app.config.auth.failure_delay;
         async move {
@@ -395,7 +400,7 @@ async fn login_submit(
     };
     let r = finish_login(&app, authenticated.username, authenticated.credentials, next, method).await;
     if r.status().is_redirection() {
-        app.throttle.succeeded(&throttle_key);
+        reservation.succeeded();
         r
     } else {
         let until = started + app.config.auth.failure_delay;
@@ -415,6 +420,9 @@ async fn finish_login(
     next: Option<String>,
     method: &str,
 ) -> Response {
+    // A password login is a form post (Origin checked); a SPNEGO login is a GET that a
+    // cross-site link can cause, so it never starts a server: the spawn page offers a button.
+    let start_server = method != "spnego";
     let next_s = next.clone().unwrap_or_default();
     let refuse = |status: StatusCode, message: &str| login_form(status, "", &next_s, Some(message));
     let cfg = app.config.auth.clone();
@@ -496,8 +504,8 @@ async fn finish_login(
     }) {
         return ([(header::SET_COOKIE, set_cookie)], Redirect::to(page)).into_response();
     }
-    if let Err(refused) = app.servers.start(linux) {
-        // The spawn page tries again and says why if it is still refused.
+    if start_server && let Err(refused) = app.servers.start(linux) {
+        // The spawn page offers to start it again and says why if it is still refused.
         tracing::info!(user = %user, reason = %refused, "spawn at login refused");
     }
     let target = match next {
@@ -707,24 +715,101 @@ async fn home_stop(
     }
 }
 
-async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Query(q): Query<NextQuery>) -> Response {
-    let e = esc;
-    let name = &s.username;
-    let target = safe_next(q.next.as_deref())
-        .filter(|n| n.starts_with(&format!("/user/{name}/")))
-        .unwrap_or_else(|| format!("/user/{name}{}", app.config.spawner.default_url));
-    match app.servers.state(name) {
-        ServerState::Running { .. } => return Redirect::to(&target).into_response(),
-        ServerState::Starting { .. } => {}
-        _ => match LinuxUser::lookup_async(name).await {
-            Ok(u) => {
-                if let Err(refused) = app.servers.start(u) {
-                    return too_many(&refused);
-                }
-            }
-            Err(err) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
-        },
+/// `GET /hub/spawn`: the spawn page. It follows a spawn in progress and moves on to the
+/// server when it is ready; it never starts a server itself (a cross-site link or image could
+/// otherwise start anyone's server and fill `active_server_limit`). A stopped or failed server
+/// gets a "Start my server" form that posts to `POST /hub/spawn` with the session's XSRF token.
+///
+/// The page's script submits that form by itself only when the browser says the navigation
+/// did not come from another site (`Sec-Fetch-Site: same-origin` or `none`, W3C Fetch
+/// Metadata): after a sign-in, or a bookmark to the user's server, the server starts as in
+/// JupyterHub; after a cross-site link (`cross-site`, `same-site`, or no header) the user
+/// sees the button.
+async fn spawn_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let target = spawn_target(&app, &s.username, q.next.as_deref());
+    let own_navigation = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("same-origin") || v.eq_ignore_ascii_case("none"));
+    match app.servers.state(&s.username) {
+        ServerState::Running { .. } => Redirect::to(&target).into_response(),
+        ServerState::Starting { .. } => progress_page(&app, &s, &target),
+        ServerState::Stopping | ServerState::Stopped { .. } | ServerState::Failed { .. } => {
+            start_page(&app, &s, &target, own_navigation)
+        }
     }
+}
+
+#[derive(Deserialize, Default)]
+struct SpawnForm {
+    #[serde(default)]
+    _xsrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /hub/spawn`: starts the user's server (Origin and XSRF checked) and shows the
+/// progress page; 429 with `Retry-After` when a spawn limit refuses it.
+async fn spawn_submit(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Form(f): Form<SpawnForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a server start") {
+        return refused;
+    }
+    let target = spawn_target(&app, &s.username, f.next.as_deref());
+    match LinuxUser::lookup_async(&s.username).await {
+        Ok(u) => match app.servers.start(u) {
+            Ok(()) => progress_page(&app, &s, &target),
+            Err(refused) => too_many(&refused),
+        },
+        Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
+    }
+}
+
+/// Where the spawn page goes once the server is ready: `next` if it is under the user's own
+/// route, else the server's `default_url`.
+fn spawn_target(app: &AppState, name: &str, next: Option<&str>) -> String {
+    safe_next(next)
+        .filter(|n| n.starts_with(&format!("/user/{name}/")))
+        .unwrap_or_else(|| format!("/user/{name}{}", app.config.spawner.default_url))
+}
+
+/// The page with a "Start my server" button (a form posting to `/hub/spawn`), which
+/// `spawn.js` submits at once when `autostart`.
+fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Response {
+    let e = esc;
+    // After a failure the user decides: starting again by itself could loop.
+    let (why, autostart) = match app.servers.state(&s.username) {
+        ServerState::Failed { message, .. } => {
+            (format!(r#"<p class="state error">Your server failed: {}</p>"#, e(&message)), false)
+        }
+        ServerState::Stopped { message: Some(m) } => (format!(r#"<p class="state">{}</p>"#, e(&m)), autostart),
+        _ => (String::new(), autostart),
+    };
+    let body = format!(
+        r#"<h1>Your server is not running</h1>
+<section class="card" id="start" data-autostart="{auto}">{why}
+<form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}"><button id="start-button">Start my server</button></form>
+</section>
+<script src="/hub/static/spawn.js"></script>"#,
+        x = xsrf_field(app, s),
+        t = e(target),
+        auto = autostart,
+    );
+    page_with_user(app, "Start your server", &body, s).into_response()
+}
+
+/// The page that follows a spawn's progress stream and then opens `target`.
+fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
+    let e = esc;
     let body = format!(
         r#"<h1>Starting your server</h1>
 <section class="card" id="spawn" data-progress-url="/hub/api/users/{n}/server/progress" data-next="{t}">
@@ -734,10 +819,10 @@ async fn spawn_page(State(app): State<AppState>, CurrentUser(s): CurrentUser, Qu
 <noscript><p>This page needs JavaScript to follow the progress. <a href="{t}">Open your server</a> once it is ready.</p></noscript>
 </section>
 <script src="/hub/static/spawn.js"></script>"#,
-        t = e(&target),
-        n = percent_encode(name),
+        t = e(target),
+        n = percent_encode(&s.username),
     );
-    page_with_user(&app, "Starting", &body, &s).into_response()
+    page_with_user(app, "Starting", &body, s).into_response()
 }
 
 /// Spawn progress as server-sent events, in JupyterHub's format: each event's data is
@@ -975,11 +1060,14 @@ button.danger{background:#b00020}button:disabled{opacity:.45;cursor:default}.tag
 textarea{display:block;width:100%;box-sizing:border-box;font:inherit;padding:.4rem}label.check{display:flex;gap:.4rem;align-items:center}\
 label.check input{display:inline;width:auto}#pager{margin:.8rem 0 0}";
 
-/// The spawn page's script, served at `/hub/static/spawn.js`: follows the progress stream
-/// (URL in `#spawn[data-progress-url]`), moves the bar, and goes to `data-next` when ready.
-const SPAWN_JS: &str = r#"const box = document.getElementById("spawn");
-const src = new EventSource(box.dataset.progressUrl);
-src.onmessage = (ev) => {
+/// The spawn page's script, served at `/hub/static/spawn.js`: submits the start form when
+/// `#start[data-autostart="true"]`; follows the progress stream (URL in
+/// `#spawn[data-progress-url]`), moves the bar, and goes to `data-next` when ready.
+const SPAWN_JS: &str = r#"const start = document.getElementById("start");
+if (start && start.dataset.autostart === "true") document.getElementById("start-form").submit();
+const box = document.getElementById("spawn");
+const src = box ? new EventSource(box.dataset.progressUrl) : null;
+if (src) src.onmessage = (ev) => {
   const d = JSON.parse(ev.data);
   document.getElementById("bar").value = d.progress;
   document.getElementById("msg").textContent = d.message;

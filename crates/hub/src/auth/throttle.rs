@@ -1,10 +1,23 @@
-//! Brute-force limits for the login form: failed logins are counted per user name and per
-//! client address in a sliding window (`[auth] max_failed_logins`,
-//! `max_failed_logins_per_address`, `failed_login_window`). Once either count reaches its limit,
-//! further attempts are refused without checking the password until old failures leave the
-//! window. A success clears the user name's count (not the address's: one address guessing
-//! many names keeps its count). Memory is bounded: at most [`MAX_KEYS`] keys are tracked, and
-//! the oldest are dropped first.
+//! Brute-force limits for the login form: attempts are counted per user name and per client
+//! address in a sliding window (`[auth] max_failed_logins`, `max_failed_logins_per_address`,
+//! `failed_login_window`). Once either count reaches its limit, further attempts are refused
+//! without checking the password until old ones leave the window.
+//!
+//! **Reserve, then check.** [`Throttle::reserve`] counts an attempt *before* the password is
+//! checked, under one lock with the limit check, so parallel requests cannot all pass the check
+//! while the slow PAM or KDC call runs: with a limit of 5, at most 5 attempts are ever in flight
+//! or failed in the window. A success refunds the reservation ([`Reservation::succeeded`]) and
+//! forgets the user name's failures (not the address's: one address guessing many names keeps
+//! its count); a reservation dropped without a verdict counts as a failure.
+//!
+//! **Addresses.** IPv4 addresses count one by one; IPv6 clients by their /64 (one host
+//! usually has a whole /64 to pick addresses from), and an IPv4-mapped IPv6 address as its IPv4.
+//!
+//! **Memory** is bounded at [`MAX_KEYS`] keys. When full, keys whose attempts have all left the
+//! window go first; then, if still full, the tenth of the keys with the fewest attempts in the
+//! window (oldest first among equals). A key at its limit is never dropped, so nobody can free
+//! a locked name or address by flooding the table with new keys; if every key is at its limit,
+//! a new key's attempt is refused (`by: "hub-wide limit"`) until the window frees some.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -20,72 +33,141 @@ enum Key {
     Addr(IpAddr),
 }
 
-/// The failure counters.
+/// `addr` as the throttle counts it: IPv4 as is, IPv6 masked to its /64, IPv4-mapped IPv6 as
+/// the IPv4 address.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// The attempt counters.
 pub struct Throttle {
     per_user: u32,
     per_addr: u32,
     window: Duration,
-    failures: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    attempts: Mutex<HashMap<Key, VecDeque<Instant>>>,
 }
 
 /// Why an attempt is refused before it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Throttled {
-    /// Which limit: `"user name"` or `"client address"`.
+    /// Which limit: `"user name"`, `"client address"` or `"hub-wide limit"`.
     pub by: &'static str,
-    /// Seconds until the oldest failure leaves the window (for `Retry-After`).
+    /// Seconds until the oldest attempt leaves the window (for `Retry-After`).
     pub retry_after_secs: u64,
 }
 
+/// One counted attempt, from [`Throttle::reserve`]. Tell it how the attempt ended; dropped
+/// without a verdict it stays counted, as a failure.
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    user: String,
+    addr: IpAddr,
+    at: Instant,
+}
+
+impl Reservation<'_> {
+    /// The password was right: this attempt is refunded and the user name's failures are
+    /// forgotten (the address keeps its other attempts).
+    pub fn succeeded(self) {
+        let mut m = self.throttle.lock();
+        m.remove(&Key::User(self.user.clone()));
+        if let Some(q) = m.get_mut(&Key::Addr(self.addr))
+            && let Some(i) = q.iter().rposition(|t| *t == self.at)
+        {
+            q.remove(i);
+        }
+    }
+
+    /// The attempt failed: it stays counted (the same as dropping the reservation).
+    pub fn failed(self) {}
+}
+
 impl Throttle {
-    /// Limits of `per_user` and `per_addr` failures within `window`.
+    /// Limits of `per_user` and `per_addr` attempts within `window`.
     pub fn new(per_user: u32, per_addr: u32, window: Duration) -> Self {
-        Self { per_user, per_addr, window, failures: Mutex::new(HashMap::new()) }
+        Self { per_user, per_addr, window, attempts: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Instant>>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether an attempt for `user` from `addr` may be checked at `now`.
-    pub fn check(&self, user: &str, addr: IpAddr, now: Instant) -> Result<(), Throttled> {
-        let mut m = self.lock();
-        for (key, limit, by) in [
+    /// Counts an attempt for `user` from `addr` at `now` if both are under their limits, in
+    /// one step with the check (see the module documentation); else says which limit refused
+    /// it and for how long.
+    pub fn reserve(&self, user: &str, addr: IpAddr, now: Instant) -> Result<Reservation<'_>, Throttled> {
+        let addr = address_key(addr);
+        let keys = [
             (Key::User(user.to_string()), self.per_user, "user name"),
             (Key::Addr(addr), self.per_addr, "client address"),
-        ] {
-            if let Some(q) = m.get_mut(&key) {
+        ];
+        let mut m = self.lock();
+        for (key, limit, by) in &keys {
+            if let Some(q) = m.get_mut(key) {
                 while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
                     q.pop_front();
                 }
-                if q.len() >= limit as usize {
-                    let oldest = q.front().copied().unwrap_or(now);
-                    let left = self.window.saturating_sub(now.duration_since(oldest));
-                    return Err(Throttled { by, retry_after_secs: left.as_secs().max(1) });
+                if q.len() >= *limit as usize {
+                    return Err(Throttled { by, retry_after_secs: self.left(q, now) });
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Records a failed attempt.
-    pub fn failed(&self, user: &str, addr: IpAddr, now: Instant) {
-        let mut m = self.lock();
-        if m.len() >= MAX_KEYS {
-            let window = self.window;
-            m.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-            if m.len() >= MAX_KEYS {
-                m.clear();
+        let new_keys = keys.iter().filter(|(k, _, _)| !m.contains_key(k)).count();
+        if m.len() + new_keys > MAX_KEYS {
+            self.evict(&mut m, now);
+            if m.len() + new_keys > MAX_KEYS {
+                return Err(Throttled { by: "hub-wide limit", retry_after_secs: self.window.as_secs().max(1) });
             }
         }
-        for key in [Key::User(user.to_string()), Key::Addr(addr)] {
+        for (key, _, _) in keys {
             m.entry(key).or_default().push_back(now);
+        }
+        Ok(Reservation { throttle: self, user: user.to_string(), addr, at: now })
+    }
+
+    /// Seconds until the oldest attempt in `q` leaves the window (at least 1).
+    fn left(&self, q: &VecDeque<Instant>, now: Instant) -> u64 {
+        let oldest = q.front().copied().unwrap_or(now);
+        self.window.saturating_sub(now.duration_since(oldest)).as_secs().max(1)
+    }
+
+    /// Makes room (see the module documentation): expired keys, then the tenth with the
+    /// fewest attempts, never a key at its limit.
+    fn evict(&self, m: &mut HashMap<Key, VecDeque<Instant>>, now: Instant) {
+        let window = self.window;
+        m.retain(|_, q| {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        if m.len() < MAX_KEYS {
+            return;
+        }
+        let limit = |k: &Key| match k {
+            Key::User(_) => self.per_user as usize,
+            Key::Addr(_) => self.per_addr as usize,
+        };
+        let mut candidates: Vec<(usize, Instant, Key)> = m
+            .iter()
+            .filter(|(k, q)| q.len() < limit(k))
+            .map(|(k, q)| (q.len(), q.back().copied().unwrap_or(now), k.clone()))
+            .collect();
+        candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (_, _, k) in candidates.into_iter().take(MAX_KEYS / 10) {
+            m.remove(&k);
         }
     }
 
-    /// Records a success: the user name's failures are forgotten.
-    pub fn succeeded(&self, user: &str) {
-        self.lock().remove(&Key::User(user.to_string()));
+    /// How many attempts are counted for `user` now (for tests and the metrics).
+    pub fn counted(&self, user: &str) -> usize {
+        self.lock().get(&Key::User(user.to_string())).map_or(0, VecDeque::len)
     }
 }
 
@@ -125,23 +207,75 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(t.check("ann", a, t0).is_ok());
-            t.failed("ann", a, t0);
+            t.reserve("ann", a, t0).expect("under the limit").failed();
         }
-        let refused = t.check("ann", b, t0).expect_err("ann is locked from any address");
+        let refused = t.reserve("ann", b, t0).err().expect("ann is locked from any address");
         assert_eq!(refused.by, "user name");
         assert_eq!(refused.retry_after_secs, 60);
         // Two more names from address a reach the address limit (5).
-        t.failed("bob", a, t0);
-        t.failed("cat", a, t0);
-        assert_eq!(t.check("dan", a, t0).expect_err("address a is limited").by, "client address");
-        assert!(t.check("dan", b, t0).is_ok());
+        drop(t.reserve("bob", a, t0).expect("bob"));
+        drop(t.reserve("cat", a, t0).expect("cat"));
+        assert_eq!(t.reserve("dan", a, t0).err().expect("address a is limited").by, "client address");
         // The window slides.
-        assert!(t.check("ann", b, t0 + Duration::from_secs(61)).is_ok());
-        // A success forgets the name, not the address.
-        t.succeeded("ann");
-        assert!(t.check("ann", b, t0).is_ok());
-        assert!(t.check("ann", a, t0).is_err());
+        assert!(t.reserve("ann", b, t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn reservations_hold_under_parallel_attempts_and_successes_refund() {
+        let t = std::sync::Arc::new(Throttle::new(5, 1000, Duration::from_secs(60)));
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let t0 = Instant::now();
+        // 30 attempts at once, each holding its reservation while "PAM" runs.
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..30 {
+                s.spawn(|| {
+                    if let Ok(r) = t.reserve("ann", a, t0) {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        r.failed();
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 5, "exactly the limit is checked");
+        // A success refunds its own attempt on the address and clears the name.
+        let t = Throttle::new(3, 3, Duration::from_secs(60));
+        t.reserve("bob", a, t0).expect("1").failed();
+        t.reserve("bob", a, t0).expect("2").succeeded();
+        assert_eq!(t.counted("bob"), 0);
+        t.reserve("cat", a, t0).expect("3").failed();
+        t.reserve("dan", a, t0).expect("the refunded attempt freed a place on the address").failed();
+        assert_eq!(t.reserve("eve", a, t0).err().expect("address full").by, "client address");
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_slash_64() {
+        let t = Throttle::new(100, 2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        t.reserve("a", ip("2001:db8:1:2::1"), t0).expect("1").failed();
+        t.reserve("b", ip("2001:db8:1:2:ffff::9"), t0).expect("2").failed();
+        assert_eq!(t.reserve("c", ip("2001:db8:1:2:abcd::1"), t0).err().expect("same /64").by, "client address");
+        assert!(t.reserve("c", ip("2001:db8:1:3::1"), t0).is_ok(), "another /64");
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn flooding_the_table_never_frees_a_locked_name() {
+        let t = Throttle::new(3, u32::MAX, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let victim_addr: IpAddr = "198.51.100.1".parse().expect("ip");
+        for _ in 0..3 {
+            t.reserve("victim", victim_addr, t0).expect("guess").failed();
+        }
+        // Far more new names than the table holds, from addresses of their own.
+        for i in 0..(MAX_KEYS as u32 + 20_000) {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = t.reserve(&format!("junk{i}"), addr, t0 + Duration::from_millis(1));
+        }
+        assert!(t.lock().len() <= MAX_KEYS);
+        assert_eq!(t.reserve("victim", victim_addr, t0).err().expect("still locked").by, "user name");
     }
 
     #[test]
