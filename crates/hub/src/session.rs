@@ -82,6 +82,9 @@ pub struct Sessions {
     /// hub's CPU time when proxying small responses). Expiry and revocation are still checked
     /// on every request against the claims and `cache`.
     verified: Mutex<HashMap<String, Claims>>,
+    /// Counts revocations; changed under the `cache` lock. A store lookup that started before a
+    /// revocation does not put its (possibly deleted) session into the cache afterwards.
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 /// Errors loading the signing key.
@@ -210,6 +213,7 @@ impl Sessions {
             secure,
             cache: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            revocations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -228,7 +232,7 @@ impl Sessions {
         let claims = Claims { sub: rec.username.clone(), sid: rec.id.clone(), iat: now, exp: rec.expires };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("signing the session token: {e}"))))?;
-        self.cache_put(&rec.id, &rec.username, rec.expires);
+        self.cache_put(&rec.id, &rec.username, rec.expires, self.revocations.load(std::sync::atomic::Ordering::SeqCst));
         let cookie = cookie::Cookie::build((self.cookie_name(), jwt))
             .path("/")
             .http_only(true)
@@ -261,10 +265,21 @@ impl Sessions {
         want.len() == token.len() && want.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
-    /// Revokes every session of `username` ("log out everywhere"); returns how many.
+    /// Revokes every session of `username` ("log out everywhere", a deleted user); returns
+    /// how many. From the moment this returns no request is let in with any of them: the rows
+    /// are deleted first, then the memory cache is purged, and a lookup that raced with the
+    /// delete is not cached ([`Sessions::validate`]).
     pub async fn revoke_all(&self, username: &str) -> Result<u64, StoreError> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (u, _)| u != username);
-        self.store.delete_sessions_of(username).await
+        let n = self.store.delete_sessions_of(username).await;
+        self.purge(|_, u| u == username);
+        n
+    }
+
+    /// Removes cached sessions for which `gone(sid, user)` holds and marks a revocation.
+    fn purge(&self, gone: impl Fn(&str, &str) -> bool) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.revocations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        c.retain(|sid, (u, _)| !gone(sid, u));
     }
 
     /// The `Set-Cookie` value that deletes the session cookie.
@@ -352,9 +367,10 @@ impl Sessions {
                 c
             }
         };
+        let epoch = self.revocations.load(std::sync::atomic::Ordering::SeqCst);
         match self.store.get_session(&claims.sid).await {
             Ok(Some(rec)) if rec.username == claims.sub && rec.expires > now => {
-                self.cache_put(&rec.id, &rec.username, rec.expires);
+                self.cache_put(&rec.id, &rec.username, rec.expires, epoch);
                 Some(Session { username: rec.username, id: rec.id })
             }
             Ok(_) => {
@@ -370,12 +386,18 @@ impl Sessions {
 
     /// Revokes a session (logout).
     pub async fn revoke(&self, id: &str) -> Result<(), StoreError> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.store.delete_session(id).await
+        let r = self.store.delete_session(id).await;
+        self.purge(|sid, _| sid == id);
+        r
     }
 
-    fn cache_put(&self, sid: &str, user: &str, exp: i64) {
+    /// Caches a session found in the store, unless a revocation happened since `epoch` (the
+    /// [`Self::revocations`] count read before the lookup).
+    fn cache_put(&self, sid: &str, user: &str, exp: i64, epoch: u64) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.revocations.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+            return;
+        }
         if c.len() >= CACHE_MAX {
             c.clear();
         }

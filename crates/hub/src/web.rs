@@ -435,12 +435,12 @@ async fn finish_login(
             .map_err(|e| (user, e))
     })
     .await;
-    let (linux, admin) = match looked_up {
+    let (linux, (admin, group_admin)) = match looked_up {
         Ok(Ok((u, _))) if u.uid == 0 => {
             tracing::warn!(method, user = %u.name, "login refused: UID 0 accounts may not use the hub");
             return refuse(StatusCode::FORBIDDEN, "This account may not use the hub (it is a root account).");
         }
-        Ok(Ok((u, crate::auth::access::Access::Allowed { admin }))) => (u, admin),
+        Ok(Ok((u, crate::auth::access::Access::Allowed { admin, group_admin }))) => (u, (admin, group_admin)),
         Ok(Ok((u, crate::auth::access::Access::Denied(why)))) => {
             tracing::warn!(method, user = %u.name, reason = %why, "login refused: not allowed");
             return refuse(StatusCode::FORBIDDEN, "You are not allowed to use this hub; ask an admin to add you.");
@@ -470,7 +470,7 @@ async fn finish_login(
     let user = linux.name.clone();
     let now = unix_now();
     let created = async {
-        app.store.upsert_user(&user, admin, now).await?;
+        app.store.upsert_user(&user, group_admin, now).await?;
         app.sessions.create(&user, now).await
     }
     .await;

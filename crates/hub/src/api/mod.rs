@@ -746,13 +746,18 @@ async fn delete_user(
     if let Ok(u) = LinuxUser::lookup_async(&name).await {
         app.renewer.deactivate(&crate::renewer::TicketOwner { username: name.clone(), uid: u.uid, gid: u.gid });
     }
+    // Every session and token goes with the user (the store's cascade), and the memory caches
+    // with them, so a cookie of the deleted user opens nothing from now on; the second purge
+    // catches a session a login made in between.
+    let revoked = app.sessions.revoke_all(&name).await?;
     app.store.delete_user(&name).await?;
+    app.sessions.revoke_all(&name).await?;
     // The record is gone either way; files left behind are the hub's own and harmless, so a
     // failure here is logged rather than answered.
     if let Err(e) = app.servers.remove_user_files(&name).await {
         tracing::warn!(user = %name, error = %e, "could not remove the deleted user's socket directory or kernelspecs");
     }
-    tracing::info!(user = %name, by = %caller_name(&caller), "user deleted through the API");
+    tracing::info!(user = %name, by = %caller_name(&caller), revoked_sessions = revoked, "user deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

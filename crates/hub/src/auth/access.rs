@@ -15,8 +15,11 @@ use crate::spawner::LinuxUser;
 pub enum Access {
     /// May log in; `admin` says whether as an admin.
     Allowed {
-        /// Whether the user is an admin.
+        /// Whether the user is an admin by the configuration (`admin_users` or `admin_groups`).
         admin: bool,
+        /// Whether by `admin_groups` (what the store records at this login; `admin_users`
+        /// is read from the configuration each time, never stored).
+        group_admin: bool,
     },
     /// May not log in; the text names the lists checked (for the log).
     Denied(String),
@@ -43,10 +46,11 @@ fn gids(names: &[String]) -> Vec<u32> {
 /// Decides whether `user` may log in under `cfg`. Blocking (group lookups).
 pub fn decide(cfg: &AuthConfig, user: &LinuxUser) -> Access {
     let in_any = |names: &[String]| !names.is_empty() && gids(names).iter().any(|g| user.groups.contains(g));
-    let admin = cfg.admin_users.contains(&user.name) || in_any(&cfg.admin_groups);
+    let group_admin = in_any(&cfg.admin_groups);
+    let admin = cfg.admin_users.contains(&user.name) || group_admin;
     let open = cfg.allowed_users.is_empty() && cfg.allowed_groups.is_empty();
     if open || admin || cfg.allowed_users.contains(&user.name) || in_any(&cfg.allowed_groups) {
-        Access::Allowed { admin }
+        Access::Allowed { admin, group_admin }
     } else {
         Access::Denied(format!(
             "{:?} is not in [auth] allowed_users {:?} and not in any of allowed_groups {:?}",

@@ -87,9 +87,16 @@ pub async fn migrations(store: &dyn Store, known: usize) {
 /// forward, foreign keys hold.
 pub async fn sessions_servers_tickets(store: &dyn Store) {
     store.upsert_user("ann", false, 10).await.expect("user");
-    store.upsert_user("ann", true, 20).await.expect("user again");
-    store.upsert_user("ann", false, 21).await.expect("a login does not demote");
-    assert!(store.is_admin("ann").await.expect("admin"), "admin granted elsewhere is kept");
+    store.upsert_user("ann", true, 20).await.expect("a login in an admin group");
+    assert!(store.is_admin("ann").await.expect("admin"), "admin_groups makes an admin");
+    store.upsert_user("ann", false, 21).await.expect("a login after leaving the group");
+    assert!(!store.is_admin("ann").await.expect("admin"), "the group-derived right goes with the group");
+    store.set_admin("ann", true).await.expect("API grant");
+    store.upsert_user("ann", false, 22).await.expect("a login outside any admin group");
+    assert!(store.is_admin("ann").await.expect("admin"), "the API's grant survives logins");
+    assert!(store.get_user("ann").await.expect("get").expect("ann").admin, "and shows in the user record");
+    store.set_admin("ann", false).await.expect("API revoke");
+    assert!(!store.is_admin("ann").await.expect("admin"));
     assert!(!store.is_admin("ghost").await.expect("unknown"));
     store.record_activity(&[("ann".into(), 30), ("ghost".into(), 40)]).await.expect("activity");
     store.record_activity(&[("ann".into(), 25)]).await.expect("older activity");

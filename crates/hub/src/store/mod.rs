@@ -130,7 +130,8 @@ pub struct TicketRecord {
 pub struct UserRecord {
     /// The user name (also the Linux account name).
     pub name: String,
-    /// Whether the user is an admin.
+    /// Whether the user is an admin by a stored flag: the REST API's grant, or `[auth]
+    /// admin_groups` at their last login (`[auth] admin_users` is the caller's to add).
     pub admin: bool,
     /// Unix seconds the user was first seen.
     pub created: i64,
@@ -181,9 +182,12 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::NotMigrated`] unless every migration this binary knows has
     /// been applied (`hub serve` checks this before it listens).
     async fn check_schema(&self) -> Result<(), StoreError>;
-    /// Creates the user if it does not exist; updates the admin flag if it does.
-    async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), StoreError>;
-    /// Whether `name` is recorded as an admin (false for an unknown user).
+    /// Records a login of `name`: creates the user if missing, and sets the admin right that
+    /// `[auth] admin_groups` gives (`group_admin`), replacing what the last login said. The
+    /// REST API's admin flag ([`Store::set_admin`]) is left as it is.
+    async fn upsert_user(&self, name: &str, group_admin: bool, now: i64) -> Result<(), StoreError>;
+    /// Whether `name` is recorded as an admin, by the REST API's flag or by `admin_groups` at
+    /// the last login (false for an unknown user).
     async fn is_admin(&self, name: &str) -> Result<bool, StoreError>;
     /// Records a new session.
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
@@ -225,7 +229,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates many users in one transaction; returns the names that were new (those that
     /// already existed are left unchanged), in the order given.
     async fn create_users(&self, names: &[String], admin: bool, now: i64) -> Result<Vec<String>, StoreError>;
-    /// Sets the admin flag; returns `false` if there is no such user.
+    /// Sets the REST API's admin flag (not the `admin_groups` one); returns `false` if there is
+    /// no such user.
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, StoreError>;
     /// Deletes a user and everything of theirs (sessions, server row, ticket row, tokens,
     /// group memberships); returns `false` if there was no such user.

@@ -24,13 +24,13 @@ macro_rules! store_queries {
                 $crate::store::check_applied(&$migrator, &self.applied().await?, &self.url)
             }
 
-            async fn upsert_user(&self, name: &str, admin: bool, now: i64) -> Result<(), $crate::store::StoreError> {
+            async fn upsert_user(&self, name: &str, group_admin: bool, now: i64) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO users (name, admin, created) VALUES ($1, $2, $3)
-                     ON CONFLICT(name) DO UPDATE SET admin = users.admin OR excluded.admin",
+                    "INSERT INTO users (name, admin, admin_from_groups, created) VALUES ($1, FALSE, $2, $3)
+                     ON CONFLICT(name) DO UPDATE SET admin_from_groups = excluded.admin_from_groups",
                 )
                 .bind(name)
-                .bind(admin)
+                .bind(group_admin)
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
@@ -71,7 +71,7 @@ macro_rules! store_queries {
 
             async fn is_admin(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
                 let row: Option<(bool,)> =
-                    sqlx::query_as("SELECT admin FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+                    sqlx::query_as("SELECT (admin OR admin_from_groups) FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
                 Ok(row.is_some_and(|r| r.0))
             }
 
@@ -192,7 +192,7 @@ macro_rules! store_queries {
             }
 
             async fn get_user(&self, name: &str) -> Result<Option<$crate::store::UserRecord>, $crate::store::StoreError> {
-                let row = sqlx::query("SELECT name, admin, created, last_activity FROM users WHERE name = $1")
+                let row = sqlx::query("SELECT name, (admin OR admin_from_groups) AS admin, created, last_activity FROM users WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -229,7 +229,7 @@ macro_rules! store_queries {
             );
             let (page, members) = if descending {
                 (
-                    "SELECT name, admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
+                    "SELECT name, (admin OR admin_from_groups) AS admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
                      ORDER BY name DESC LIMIT $2 OFFSET $3",
                     "SELECT username, group_name FROM group_members WHERE username IN
                        (SELECT name FROM users WHERE name LIKE $1 ESCAPE '\\' ORDER BY name DESC LIMIT $2 OFFSET $3)
@@ -237,7 +237,7 @@ macro_rules! store_queries {
                 )
             } else {
                 (
-                    "SELECT name, admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
+                    "SELECT name, (admin OR admin_from_groups) AS admin, created, last_activity FROM users WHERE name LIKE $1 ESCAPE '\\'
                      ORDER BY name LIMIT $2 OFFSET $3",
                     "SELECT username, group_name FROM group_members WHERE username IN
                        (SELECT name FROM users WHERE name LIKE $1 ESCAPE '\\' ORDER BY name LIMIT $2 OFFSET $3)
