@@ -5,9 +5,18 @@
 //! 3 and 4 (`0x0503`, `0x0504`; big-endian) are read, which is what MIT krb5 has written since
 //! 1.x. Only what the renewer needs is decoded: the default principal and, for the
 //! ticket-granting ticket, its start, end and renew-until times (unix seconds, u32 in the
-//! file). Configuration entries (server realm `X-CACHECONF:`) are skipped.
+//! file). Configuration entries (server realm `X-CACHECONF:`) are skipped. In version 3 a
+//! credential's keyblock carries its enctype twice (the format document's "keyblock" section);
+//! version 4 once.
+//!
+//! The file is the user's (mode 0600 in a root-owned directory) and read as root, so it is
+//! opened without following a link and read only up to [`MAX_CCACHE_BYTES`].
 
 use std::path::Path;
+
+/// Largest credential cache read, in bytes (1 MiB; a cache with a TGT and a few service
+/// tickets is a few KiB, PACs included).
+pub const MAX_CCACHE_BYTES: u64 = 1024 * 1024;
 
 /// The TGT's times in a credential cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +108,9 @@ pub fn parse(bytes: &[u8]) -> Result<TicketTimes, CcacheError> {
         let (_crealm, _ccomps) = r.principal()?;
         let (srealm, scomps) = r.principal()?;
         let _enctype = r.u16()?;
+        if version == 0x0503 {
+            r.u16()?; // v3 repeats the enctype
+        }
         r.data()?; // key
         let authtime = r.u32()?;
         let starttime = r.u32()?;
@@ -134,9 +146,24 @@ pub fn parse(bytes: &[u8]) -> Result<TicketTimes, CcacheError> {
     fallback.ok_or(CcacheError::NoTgt)
 }
 
-/// Reads the TGT times from the FILE ccache at `path` (no `FILE:` prefix).
+/// Reads the TGT times from the FILE ccache at `path` (no `FILE:` prefix), without following
+/// a link at `path` and refusing a file over [`MAX_CCACHE_BYTES`].
 pub fn read(path: &Path) -> Result<TicketTimes, CcacheError> {
-    parse(&std::fs::read(path)?)
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(CcacheError::Format("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_CCACHE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CCACHE_BYTES {
+        return Err(CcacheError::Format("larger than 1 MiB"));
+    }
+    parse(&bytes)
 }
 
 #[cfg(test)]

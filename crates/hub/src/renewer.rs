@@ -170,6 +170,14 @@ pub enum RenewError {
         /// kinit's stderr, trimmed.
         stderr: String,
     },
+    /// An event came while the backoff after a failure runs; kinit was not run.
+    #[error("not retried before {until} (unix seconds) after the last failure: {last_error}")]
+    BackingOff {
+        /// When the next attempt may run, unix seconds.
+        until: i64,
+        /// The last failure's message.
+        last_error: String,
+    },
     /// A file operation on the ccache failed.
     #[error("credential cache {path}: {source}")]
     Io {
@@ -235,6 +243,9 @@ struct UserState {
     owner: Option<TicketOwner>,
     /// The user's entry in the timer queue.
     scheduled: Option<i64>,
+    /// After a failure: no event starts another kinit before this time (unix seconds), the
+    /// same backoff the timer keeps ([`retry_delay`]). `None` after a success.
+    retry_at: Option<i64>,
 }
 
 #[derive(Default)]
@@ -356,15 +367,18 @@ impl Renewer {
         if !self.cfg.enabled {
             return;
         }
-        let (running, last_success) = {
+        let (running, last_success, retry_at) = {
             let mut inner = self.lock();
             let u = inner.users.entry(owner.username.clone()).or_default();
-            (u.running.clone(), u.status.last_success)
+            (u.running.clone(), u.status.last_success, u.retry_at)
         };
         if trigger != Trigger::Timer
             && let Some(age) = self.fresh(last_success)
         {
             tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", age_s = age, "ticket renewed recently");
+            return;
+        }
+        if trigger != Trigger::Timer && Self::backing_off(retry_at, &owner.username, trigger) {
             return;
         }
         let Ok(guard) = running.try_lock_owned() else {
@@ -391,7 +405,25 @@ impl Renewer {
             tracing::debug!(user = %owner.username, trigger = %trigger.as_str(), outcome = %"coalesced", age_s = age, "ticket renewed recently");
             return Ok(());
         }
+        let retry_at = self.lock().users.get(&owner.username).and_then(|u| u.retry_at);
+        if trigger != Trigger::Timer && Self::backing_off(retry_at, &owner.username, trigger) {
+            let last_error = self.status(&owner.username).and_then(|s| s.last_error).unwrap_or_default();
+            return Err(RenewError::BackingOff { until: retry_at.unwrap_or_default(), last_error });
+        }
         self.renew_locked(owner, trigger).await
+    }
+
+    /// Whether an event must wait for the backoff after a failure (`retry_at`, unix seconds);
+    /// logs the skipped event at debug level.
+    fn backing_off(retry_at: Option<i64>, user: &str, trigger: Trigger) -> bool {
+        let now = unix_now();
+        match retry_at {
+            Some(at) if at > now => {
+                tracing::debug!(user = %user, trigger = %trigger.as_str(), outcome = %"backing off", retry_in_s = at - now, "the last renewal failed; not retrying yet");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `Some(age)` if a success at `last` is within `event_min_interval` of now.
@@ -582,6 +614,7 @@ impl Renewer {
                 }
             };
             let failures = st.consecutive_failures;
+            u.retry_at = (failures > 0).then_some(next);
             if failures > 0 {
                 self.renewal_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -655,18 +688,44 @@ impl Renewer {
         // No keytab but a ccache from the user's sign-in: renew that ticket (kinit -R).
         let renew_login_ticket = matches!(std::fs::symlink_metadata(&p.keytab), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
             && p.ccache.is_file();
-        if !renew_login_ticket {
-            check_keytab(&p.keytab, owner.uid)?;
-        }
+        // The keytab is opened once, here, without following links, and checked on the open
+        // descriptor; kinit reads that descriptor (`FILE:/proc/self/fd/3`), never the path,
+        // which the user could swap between a check and kinit's own open.
+        let keytab = if renew_login_ticket { None } else { Some(open_keytab(&p.keytab, owner.uid)?) };
         let tmp = Self::temp_ccache(p)?;
         self.kinit_total.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(&self.cfg.kinit);
         if renew_login_ticket {
-            std::fs::copy(&p.ccache, &tmp)
-                .map_err(|source| RenewError::Io { path: tmp.display().to_string(), source })?;
+            // The same for the login ccache: read through a checked descriptor into the
+            // root-owned temporary file that kinit -R then renews.
+            copy_ccache(&p.ccache, &tmp, owner.uid)
+                .map_err(|source| RenewError::Io { path: p.ccache.display().to_string(), source })?;
             cmd.arg("-R").arg("-c").arg(format!("FILE:{}", tmp.display()));
         } else {
-            cmd.arg("-k").arg("-t").arg(&p.keytab).arg("-c").arg(format!("FILE:{}", tmp.display())).arg(&p.principal);
+            cmd.arg("-k")
+                .arg("-t")
+                .arg(format!("FILE:/proc/self/fd/{KEYTAB_FD}"))
+                .arg("-c")
+                .arg(format!("FILE:{}", tmp.display()))
+                .arg(&p.principal);
+        }
+        if let Some(fd) = &keytab {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+            // SAFETY: dup2 and fcntl are async-signal-safe; `raw` is a descriptor this process
+            // holds open until the child has started (`keytab` lives past `output()`).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if raw == KEYTAB_FD {
+                        let flags = libc::fcntl(raw, libc::F_GETFD);
+                        if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(raw, KEYTAB_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         if let Some(k) = &self.cfg.krb5_config {
@@ -682,6 +741,7 @@ impl Renewer {
                 });
             }
             Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&tmp);
                 return Err(RenewError::Kinit {
                     principal: p.principal.clone(),
                     status: format!("could not run {:?}", self.cfg.kinit),
@@ -690,6 +750,7 @@ impl Renewer {
             }
             Ok(Ok(out)) => out,
         };
+        drop(keytab);
         if !out.status.success() {
             let _ = std::fs::remove_file(&tmp);
             let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -704,37 +765,76 @@ impl Renewer {
     }
 }
 
-/// Refuses a keytab that kinit must not read for `uid`: see the module documentation.
-fn check_keytab(path: &Path, uid: u32) -> Result<(), RenewError> {
+/// The descriptor number kinit finds the keytab at (`-t FILE:/proc/self/fd/3`).
+const KEYTAB_FD: std::os::fd::RawFd = 3;
+
+/// Opens `path` for reading as root without following a link in its last component
+/// (`O_NOFOLLOW`) and without blocking on a FIFO or taking a terminal.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(path)
+}
+
+/// Opens the keytab that kinit may read for `uid`, checking what was opened: a regular file
+/// (not a link: `O_NOFOLLOW`), owned by the user or root, readable by nobody else. The checks
+/// are made on the descriptor (`fstat`), so what was checked is what kinit reads; a link
+/// further up the path only leads to a file whose owner is checked the same way.
+fn open_keytab(path: &Path, uid: u32) -> Result<std::fs::File, RenewError> {
     let err = |problem: String| RenewError::Keytab { path: path.display().to_string(), problem };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
+    let f = match open_no_follow(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(err(
                 "does not exist; create it with `ktutil` or `kadmin ktadd -norandkey`, owned by the user, mode 0600"
                     .into(),
             ));
         }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(err("is a symbolic link; the hub does not follow links to keytabs".into()));
+        }
         Err(e) => return Err(err(e.to_string())),
     };
-    if meta.file_type().is_symlink() {
-        return Err(err("is a symbolic link; the hub does not follow links to keytabs".into()));
-    }
+    let meta = f.metadata().map_err(|e| err(e.to_string()))?;
+    check_owner_and_mode(&meta, uid, path).map_err(err)?;
+    Ok(f)
+}
+
+/// The rules for a file root reads on a user's behalf: a regular file owned by `uid` or root
+/// with no group or other permission bits. The error names the fix.
+fn check_owner_and_mode(meta: &std::fs::Metadata, uid: u32, path: &Path) -> Result<(), String> {
     if !meta.is_file() {
-        return Err(err("is not a regular file".into()));
+        return Err("is not a regular file".into());
     }
     if meta.uid() != uid && meta.uid() != 0 {
-        return Err(err(format!(
+        return Err(format!(
             "is owned by uid {}, not by the user (uid {uid}) or root; run `chown {uid} {}`",
             meta.uid(),
             path.display()
-        )));
+        ));
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(err(format!("is readable by group or others (mode {mode:o}); run `chmod 600 {}`", path.display())));
+        return Err(format!("is readable by group or others (mode {mode:o}); run `chmod 600 {}`", path.display()));
     }
     Ok(())
+}
+
+/// Copies the user's login ccache at `live` into the new root-owned file `tmp` (mode 0600,
+/// created exclusively), reading it through a descriptor opened without following links and
+/// checked to be the user's (or root's) private regular file, at most
+/// [`ccache::MAX_CCACHE_BYTES`] bytes.
+fn copy_ccache(live: &Path, tmp: &Path, uid: u32) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = open_no_follow(live)?;
+    check_owner_and_mode(&f.metadata()?, uid, live).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::new();
+    f.take(ccache::MAX_CCACHE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > ccache::MAX_CCACHE_BYTES {
+        return Err(std::io::Error::other(format!("is larger than {} bytes", ccache::MAX_CCACHE_BYTES)));
+    }
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp)?;
+    std::io::Write::write_all(&mut out, &bytes)
 }
 
 /// Creates the ccache directory (and parents) root-owned with mode 0711 if missing, and
@@ -831,20 +931,20 @@ mod tests {
     fn keytab_rules() {
         let dir = tempfile::tempdir().expect("tmp");
         let kt = dir.path().join("u.keytab");
-        let missing = check_keytab(&kt, 1000).expect_err("missing").to_string();
+        let missing = open_keytab(&kt, 1000).expect_err("missing").to_string();
         assert!(missing.contains("does not exist"), "{missing}");
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&kt).expect("create");
-        check_keytab(&kt, 1000).expect("root-owned 0600 is fine");
+        open_keytab(&kt, 1000).expect("root-owned 0600 is fine");
         std::fs::set_permissions(&kt, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = check_keytab(&kt, 1000).expect_err("0644 refused").to_string();
+        let e = open_keytab(&kt, 1000).expect_err("0644 refused").to_string();
         assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&kt, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::os::unix::fs::chown(&kt, Some(4242), None).expect("chown");
-        let e = check_keytab(&kt, 1000).expect_err("foreign owner refused").to_string();
+        let e = open_keytab(&kt, 1000).expect_err("foreign owner refused").to_string();
         assert!(e.contains("uid 4242"), "{e}");
         let link = dir.path().join("link.keytab");
         std::os::unix::fs::symlink(&kt, &link).expect("symlink");
-        assert!(check_keytab(&link, 4242).expect_err("symlink refused").to_string().contains("symbolic link"));
+        assert!(open_keytab(&link, 4242).expect_err("symlink refused").to_string().contains("symbolic link"));
     }
 
     #[test]
