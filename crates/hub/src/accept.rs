@@ -15,9 +15,62 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
-use crate::splice::{BrowserIo, Slot};
+use crate::splice::{BrowserIo, Slot, Upstream};
+
+/// The peer address given for connections on the hub's Unix socket (`bind = "unix:PATH"`):
+/// the unspecified address `[::]:0`, which no TCP peer can have. Whoever may connect to that
+/// socket (its mode and group) is the reverse proxy, so its `X-Forwarded-For` is believed
+/// ([`crate::config::HubConfig::trusts`]).
+pub const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0);
+
+/// Where `hub serve` accepts browser connections: a TCP address, or a Unix socket that only
+/// the reverse proxy in front of the hub can connect to.
+pub enum Listener {
+    /// `bind = "ADDRESS:PORT"`.
+    Tcp(TcpListener),
+    /// `bind = "unix:PATH"`.
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Self {
+        Listener::Unix(l)
+    }
+}
+
+impl Listener {
+    /// The next connection and its peer ([`UNIX_PEER`] on the Unix socket); TCP_NODELAY is
+    /// set on a TCP one (small WebSocket frames and response heads must not wait for Nagle).
+    async fn accept(&self) -> std::io::Result<(Upstream, SocketAddr)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (tcp, peer) = l.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                Ok((Upstream::Tcp(tcp), peer))
+            }
+            Listener::Unix(l) => Ok((Upstream::Unix(l.accept().await?.0), UNIX_PEER)),
+        }
+    }
+
+    /// What the listener is bound to, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_else(|e| e.to_string()),
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => a.as_pathname().map(|p| format!("unix:{}", p.display())).unwrap_or_else(|| "unix".into()),
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+}
 
 /// Accepts connections on `listener` and serves each with the service `make(peer, slot)`
 /// returns (`slot`: the connection's [`Slot`] for spliced bodies, shared with its [`BrowserIo`]),
@@ -32,7 +85,7 @@ use crate::splice::{BrowserIo, Slot};
 ///
 /// Accept errors: per-connection ones (the peer reset before accept) are skipped; others
 /// (EMFILE, ENFILE, ENOMEM) are logged and retried after 1 s, as `axum::serve` does.
-pub(crate) async fn serve<M, S, F>(listener: TcpListener, header_read_timeout: Duration, mut make: M, shutdown: F)
+pub(crate) async fn serve<M, S, F>(listener: Listener, header_read_timeout: Duration, mut make: M, shutdown: F)
 where
     M: FnMut(SocketAddr, Arc<Slot>) -> S,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
@@ -62,8 +115,6 @@ where
             },
             () = &mut shutdown => break,
         };
-        // Small WebSocket frames and response heads must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
         let slot = Arc::new(Slot::default());
         let io = TokioIo::new(BrowserIo::new(tcp, slot.clone()));
         let conn = builder.serve_connection(io, make(peer, slot)).with_upgrades();

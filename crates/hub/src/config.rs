@@ -82,11 +82,38 @@ pub struct ServiceConfig {
     pub scopes: Vec<String>,
 }
 
+/// Where `hub serve` listens (`[hub] bind`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// `"ADDRESS:PORT"`, e.g. `127.0.0.1:8000`.
+    Tcp(SocketAddr),
+    /// `"unix:PATH"`: a Unix socket for the reverse proxy in front of the hub, created with
+    /// `bind_mode` and, if set, the group `bind_group` (e.g. nginx's `www-data`). Only who may
+    /// open that socket can reach the hub, so their `X-Forwarded-For` is believed.
+    Unix {
+        /// The socket's path (its directory must exist, e.g. systemd's `RuntimeDirectory`).
+        path: PathBuf,
+        /// Permission bits of the socket (`bind_mode`, default `0o660`).
+        mode: u32,
+        /// Group given the socket (`bind_group`), or the hub's own.
+        group: Option<String>,
+    },
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp(a) => write!(f, "{a}"),
+            Bind::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// `[hub]`: where the hub listens and keeps its state.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// Address the HTTP server listens on (`bind`, default `127.0.0.1:8000`).
-    pub bind: SocketAddr,
+    /// Where the HTTP server listens (`bind`, default `127.0.0.1:8000`).
+    pub bind: Bind,
     /// URL users reach the hub at (`public_url`); decides the cookie's `Secure` flag and
     /// `__Host-` prefix. Default: the first of `public_urls`, else `http://<bind>`.
     pub public_url: String,
@@ -117,6 +144,31 @@ pub struct HubConfig {
     /// when the hub starts waiting for it (`header_read_timeout`, default 30 s). A connection
     /// that misses it is closed; this also closes idle kept-alive connections.
     pub header_read_timeout: Duration,
+    /// The slowest a request body may arrive, in bytes per second, after a first
+    /// `header_read_timeout` of grace (`body_min_rate`, default 1024). A body that falls
+    /// behind is cut off and its connection closed, so a client trickling a body cannot hold a
+    /// connection and the bytes it sent for long.
+    pub body_min_rate: u64,
+}
+
+impl HubConfig {
+    /// Whether `peer` (the address a connection came from) is a reverse proxy whose
+    /// `X-Forwarded-For` is believed: one of `trusted_proxies`, or a connection on the hub's
+    /// Unix socket ([`crate::accept::UNIX_PEER`]).
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        (peer == crate::accept::UNIX_PEER.ip() && matches!(self.bind, Bind::Unix { .. }))
+            || self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+
+    /// The loopback entries of `trusted_proxies`: any local process can connect from there,
+    /// so it can claim any client address in `X-Forwarded-For`. `hub serve` warns about them.
+    pub fn loopback_trusted(&self) -> Vec<String> {
+        self.trusted_proxies
+            .iter()
+            .filter(|n| n.addr().is_loopback() || n.contains(&std::net::IpAddr::from([127, 0, 0, 1])))
+            .map(|n| n.to_string())
+            .collect()
+    }
 }
 
 /// Which authenticator checks passwords.
@@ -508,6 +560,9 @@ fn default_language() -> String {
 #[serde(deny_unknown_fields)]
 struct FileHub {
     bind: Option<Spanned<String>>,
+    bind_mode: Option<Spanned<String>>,
+    bind_group: Option<Spanned<String>>,
+    body_min_rate: Option<Spanned<i64>>,
     public_url: Option<Spanned<String>>,
     #[serde(default)]
     public_urls: Vec<Spanned<String>>,
@@ -670,12 +725,48 @@ impl Config {
 
         // [hub]
         let bind = match &file.hub.bind {
-            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
-            Some(b) => b
-                .get_ref()
-                .parse()
-                .map_err(|_| src.err("hub.bind", b, "is not an address:port such as \"127.0.0.1:8000\""))?,
+            None => Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            Some(b) => match b.get_ref().strip_prefix("unix:") {
+                Some(path) if Path::new(path).is_absolute() && !path.ends_with('/') => {
+                    let mode = match &file.hub.bind_mode {
+                        None => 0o660,
+                        Some(m) => u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777 && m & 0o007 == 0)
+                            .ok_or_else(|| {
+                                src.err(
+                                    "hub.bind_mode",
+                                    m,
+                                    "must be octal permission bits with nothing for others, such as \"0660\" (owner and group)",
+                                )
+                            })?,
+                    };
+                    let group = match &file.hub.bind_group {
+                        None => None,
+                        Some(g) => {
+                            if !matches!(nix::unistd::Group::from_name(g.get_ref()), Ok(Some(_))) {
+                                return Err(src.err(
+                                    "hub.bind_group",
+                                    g,
+                                    format!("names the group {:?}, which does not exist on this host", g.get_ref()),
+                                ));
+                            }
+                            Some(g.get_ref().clone())
+                        }
+                    };
+                    Bind::Unix { path: PathBuf::from(path), mode, group }
+                }
+                Some(_) => {
+                    return Err(src.err("hub.bind", b, "must be unix: followed by an absolute path, such as \"unix:/run/hub/hub.sock\""));
+                }
+                None => Bind::Tcp(b.get_ref().parse().map_err(|_| {
+                    src.err("hub.bind", b, "is not an address:port such as \"127.0.0.1:8000\" or a unix:/path such as \"unix:/run/hub/hub.sock\"")
+                })?),
+            },
         };
+        if let (Bind::Tcp(_), Some(k)) = (&bind, file.hub.bind_mode.as_ref().or(file.hub.bind_group.as_ref())) {
+            return Err(src.err("hub.bind_mode", k, "and `hub.bind_group` apply only to a unix: bind; remove them or set bind = \"unix:/run/hub/hub.sock\""));
+        }
         let check_url = |key: &str, u: &Spanned<String>| -> Result<String, ConfigError> {
             let s = u.get_ref().trim_end_matches('/');
             let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
@@ -694,7 +785,16 @@ impl Config {
         }
         let public_url = match &file.hub.public_url {
             Some(u) => check_url("hub.public_url", u)?,
-            None => public_urls.first().cloned().unwrap_or_else(|| format!("http://{bind}")),
+            None => match (public_urls.first(), &bind) {
+                (Some(u), _) => u.clone(),
+                (None, Bind::Tcp(a)) => format!("http://{a}"),
+                (None, Bind::Unix { .. }) => {
+                    return Err(ConfigError(format!(
+                        "{}: `hub.public_url` is required with a unix: bind: the address users reach the reverse proxy at, such as \"https://hub.example.com\"",
+                        path.display()
+                    )));
+                }
+            },
         };
         let mut public_origins: Vec<String> = Vec::new();
         let mut add_origin = |u: &str| {
@@ -706,7 +806,11 @@ impl Config {
         for u in &public_urls {
             add_origin(u);
         }
-        if file.hub.public_url.is_none() && public_urls.is_empty() && bind.ip().is_loopback() {
+        if let Bind::Tcp(bind) = &bind
+            && file.hub.public_url.is_none()
+            && public_urls.is_empty()
+            && bind.ip().is_loopback()
+        {
             add_origin(&format!("http://localhost:{}", bind.port()));
             add_origin(&format!("http://127.0.0.1:{}", bind.port()));
         }
@@ -1192,6 +1296,17 @@ impl Config {
                     Duration::from_secs(10),
                 )?,
                 header_read_timeout,
+                body_min_rate: match &file.hub.body_min_rate {
+                    None => 1024,
+                    Some(n) if (1..=1_000_000_000).contains(n.get_ref()) => *n.get_ref() as u64,
+                    Some(n) => {
+                        return Err(src.err(
+                            "hub.body_min_rate",
+                            n,
+                            "must be a number of bytes per second from 1 to 1000000000, e.g. 1024",
+                        ));
+                    }
+                },
             },
             auth,
             spawner: SpawnerConfig {
@@ -1344,7 +1459,7 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let c = parse(EXAMPLE).expect("config/hub.toml must parse");
-        assert_eq!(c.hub.bind, "127.0.0.1:8000".parse().expect("addr"));
+        assert_eq!(c.hub.bind, Bind::Tcp("127.0.0.1:8000".parse().expect("addr")));
         assert!(c.kerberos.enabled);
     }
 

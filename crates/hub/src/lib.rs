@@ -8,9 +8,10 @@
 //! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
 //! and what the tests call with a listener on port 0.
 
-mod accept;
+pub mod accept;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod ccache;
 pub mod config;
 pub mod limits;
@@ -32,7 +33,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -113,7 +113,7 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     ));
     // Servers a previous hub process left running are checked (in the background) and
     // re-adopted or cleaned up.
-    let _adoption = servers.adopt_recorded().await;
+    let adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
     let services = api::tokens::load_services(&config.services)?;
     let metrics = metrics::Metrics::new(&servers.spawn_duration);
@@ -129,6 +129,7 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
         servers,
         renewer,
         closing,
+        adoption: std::sync::Mutex::new(Some(adoption)),
     })))
 }
 
@@ -187,11 +188,60 @@ fn ambiguous_framing<B>(req: &hyper::Request<B>) -> Option<axum::response::Respo
     Some(r)
 }
 
+/// Binds `[hub] bind`: a TCP address, or a Unix socket (`unix:PATH`) created with
+/// `bind_mode` and `bind_group`. A socket left at PATH by an earlier hub is removed first (only
+/// a socket: any other file there is an error naming it). Warns when a loopback address is in
+/// `trusted_proxies`, since any local process can connect from there and claim any client
+/// address in `X-Forwarded-For`.
+pub async fn listen(config: &Config) -> anyhow::Result<accept::Listener> {
+    let loopback = config.hub.loopback_trusted();
+    if !loopback.is_empty() {
+        tracing::warn!(
+            trusted_proxies = ?loopback,
+            "[hub] trusted_proxies has a loopback address: any local user's process can connect from it and set X-Forwarded-For (the client address for login limits and the log); put the hub on a Unix socket for the reverse proxy instead (bind = \"unix:/run/hub/hub.sock\", docs/nginx/hub.conf)"
+        );
+    }
+    match &config.hub.bind {
+        config::Bind::Tcp(addr) => Ok(tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([hub] bind): {e}"))?
+            .into()),
+        config::Bind::Unix { path, mode, group } => {
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+                    .with_context(|| format!("removing the old socket {} ([hub] bind)", path.display()))?,
+                Ok(_) => anyhow::bail!(
+                    "[hub] bind: {} exists and is not a socket; remove it or choose another path",
+                    path.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => anyhow::bail!("[hub] bind: {}: {e}", path.display()),
+            }
+            let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on unix:{} ([hub] bind): {e}; its directory must exist (systemd's RuntimeDirectory=hub makes /run/hub)",
+                    path.display()
+                )
+            })?;
+            let gid = match group {
+                Some(g) => nix::unistd::Group::from_name(g)?.map(|g| g.gid),
+                None => None,
+            };
+            std::os::unix::fs::chown(path, None, gid.map(|g| g.as_raw()))
+                .with_context(|| format!("giving {} to group {group:?} ([hub] bind_group)", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("chmod {mode:o} {} ([hub] bind_mode)", path.display()))?;
+            Ok(listener.into())
+        }
+    }
+}
+
 /// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep
 /// running (the next hub re-adopts them) unless `stop_servers_on_shutdown`.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<accept::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = build(config).await?;
@@ -201,10 +251,11 @@ pub async fn serve(
 /// Like [`serve`] with state already built by [`build`].
 pub async fn serve_state(
     state: web::AppState,
-    listener: TcpListener,
+    listener: impl Into<accept::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.hub.public_url, "hub listening");
+    let listener = listener.into();
+    tracing::info!(addr = %listener.describe(), public_url = %state.config.hub.public_url, "hub listening");
     // Request tracing: a 5xx from a user's server (502 while it restarts, 503 when stopped) is
     // worth a warning, not an error in the hub's log.
     let trace = tower_http::trace::TraceLayer::new_for_http()
@@ -214,12 +265,20 @@ pub async fn serve_state(
     // hub-page headers on the hot path (the proxy logs its own refusals and failures). Each
     // browser connection gets a service of its own, holding its upstream connection.
     let proxy_state = state.clone();
+    let (body_grace, body_rate) = (state.config.hub.header_read_timeout, state.config.hub.body_min_rate);
     let make_service = move |peer: SocketAddr, slot: Arc<splice::Slot>| {
         let state = proxy_state.clone();
         let router = router.clone();
         let upstream = Arc::new(proxy::ConnUpstream::with_splice(slot));
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(axum::body::Body::new);
+            // A body (not a bodiless GET) must keep up with [hub] body_min_rate.
+            let mut req = req.map(|b| {
+                if hyper::body::Body::is_end_stream(&b) {
+                    axum::body::Body::new(b)
+                } else {
+                    axum::body::Body::new(body::MinRate::new(b, body_grace, body_rate))
+                }
+            });
             let state = state.clone();
             let router = router.clone();
             let upstream = upstream.clone();
@@ -238,6 +297,19 @@ pub async fn serve_state(
             }
         })
     };
+    // systemd (Type=notify): READY=1 once the socket is bound (it is, here) and the servers a
+    // previous hub left running have been checked, so a restart is done when systemd says so.
+    // Without NOTIFY_SOCKET (not under systemd) this sends nothing.
+    let adoption = state.adoption.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let ready = tokio::spawn(async move {
+        if let Some(a) = adoption {
+            let _ = a.await;
+        }
+        let status = "serving; recorded servers checked";
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]) {
+            tracing::warn!(error = %e, "could not tell systemd the hub is ready (NOTIFY_SOCKET)");
+        }
+    });
     let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
@@ -262,6 +334,8 @@ pub async fn serve_state(
             tokio::time::sleep(limit).await;
         } => tracing::warn!(timeout = ?limit, "requests still in flight after hub.shutdown_timeout; exiting anyway"),
     }
+    ready.abort();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if state.config.hub.stop_servers_on_shutdown {
         state.servers.stop_all().await;
     }

@@ -83,9 +83,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Serve => {
-                let listener = tokio::net::TcpListener::bind(config.hub.bind)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {} ([hub] bind): {e}", config.hub.bind))?;
+                let listener = hub::listen(&config).await?;
                 hub::serve(config, listener, shutdown_signal()).await
             }
             Command::CheckConfig => {

@@ -652,9 +652,11 @@ fn prepare_request_headers(
     h.insert(header::AUTHORIZATION, authorization);
     // A client-sent X-Forwarded-For is kept (and the peer appended) only when the peer is one
     // of [hub] trusted_proxies; otherwise the peer address replaces it.
-    let trusted = app.config.hub.trusted_proxies.iter().any(|n| n.contains(&peer));
+    let trusted = app.config.hub.trusts(peer);
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted && peer == crate::accept::UNIX_PEER.ip() => HeaderValue::from_str(prev).ok(),
         Some(prev) if trusted => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        _ if peer == crate::accept::UNIX_PEER.ip() => None,
         _ => peer_header,
     };
     match xff {

@@ -62,10 +62,12 @@ fn is_placeholder(b: &[u8]) -> bool {
     !b.is_empty() && p >= start && p < start + PLACEHOLDER_LEN
 }
 
-/// A connection to a user's server, as the proxy's plain requests use it.
+/// A stream socket, TCP or Unix: a connection to a user's server as the proxy's plain
+/// requests use it, or a browser connection (TCP, or the hub's own Unix socket behind a
+/// reverse proxy).
 #[derive(Debug)]
 pub enum Upstream {
-    /// A loopback TCP connection (TCP_NODELAY set).
+    /// A TCP connection (TCP_NODELAY set).
     Tcp(TcpStream),
     /// A Unix-socket connection.
     Unix(UnixStream),
@@ -96,6 +98,27 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// Moves up to `len` bytes from the pipe `pipe_r` into this socket, waiting for the socket
+    /// to be writable. The pipe holds at least `len` bytes, so `EAGAIN` is the socket's.
+    fn poll_splice_from(&self, cx: &mut Context<'_>, pipe_r: RawFd, len: usize) -> Poll<io::Result<usize>> {
+        loop {
+            let r = match self {
+                Upstream::Tcp(s) => {
+                    ready!(s.poll_write_ready(cx))?;
+                    s.try_io(Interest::WRITABLE, || splice(pipe_r, s.as_raw_fd(), len))
+                }
+                Upstream::Unix(s) => {
+                    ready!(s.poll_write_ready(cx))?;
+                    s.try_io(Interest::WRITABLE, || splice(pipe_r, s.as_raw_fd(), len))
+                }
+            };
+            match r {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
     /// Whether the connection is open with nothing unread: a `recv(MSG_PEEK | MSG_DONTWAIT)`
     /// that would block. A server that closed it (an idle timeout, `Connection: close`) or
     /// sent bytes nobody asked for makes it unusable for a next request.
@@ -322,10 +345,10 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// A browser connection: the TCP stream hyper's server connection reads and writes, which
-/// moves a spliced body in place of its placeholder bytes (see the module docs).
+/// A browser connection: the stream hyper's server connection reads and writes, which moves
+/// a spliced body in place of its placeholder bytes (see the module docs).
 pub struct BrowserIo {
-    tcp: TcpStream,
+    tcp: Upstream,
     slot: Arc<Slot>,
     /// Made on the connection's first spliced body, then kept (two descriptors).
     pipe: Option<Pipe>,
@@ -333,7 +356,7 @@ pub struct BrowserIo {
 
 impl BrowserIo {
     /// Wraps `tcp`; `slot` is the one given to the connection's proxy service.
-    pub fn new(tcp: TcpStream, slot: Arc<Slot>) -> Self {
+    pub fn new(tcp: Upstream, slot: Arc<Slot>) -> Self {
         BrowserIo { tcp, slot, pipe: None }
     }
 
@@ -362,14 +385,7 @@ impl BrowserIo {
             job.unread -= n as u64;
         }
         let len = (job.unwritten - job.unread).min(want as u64) as usize;
-        let n = loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let fd = self.tcp.as_raw_fd();
-            match self.tcp.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), fd, len)) {
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
-                r => break r?,
-            }
-        };
+        let n = ready!(self.tcp.poll_splice_from(cx, pipe.read.as_raw_fd(), len))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
@@ -508,7 +524,7 @@ mod tests {
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.writev(true);
-            let _ = builder.serve_connection(TokioIo::new(BrowserIo::new(tcp, io_slot)), service).await;
+            let _ = builder.serve_connection(TokioIo::new(BrowserIo::new(Upstream::Tcp(tcp), io_slot)), service).await;
         });
         (addr, slot)
     }
@@ -566,7 +582,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let _peer = TcpStream::connect(l.local_addr().expect("addr")).await.expect("connect");
         let (tcp, _) = l.accept().await.expect("accept");
-        let mut io = BrowserIo::new(tcp, Arc::new(Slot::default()));
+        let mut io = BrowserIo::new(Upstream::Tcp(tcp), Arc::new(Slot::default()));
         let err = io.write(&PLACEHOLDER[..10]).await.expect_err("refused");
         assert!(err.to_string().contains("no spliced body armed"), "{err}");
         assert_eq!(io.write(b"ordinary").await.expect("ordinary bytes are written"), 8);

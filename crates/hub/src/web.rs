@@ -52,6 +52,9 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// `[[services]]` with their tokens read (hashed).
     pub services: Vec<crate::api::tokens::ServiceToken>,
+    /// The background check of the servers a previous hub left running; `serve_state`
+    /// reports readiness to systemd once it is done.
+    pub adoption: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Shared application state: a cheap handle to [`App`].
@@ -64,6 +67,9 @@ impl Deref for AppState {
         &self.0
     }
 }
+
+/// Largest hub form body, in bytes (64 KiB; larger ones get 413).
+pub const FORM_BODY_LIMIT: usize = 64 * 1024;
 
 /// Builds the router: the hub's pages and API under `/hub/` (request durations recorded for
 /// `/hub/metrics`), the proxy under `/user/` (not timed: it is the hot path).
@@ -87,8 +93,11 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/admin", get(admin_page))
         .route("/hub/admin/logs/{name}", get(admin_log))
         .route("/hub/metrics", get(crate::metrics::handler))
+        // Hub forms are small; the login form is the one body an unauthenticated client may
+        // send, so this is all such a client can make the hub hold per request.
+        .layer(axum::extract::DefaultBodyLimit::max(FORM_BODY_LIMIT))
         .route("/hub/api/", get(crate::api::root))
-        .nest("/hub/api", crate::api::router())
+        .nest("/hub/api", crate::api::router(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track_requests));
     Router::new()
         .merge(hub)
@@ -203,6 +212,7 @@ async fn login_page(
 fn client_of(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
     crate::auth::throttle::client_addr(
         peer.ip(),
+        app.config.hub.trusts(peer.ip()),
         headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
         &app.config.hub.trusted_proxies,
     )

@@ -191,8 +191,28 @@ pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) 
     })
 }
 
+/// Answers a request that carries a body (a POST, PATCH, PUT or DELETE with content) with
+/// [`authenticate`]'s error before any of the body is read, and closes its connection; an
+/// authenticated one goes on. So an unauthenticated client cannot make the hub receive or
+/// hold a body (bodies are read by the handlers, which run after this).
+async fn credentials_before_body(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !hyper::body::Body::is_end_stream(req.body())
+        && let Err(e) = authenticate(&app, req.method(), req.headers()).await
+    {
+        tracing::info!(method = %req.method(), path = %req.uri().path(), "refused an unauthenticated request body unread");
+        let mut r = e.into_response();
+        r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(req).await
+}
+
 /// The API's routes, relative to `/hub/api`.
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(root))
         .route("/info", get(info))
@@ -210,6 +230,7 @@ pub fn router() -> Router<AppState> {
         .route("/groups/{name}/users", axum::routing::post(add_group_users).delete(remove_group_users))
         .route("/proxy", get(proxy_routes))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
         .layer(axum::middleware::map_response(json_errors))
 }
 
@@ -1060,7 +1081,10 @@ async fn proxy_routes(State(app): State<AppState>, method: Method, headers: Head
     let mut table = serde_json::Map::new();
     table.insert(
         "/".into(),
-        json!({"routespec": "/", "target": format!("http://{}", app.config.hub.bind), "data": {"hub": true}}),
+        json!({"routespec": "/", "target": match &app.config.hub.bind {
+            crate::config::Bind::Tcp(a) => format!("http://{a}"),
+            b => b.to_string(),
+        }, "data": {"hub": true}}),
     );
     for (name, endpoint) in app.servers.running() {
         let spec = format!("/user/{name}/");

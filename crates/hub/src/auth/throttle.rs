@@ -174,9 +174,12 @@ impl Throttle {
 /// The client address of a request: the peer, unless the peer is a trusted proxy, in which
 /// case the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (entries left
 /// of it could have been written by the client). Malformed entries stop the walk.
-pub fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
+///
+/// `peer_trusted` says whether the peer itself is a trusted proxy (in `trusted`, or the hub's
+/// own Unix socket, see [`crate::config::HubConfig::trusts`]).
+pub fn client_addr(peer: IpAddr, peer_trusted: bool, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
+    if !peer_trusted {
         return peer;
     }
     let mut addr = peer;
@@ -283,10 +286,10 @@ mod tests {
         let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().expect("net"), "10.0.0.0/8".parse().expect("net")];
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         // Untrusted peer: its header is ignored.
-        assert_eq!(client_addr(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_addr(ip("203.0.113.9"), trusted.iter().any(|n| n.contains(&ip("203.0.113.9"))), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
         // Trusted peer: the rightmost untrusted entry wins; a spoofed left entry does not.
-        assert_eq!(client_addr(ip("127.0.0.1"), Some("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_addr(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
-        assert_eq!(client_addr(ip("127.0.0.1"), Some("junk"), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), Some("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), None, &trusted), ip("127.0.0.1"));
+        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), Some("junk"), &trusted), ip("127.0.0.1"));
     }
 }
