@@ -78,10 +78,9 @@ where
                 let due = this.due();
                 let sleep = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(TooSlow {
-                        rate: this.rate,
-                        grace_s: this.grace.as_secs(),
-                    })))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(TooSlow { rate: this.rate, grace_s: this.grace.as_secs() }))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -103,7 +102,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     /// A body fed by hand through a channel: the test decides when each byte arrives.
-    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin) {
+    fn channel_body()
+    -> (tokio::sync::mpsc::Sender<Bytes>, impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let stream = tokio_stream_from(rx);
         (tx, http_body_util::StreamBody::new(stream))
@@ -128,7 +128,7 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let err = MinRate::new(body, Duration::from_secs(2), 10).collect().await.err().expect("cut off");
+        let err = MinRate::new(body, Duration::from_secs(2), 10).collect().await.expect_err("cut off");
         assert!(err.to_string().contains("slower than 10 bytes per second"), "{err}");
         let took = started.elapsed();
         assert!(took >= Duration::from_secs(2) && took <= Duration::from_secs(4), "{took:?}");

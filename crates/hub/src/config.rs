@@ -464,16 +464,31 @@ impl Template {
 }
 
 impl fmt::Debug for Config {
+    /// Every section, as validated (what `hub check-config` prints). Secrets are redacted: the
+    /// values of `[spawner] env` and of each `[[kernelspec]]`'s `env` (admins put tokens
+    /// there), and a password in `database_url`. Service tokens are not in the configuration
+    /// (only the file or variable they are read from).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Nothing in Config is a secret today (the JWT key lives in a file, not here), but the
-        // spawner's env may carry tokens an admin put there: show only the names.
+        let mut shown = self.clone();
+        let redact = |env: &mut BTreeMap<String, Template>| {
+            for v in env.values_mut() {
+                *v = Template("<redacted>".into());
+            }
+        };
+        redact(&mut shown.spawner.env);
+        for k in &mut shown.kernelspecs {
+            redact(&mut k.env);
+        }
+        shown.hub.database_url = crate::store::redact_url(&shown.hub.database_url);
         f.debug_struct("Config")
-            .field("hub", &self.hub)
-            .field("auth", &self.auth)
-            .field("spawner.cmd", &self.spawner.cmd)
-            .field("spawner.env", &self.spawner.env.keys().collect::<Vec<_>>())
-            .field("kerberos", &self.kerberos)
-            .field("kernelspecs", &self.kernelspecs.iter().map(|k| &k.name).collect::<Vec<_>>())
+            .field("hub", &shown.hub)
+            .field("auth", &shown.auth)
+            .field("spawner", &shown.spawner)
+            .field("kerberos", &shown.kerberos)
+            .field("kernelspecs", &shown.kernelspecs)
+            .field("api", &shown.api)
+            .field("services", &shown.services)
+            .field("limits", &shown.limits)
             .finish()
     }
 }
@@ -765,7 +780,11 @@ impl Config {
             },
         };
         if let (Bind::Tcp(_), Some(k)) = (&bind, file.hub.bind_mode.as_ref().or(file.hub.bind_group.as_ref())) {
-            return Err(src.err("hub.bind_mode", k, "and `hub.bind_group` apply only to a unix: bind; remove them or set bind = \"unix:/run/hub/hub.sock\""));
+            return Err(src.err(
+                "hub.bind_mode",
+                k,
+                "and `hub.bind_group` apply only to a unix: bind; remove them or set bind = \"unix:/run/hub/hub.sock\"",
+            ));
         }
         let check_url = |key: &str, u: &Spanned<String>| -> Result<String, ConfigError> {
             let s = u.get_ref().trim_end_matches('/');

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod ccache;
 pub mod config;
+pub mod jwt;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -64,7 +65,32 @@ fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o711)
         .create(d)
-        .with_context(|| format!("creating data_dir {}", d.display()))
+        .with_context(|| format!("creating data_dir {}", d.display()))?;
+    check_traversable(d)
+}
+
+/// Users' servers reach their sockets and kernelspecs under `data_dir` as their own users, so
+/// every directory from `/` down to `data_dir` must let others through (the `x` bit for
+/// others). Otherwise every spawn would fail with jupyter-server's "Permission to listen on
+/// sock ... denied". The error names the directory and the fix.
+fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = Some(data_dir);
+    while let Some(d) = dir {
+        let mode =
+            std::fs::metadata(d).with_context(|| format!("data_dir {}", data_dir.display()))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "[hub] data_dir {}: {} has mode {:o}, which other users cannot pass through, so users' servers could not reach their sockets under it; run `chmod o+x {}` or choose a data_dir under directories every user can traverse (data_dir itself is made 0711), such as /var/lib/hub",
+                data_dir.display(),
+                d.display(),
+                mode & 0o7777,
+                d.display()
+            );
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// Builds the application state: opens the database (refusing one that is missing or not

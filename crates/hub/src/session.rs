@@ -202,6 +202,7 @@ impl Sessions {
     /// Sessions signed with `key` (and still accepted if signed with one of `previous`),
     /// lasting `max_age_secs`, with `Secure` `__Host-` cookies if `secure`.
     pub fn new(key: &[u8], previous: &[Vec<u8>], store: Arc<dyn Store>, max_age_secs: i64, secure: bool) -> Self {
+        crate::jwt::install();
         let mut decoding = vec![DecodingKey::from_secret(key)];
         decoding.extend(previous.iter().map(|k| DecodingKey::from_secret(k)));
         Self {

@@ -249,7 +249,9 @@ async fn spnego_login(
         return refuse("Negotiate token is not base64".into());
     };
     let keytab = settings.service_keytab.clone();
-    let accepted = tokio::task::spawn_blocking(move || crate::auth::kerberos::accept_negotiate(&keytab, &token)).await;
+    let service = settings.service_principal.clone();
+    let accepted =
+        tokio::task::spawn_blocking(move || crate::auth::kerberos::accept_negotiate(&keytab, &service, &token)).await;
     let (principal, reply, delegated) = match accepted {
         Ok(Ok(crate::auth::kerberos::Negotiated::Done { principal, reply, delegated })) => {
             (principal, reply, delegated)

@@ -60,6 +60,15 @@ pub fn load_services(services: &[ServiceConfig]) -> anyhow::Result<Vec<ServiceTo
                 let meta = std::fs::metadata(path).map_err(|e| {
                     anyhow::anyhow!("[[services]] {}: cannot read api_token_file {}: {e}", s.name, path.display())
                 })?;
+                if meta.uid() != 0 {
+                    anyhow::bail!(
+                        "[[services]] {}: api_token_file {} is owned by uid {}, not root; run `chown root {}` (its owner could change the token)",
+                        s.name,
+                        path.display(),
+                        meta.uid(),
+                        path.display()
+                    );
+                }
                 if meta.mode() & 0o077 != 0 {
                     anyhow::bail!(
                         "[[services]] {}: api_token_file {} is readable by others (mode {:o}); chmod 600 it",
@@ -296,6 +305,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let loaded = load_services(&[svc(&["list:users"])]).expect("private file");
         assert_eq!(loaded[0].name, "culler");
+        // Private but not root's: its owner could change the token.
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown (tests run as root)");
+        let e = load_services(&[svc(&["list:users"])]).expect_err("not root's");
+        assert!(e.to_string().contains("not root") && e.to_string().contains("chown root"), "{e}");
+        std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
         std::fs::write(&path, "short").expect("write");
         assert!(load_services(&[svc(&[])]).expect_err("short").to_string().contains("at least 32"));
         let env = ServiceConfig {

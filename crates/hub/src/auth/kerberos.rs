@@ -195,25 +195,40 @@ impl LoginCredentials {
     }
 }
 
-/// The acceptor credential for the keys in `keytab` (`gss_acquire_cred_from` with a
-/// `keytab` credential store, a MIT krb5 extension), so that the process-wide
-/// `KRB5_KTNAME` is never touched.
-fn acceptor_cred(keytab: &Path) -> Result<Cred, String> {
+/// The acceptor credential for `principal`'s keys in `keytab` (`gss_acquire_cred_from` with
+/// a `keytab` credential store, a MIT krb5 extension, so that the process-wide `KRB5_KTNAME` is
+/// never touched). Only tickets for `principal` (`[auth] service_principal`) are accepted with
+/// it: a keytab that also holds keys of other services does not make the hub accept tickets for
+/// them (with `GSS_C_NO_NAME` it would accept any principal in the keytab).
+fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, String> {
     use libgssapi_sys::{
-        _GSS_C_INDEFINITE, GSS_C_ACCEPT, GSS_S_COMPLETE, OM_uint32, gss_acquire_cred_from, gss_cred_id_t,
-        gss_key_value_element_desc, gss_key_value_set_desc,
+        _GSS_C_INDEFINITE, GSS_C_ACCEPT, GSS_S_COMPLETE, OM_uint32, gss_OID_desc, gss_acquire_cred_from,
+        gss_buffer_desc, gss_cred_id_t, gss_import_name, gss_key_value_element_desc, gss_key_value_set_desc,
+        gss_name_t, gss_release_name,
     };
+    /// GSS_KRB5_NT_PRINCIPAL_NAME, 1.2.840.113554.1.2.2.1 (RFC 1964 §2.1.1), DER-encoded.
+    static KRB5_NT_PRINCIPAL_NAME: [u8; 10] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x01];
     let value = CString::new(format!("FILE:{}", keytab.display())).map_err(|_| "keytab path has a NUL byte")?;
     let mut element = gss_key_value_element_desc { key: c"keytab".as_ptr(), value: value.as_ptr() };
     let store = gss_key_value_set_desc { count: 1, elements: &mut element };
     let mut minor: OM_uint32 = 0;
+    let mut oid = gss_OID_desc { length: 10, elements: KRB5_NT_PRINCIPAL_NAME.as_ptr() as *mut _ };
+    let mut buf = gss_buffer_desc { length: principal.len(), value: principal.as_ptr() as *mut _ };
+    let mut name: gss_name_t = ptr::null_mut();
+    // SAFETY: `buf` points at `principal`'s bytes and `oid` at a static, both alive for the
+    // call; on success `name` is a name we own and release below.
+    let major = unsafe { gss_import_name(&mut minor, &mut buf, &mut oid, &mut name) };
+    if major != GSS_S_COMPLETE {
+        let e = libgssapi::error::Error { major: libgssapi::error::MajorFlags::from_bits_retain(major), minor };
+        return Err(format!("[auth] service_principal {principal:?} is not a Kerberos principal name: {e}"));
+    }
     let mut cred: gss_cred_id_t = ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `store` and `value` outlive it; on success
-    // `cred` is a credential we own, handed to `Cred`, which releases it on drop.
+    // SAFETY: every pointer is valid for the call; `store`, `value` and `name` outlive it; on
+    // success `cred` is a credential we own, handed to `Cred`, which releases it on drop.
     let major = unsafe {
         gss_acquire_cred_from(
             &mut minor,
-            ptr::null_mut(),
+            name,
             _GSS_C_INDEFINITE,
             ptr::null_mut(),
             GSS_C_ACCEPT as _,
@@ -223,9 +238,12 @@ fn acceptor_cred(keytab: &Path) -> Result<Cred, String> {
             ptr::null_mut(),
         )
     };
+    let mut release_minor: OM_uint32 = 0;
+    // SAFETY: `name` came from a successful gss_import_name and is released once.
+    unsafe { gss_release_name(&mut release_minor, &mut name) };
     if major != GSS_S_COMPLETE {
         let e = libgssapi::error::Error { major: libgssapi::error::MajorFlags::from_bits_retain(major), minor };
-        return Err(format!("cannot use the service keytab {}: {e}", keytab.display()));
+        return Err(format!("cannot use the keys of {principal} in the service keytab {}: {e}", keytab.display()));
     }
     // SAFETY: `cred` came from a successful gss_acquire_cred_from.
     Ok(unsafe { Cred::from_c(cred) })
@@ -274,7 +292,7 @@ fn password_login(s: &KerberosSettings, principal: &str, password: &str) -> Resu
             (f, format!("getting a ticket for {}: {e}", s.service_principal))
         })?
         .ok_or_else(|| validation("the GSS-API client produced no token".into()))?;
-    let acceptor = acceptor_cred(&s.service_keytab).map_err(validation)?;
+    let acceptor = acceptor_cred(&s.service_keytab, &s.service_principal).map_err(validation)?;
     let mut server = ServerCtx::new(Some(acceptor));
     server.step(&token, None).map_err(|e| {
         validation(format!(
@@ -325,8 +343,8 @@ pub enum Negotiated {
 /// Accepts one SPNEGO token (the decoded `Authorization: Negotiate` value), blocking.
 ///
 /// Errors: the token is malformed, is for another service, or does not decrypt with the keytab.
-pub fn accept_negotiate(keytab: &Path, token: &[u8]) -> Result<Negotiated, String> {
-    let acceptor = acceptor_cred(keytab)?;
+pub fn accept_negotiate(keytab: &Path, service_principal: &str, token: &[u8]) -> Result<Negotiated, String> {
+    let acceptor = acceptor_cred(keytab, service_principal)?;
     let mut ctx = ServerCtx::new(Some(acceptor));
     match ctx.step(token, None) {
         Ok(reply) if ctx.is_complete() => {

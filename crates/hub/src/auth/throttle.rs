@@ -159,7 +159,7 @@ impl Throttle {
             .filter(|(k, q)| q.len() < limit(k))
             .map(|(k, q)| (q.len(), q.back().copied().unwrap_or(now), k.clone()))
             .collect();
-        candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        candidates.sort_by_key(|c| (c.0, c.1));
         for (_, _, k) in candidates.into_iter().take(MAX_KEYS / 10) {
             m.remove(&k);
         }
@@ -203,6 +203,14 @@ pub fn client_addr(peer: IpAddr, peer_trusted: bool, forwarded_for: Option<&str>
 mod tests {
     use super::*;
 
+    /// The refusal of an attempt that must be refused.
+    fn refused(r: Result<Reservation<'_>, Throttled>, why: &str) -> Throttled {
+        match r {
+            Err(t) => t,
+            Ok(_) => panic!("admitted, but {why}"),
+        }
+    }
+
     #[test]
     fn limits_per_user_and_per_address_with_a_sliding_window() {
         let t = Throttle::new(3, 5, Duration::from_secs(60));
@@ -212,13 +220,13 @@ mod tests {
         for _ in 0..3 {
             t.reserve("ann", a, t0).expect("under the limit").failed();
         }
-        let refused = t.reserve("ann", b, t0).err().expect("ann is locked from any address");
-        assert_eq!(refused.by, "user name");
-        assert_eq!(refused.retry_after_secs, 60);
+        let locked = refused(t.reserve("ann", b, t0), "ann is locked from any address");
+        assert_eq!(locked.by, "user name");
+        assert_eq!(locked.retry_after_secs, 60);
         // Two more names from address a reach the address limit (5).
         drop(t.reserve("bob", a, t0).expect("bob"));
         drop(t.reserve("cat", a, t0).expect("cat"));
-        assert_eq!(t.reserve("dan", a, t0).err().expect("address a is limited").by, "client address");
+        assert_eq!(refused(t.reserve("dan", a, t0), "address a is limited").by, "client address");
         // The window slides.
         assert!(t.reserve("ann", b, t0 + Duration::from_secs(61)).is_ok());
     }
@@ -249,7 +257,7 @@ mod tests {
         assert_eq!(t.counted("bob"), 0);
         t.reserve("cat", a, t0).expect("3").failed();
         t.reserve("dan", a, t0).expect("the refunded attempt freed a place on the address").failed();
-        assert_eq!(t.reserve("eve", a, t0).err().expect("address full").by, "client address");
+        assert_eq!(refused(t.reserve("eve", a, t0), "address full").by, "client address");
     }
 
     #[test]
@@ -259,7 +267,7 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         t.reserve("a", ip("2001:db8:1:2::1"), t0).expect("1").failed();
         t.reserve("b", ip("2001:db8:1:2:ffff::9"), t0).expect("2").failed();
-        assert_eq!(t.reserve("c", ip("2001:db8:1:2:abcd::1"), t0).err().expect("same /64").by, "client address");
+        assert_eq!(refused(t.reserve("c", ip("2001:db8:1:2:abcd::1"), t0), "same /64").by, "client address");
         assert!(t.reserve("c", ip("2001:db8:1:3::1"), t0).is_ok(), "another /64");
         assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
@@ -278,7 +286,7 @@ mod tests {
             let _ = t.reserve(&format!("junk{i}"), addr, t0 + Duration::from_millis(1));
         }
         assert!(t.lock().len() <= MAX_KEYS);
-        assert_eq!(t.reserve("victim", victim_addr, t0).err().expect("still locked").by, "user name");
+        assert_eq!(refused(t.reserve("victim", victim_addr, t0), "still locked").by, "user name");
     }
 
     #[test]
@@ -286,10 +294,32 @@ mod tests {
         let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().expect("net"), "10.0.0.0/8".parse().expect("net")];
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         // Untrusted peer: its header is ignored.
-        assert_eq!(client_addr(ip("203.0.113.9"), trusted.iter().any(|n| n.contains(&ip("203.0.113.9"))), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_addr(
+                ip("203.0.113.9"),
+                trusted.iter().any(|n| n.contains(&ip("203.0.113.9"))),
+                Some("1.2.3.4"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
         // Trusted peer: the rightmost untrusted entry wins; a spoofed left entry does not.
-        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), Some("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), None, &trusted), ip("127.0.0.1"));
-        assert_eq!(client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), Some("junk"), &trusted), ip("127.0.0.1"));
+        assert_eq!(
+            client_addr(
+                ip("127.0.0.1"),
+                trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))),
+                Some("6.6.6.6, 198.51.100.7, 10.1.2.3"),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), None, &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), trusted.iter().any(|n| n.contains(&ip("127.0.0.1"))), Some("junk"), &trusted),
+            ip("127.0.0.1")
+        );
     }
 }
