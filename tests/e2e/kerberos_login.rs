@@ -255,6 +255,8 @@ async fn spnego_single_sign_on_with_curl() {
     assert!(last.contains("set-cookie: hub-session="), "{out}");
     let home = curl(&kdc, &cc, &["-b", jar.to_str().expect("p"), &format!("http://localhost:{port}/hub/home")]);
     assert!(home.starts_with("HTTP/1.1 200") && home.contains(&format!("Hello, {}", bob.name)), "{home}");
+    // A SPNEGO login is a GET a cross-site link can cause: it starts no server by itself.
+    assert!(home.contains(r#"data-state="stopped""#), "SPNEGO login must not start a server: {home}");
     let ccache = dir.path().join(format!("ccache/krb5cc_{}", bob.uid));
     let meta = std::fs::metadata(&ccache).expect("delegated credentials kept");
     assert_eq!((meta.uid(), meta.mode() & 0o777), (bob.uid, 0o600));
@@ -273,6 +275,16 @@ async fn spnego_single_sign_on_with_curl() {
     let last = out.rsplit("HTTP/1.1 ").next().unwrap_or_default();
     assert!(last.starts_with("403") && last.contains("may not use this hub"), "{out}");
     assert!(log_has(&log, &["principal not admitted", "/admin@"]));
+
+    // -- A ticket for another service whose keys are in the same keytab (imap/localhost): the
+    //    acceptor takes only service_principal's tickets, so it is refused.
+    kdc.add_principals(&["imap/localhost".to_string()], &keytab);
+    let out = curl(&kdc, &cc, &["--negotiate", "-u", ":", "--service-name", "imap", &url]);
+    let last = out.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+    assert!(last.starts_with("401") && !last.contains("set-cookie: hub-session="), "imap ticket refused: {out}");
+    assert!(log_has(&log, &["SPNEGO token refused"]), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let klist = Command::new("klist").arg("-c").arg(&cc).env("KRB5_CONFIG", kdc.krb5_conf()).output().expect("klist");
+    assert!(String::from_utf8_lossy(&klist.stdout).contains("imap/localhost"), "curl did ask for an imap ticket");
 
     // -- A garbage token: 401 again, the hub keeps answering.
     let out = Command::new("curl")

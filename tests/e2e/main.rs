@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod hardening;
 mod kerberos_login;
 mod lifecycle;
 mod limits;

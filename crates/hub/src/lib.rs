@@ -189,31 +189,6 @@ fn kerberos_settings(config: &Config) -> anyhow::Result<auth::kerberos::Kerberos
     })
 }
 
-/// A request that has both `Content-Length` and `Transfer-Encoding` is answered 400 and its
-/// connection closed, before any handler or the proxy sees it. RFC 9112 §6.1 lets a server
-/// either reject such a message or let `Transfer-Encoding` win; hyper does the latter, but a
-/// proxy in front of the hub might have done the former, and the two disagreeing on where a
-/// request ends is request smuggling. Nothing is forwarded.
-fn ambiguous_framing<B>(req: &hyper::Request<B>) -> Option<axum::response::Response> {
-    use axum::http::header;
-    let h = req.headers();
-    if !(h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)) {
-        return None;
-    }
-    tracing::warn!(path = %req.uri().path(), "refused: a request with both Content-Length and Transfer-Encoding");
-    let body = serde_json::json!({
-        "status": 400,
-        "message": "a request may not have both Content-Length and Transfer-Encoding (RFC 9112 §6.1)",
-    });
-    let mut r = axum::response::IntoResponse::into_response((
-        axum::http::StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json"), (header::CONNECTION, "close")],
-        body.to_string(),
-    ));
-    r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-    Some(r)
-}
-
 /// Binds `[hub] bind`: a TCP address, or a Unix socket (`unix:PATH`) created with
 /// `bind_mode` and `bind_group`. A socket left at PATH by an earlier hub is removed first (only
 /// a socket: any other file there is an error naming it). Warns when a loopback address is in
@@ -309,9 +284,6 @@ pub async fn serve_state(
             let router = router.clone();
             let upstream = upstream.clone();
             async move {
-                if let Some(refused) = ambiguous_framing(&req) {
-                    return Ok(refused);
-                }
                 if req.uri().path().starts_with("/user/") {
                     Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
                 } else {
