@@ -45,14 +45,14 @@ fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// Starts nginx with the documented site config, adapted to this run's ports, names and files.
-fn nginx(dir: &Path, port: u16, hub_port: u16, cert: &Path, key: &Path) -> Nginx {
+fn nginx(dir: &Path, port: u16, hub_socket: &Path, cert: &Path, key: &Path) -> Nginx {
     let site = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/nginx/hub.conf"))
         .expect("docs/nginx/hub.conf");
     let site = site
         .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{};", port + 1))
         .replace("hub.example.com notebooks.example.com", "hub-a.test hub-b.test")
-        .replace("127.0.0.1:8000", &format!("127.0.0.1:{hub_port}"))
+        .replace("unix:/run/hub/hub.sock", &format!("unix:{}", hub_socket.display()))
         .replace("/etc/ssl/hub/fullchain.pem", &cert.display().to_string())
         .replace("/etc/ssl/hub/privkey.pem", &key.display().to_string());
     std::fs::write(dir.join("site.conf"), site).expect("site");
@@ -100,15 +100,19 @@ async fn behind_nginx_with_tls_on_two_names() {
             break p;
         }
     };
+    // The hub on a Unix socket that only nginx's workers (here: user nobody, group nogroup, as
+    // this nginx.conf names no user) may open, as docs/nginx/hub.conf says.
+    let socket = dir.path().join("hub.sock");
     let opts = HubOptions {
+        bind: Some(format!("unix:{}", socket.display())),
         hub: format!(
-            "public_url = \"https://hub-a.test:{port}\"\npublic_urls = [\"https://hub-a.test:{port}\", \"https://hub-b.test:{port}\"]\ntrusted_proxies = [\"127.0.0.1\"]"
+            "public_url = \"https://hub-a.test:{port}\"\npublic_urls = [\"https://hub-a.test:{port}\", \"https://hub-b.test:{port}\"]\nbind_mode = \"0660\"\nbind_group = \"nogroup\""
         ),
         ..Default::default()
     };
     let hub = TestHub::start_with(&pam, None, opts).await;
     let (cert, key) = certificate(dir.path());
-    let _nginx = nginx(dir.path(), port, hub.addr.port(), &cert, &key);
+    let _nginx = nginx(dir.path(), port, &socket, &cert, &key);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/nginx/client.py");
     for (name, user) in [("hub-a.test", &a), ("hub-b.test", &b)] {
         let base = format!("https://{name}:{port}");
@@ -122,7 +126,9 @@ async fn behind_nginx_with_tls_on_two_names() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "through nginx on {name}:\n{text}");
     }
-    // The hub saw the client address nginx forwarded (a trusted proxy), and https.
+    // The hub saw the client address nginx forwarded over the socket, and https.
     assert!(crate::support::log_line_with(&["logged in", &a.name]));
+    let meta = std::fs::metadata(&socket).expect("socket");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
     hub.stop().await;
 }

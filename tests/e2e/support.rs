@@ -343,6 +343,9 @@ pub struct HubOptions {
     pub keep_servers: bool,
     /// Lines added to `[hub]`.
     pub hub: String,
+    /// `[hub] bind` instead of a fresh loopback port, e.g. `unix:/tmp/x/hub.sock` (then
+    /// [`TestHub::addr`] is `0.0.0.0:0`: reach the hub through whatever proxies it).
+    pub bind: Option<String>,
 }
 
 /// The hub running inside the test process on 127.0.0.1:0 with a temporary data_dir.
@@ -386,10 +389,16 @@ impl TestHub {
             ),
             None => "[kerberos]\nenabled = false\n".into(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, addr, bind) = match &o.bind {
+            None => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = l.local_addr().expect("addr");
+                (Some(l), addr, addr.to_string())
+            }
+            Some(b) => (None, "0.0.0.0:0".parse().expect("addr"), b.clone()),
+        };
         let text = format!(
-            "[hub]\nbind = \"{addr}\"\n{public}data_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
+            "[hub]\nbind = \"{bind}\"\n{public}data_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
              [auth]\npam_service = \"{pam}\"\n{auth}\n\
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
@@ -409,6 +418,10 @@ impl TestHub {
         std::fs::write(&path, &text).expect("hub.toml");
         let config = Config::parse(&path, &text).expect("test config must be valid");
         hub::migrate(&config).await.expect("migrate");
+        let listener: hub::accept::Listener = match listener {
+            Some(l) => l.into(),
+            None => hub::listen(&config).await.expect("listen"),
+        };
         let state = hub::build(config).await.expect("build");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(hub::serve_state(state.clone(), listener, async move {
