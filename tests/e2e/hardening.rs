@@ -728,7 +728,7 @@ async fn a_get_starts_no_server() {
 /// Defects 9, 10 and 11, framing, and the systemd readiness, on the `hub` binary: a loopback
 /// trusted proxy is warned about; made-up methods are counted as `other`; a user name with a
 /// newline cannot forge a log line; a request with both Content-Length and Transfer-Encoding
-/// is read as chunked and answered once; READY=1 reaches NOTIFY_SOCKET.
+/// (or chunked alone) gets 411 and reaches nothing; READY=1 reaches NOTIFY_SOCKET.
 #[test]
 fn binary_hub_warns_escapes_counts_and_refuses_ambiguous_framing() {
     require_root();
@@ -787,15 +787,22 @@ fn binary_hub_warns_escapes_counts_and_refuses_ambiguous_framing() {
     );
     assert!(logged.contains("user=mallory\\n2026-12-01t00:00:00"), "the name is logged escaped: {logged}");
 
-    // -- Content-Length and Transfer-Encoding together: hyper lets Transfer-Encoding win,
-    //    drops Content-Length and closes the connection after one response (RFC 9112 §6.1), so
-    //    the bytes after the chunked body are never read as a second request.
-    let resp = raw(
-        addr,
-        "POST /hub/login HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hub/health HTTP/1.1\r\nHost: x\r\n\r\n",
-    );
-    assert!(resp.starts_with("HTTP/1.1 4"), "{resp}");
-    assert_eq!(resp.matches("HTTP/1.1").count(), 1, "no second response: {resp}");
+    // -- Content-Length and Transfer-Encoding together (and chunked alone): 411 before any
+    //    handler or server sees it, and the bytes after the body are no second request.
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4",
+        "Transfer-Encoding: chunked",
+    ] {
+        let resp = raw(
+            addr,
+            &format!(
+                "POST /hub/api/users HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n0\r\n\r\nGET /hub/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+        );
+        assert!(resp.starts_with("HTTP/1.1 411") && resp.contains("Transfer-Encoding"), "{framing}: {resp}");
+        assert_eq!(resp.matches("HTTP/1.1").count(), 1, "no second response: {resp}");
+    }
 }
 
 /// Defect 9: the hub on a Unix socket for its reverse proxy: the socket has the configured

@@ -238,6 +238,34 @@ pub async fn listen(config: &Config) -> anyhow::Result<accept::Listener> {
     }
 }
 
+/// A request with `Transfer-Encoding` (a chunked body) is answered 411 Length Required
+/// (RFC 9110 §15.5.12) and its connection closed, before any handler or the proxy sees it.
+///
+/// Why all of them: a request with both `Content-Length` and `Transfer-Encoding` is the
+/// classic request-smuggling shape (RFC 9112 §6.1, §11.2), and hyper, which parses the hub's
+/// requests, resolves it by dropping `Content-Length` before the hub sees the request, so such
+/// a request cannot be told apart from a plain chunked one. Browsers and JupyterLab always
+/// send `Content-Length`; a client that streams a body of unknown length (`curl -T -`) must
+/// buffer it first. So nothing with ambiguous framing is ever forwarded.
+fn refuse_transfer_encoding<B>(req: &hyper::Request<B>) -> Option<axum::response::Response> {
+    use axum::http::{HeaderValue, StatusCode, header};
+    if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    tracing::warn!(path = %req.uri().path(), method = %req.method(), "refused: a request body with Transfer-Encoding");
+    let body = serde_json::json!({
+        "status": 411,
+        "message": "request bodies must have a Content-Length; Transfer-Encoding (chunked, or with Content-Length as well) is refused",
+    });
+    let mut r = axum::response::IntoResponse::into_response((
+        StatusCode::LENGTH_REQUIRED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    ));
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(r)
+}
+
 /// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep
 /// running (the next hub re-adopts them) unless `stop_servers_on_shutdown`.
 pub async fn serve(
@@ -284,6 +312,9 @@ pub async fn serve_state(
             let router = router.clone();
             let upstream = upstream.clone();
             async move {
+                if let Some(refused) = refuse_transfer_encoding(&req) {
+                    return Ok(refused);
+                }
                 if req.uri().path().starts_with("/user/") {
                     Ok::<_, std::convert::Infallible>(proxy::forward(&state, peer, req, Some(&upstream)).await)
                 } else {
