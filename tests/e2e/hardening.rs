@@ -893,3 +893,47 @@ fn the_systemd_unit_verifies() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
 }
+
+/// `hub check-config` prints every section, with the secrets an admin may put in hub.toml
+/// redacted; `hub migrate` refuses a data_dir that users' servers could not reach.
+#[test]
+fn check_config_shows_every_section_but_no_secret() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let tokens = dir.path().join("svc.token");
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hub]\ndata_dir = \"{d}/data\"\ndatabase_url = \"postgres://hub:pg-secret-1@db.example.com/hub\"\n\
+             [spawner]\ncmd = [\"/bin/true\"]\nenv = {{ SPARK_TOKEN = \"env-secret-2\" }}\n\
+             [limits]\nmemory = \"2G\"\n[api]\npage_default_limit = 7\n\
+             [[services]]\nname = \"culler\"\napi_token_file = \"{t}\"\nscopes = [\"list:users\"]\n\
+             [[kernelspec]]\nname = \"py\"\ndisplay_name = \"Py\"\nargv = [\"python3\"]\nenv = {{ KS_TOKEN = \"ks-secret-3\" }}\n",
+            d = dir.path().display(),
+            t = tokens.display()
+        ),
+    )
+    .expect("config");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_hub")).args(["check-config", "--config"]).arg(&cfg).output().expect("run");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for part in ["api:", "page_default_limit: 7", "services:", "culler", "limits:", "spawner:", "SPARK_TOKEN", "KS_TOKEN"] {
+        assert!(shown.contains(part), "check-config lacks {part}: {shown}");
+    }
+    for secret in ["pg-secret-1", "env-secret-2", "ks-secret-3"] {
+        assert!(!shown.contains(secret), "check-config shows {secret}: {shown}");
+    }
+
+    // A data_dir under a directory others cannot pass through.
+    let hidden = dir.path().join("hidden");
+    std::fs::create_dir(&hidden).expect("dir");
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::write(&cfg, format!("[hub]\ndata_dir = \"{}/data\"\n[spawner]\ncmd = [\"/bin/true\"]\n", hidden.display()))
+        .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_hub")).args(["migrate", "--config"]).arg(&cfg).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("{} has mode 700", hidden.display())) && err.contains("chmod o+x"), "{err}");
+}
