@@ -916,10 +916,13 @@ fn check_config_shows_every_section_but_no_secret() {
     )
     .expect("config");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let out = Command::new(env!("CARGO_BIN_EXE_hub")).args(["check-config", "--config"]).arg(&cfg).output().expect("run");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_hub")).args(["check-config", "--config"]).arg(&cfg).output().expect("run");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for part in ["api:", "page_default_limit: 7", "services:", "culler", "limits:", "spawner:", "SPARK_TOKEN", "KS_TOKEN"] {
+    for part in
+        ["api:", "page_default_limit: 7", "services:", "culler", "limits:", "spawner:", "SPARK_TOKEN", "KS_TOKEN"]
+    {
         assert!(shown.contains(part), "check-config lacks {part}: {shown}");
     }
     for secret in ["pg-secret-1", "env-secret-2", "ks-secret-3"] {
@@ -930,8 +933,11 @@ fn check_config_shows_every_section_but_no_secret() {
     let hidden = dir.path().join("hidden");
     std::fs::create_dir(&hidden).expect("dir");
     std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    std::fs::write(&cfg, format!("[hub]\ndata_dir = \"{}/data\"\n[spawner]\ncmd = [\"/bin/true\"]\n", hidden.display()))
-        .expect("config");
+    std::fs::write(
+        &cfg,
+        format!("[hub]\ndata_dir = \"{}/data\"\n[spawner]\ncmd = [\"/bin/true\"]\n", hidden.display()),
+    )
+    .expect("config");
     let out = Command::new(env!("CARGO_BIN_EXE_hub")).args(["migrate", "--config"]).arg(&cfg).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
