@@ -478,6 +478,8 @@ async fn metrics_in_prometheus_format() {
 async fn json_logs_for_log_shippers() {
     require_root();
     let dir = tempfile::tempdir().expect("tmp");
+    // Users' servers must be able to pass through to data_dir (hub migrate checks).
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let config = dir.path().join("hub.toml");
     std::fs::write(

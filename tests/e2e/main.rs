@@ -373,6 +373,8 @@ async fn failed_spawn_shows_reason_and_log_tail() {
 fn cli_refuses_bad_config_and_unmigrated_database() {
     let hub = env!("CARGO_BIN_EXE_hub");
     let dir = tempfile::tempdir().expect("tmp");
+    // Users' servers must be able to pass through to data_dir (hub migrate checks).
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
     let cfg = dir.path().join("hub.toml");
     std::fs::write(&cfg, "[hub]\nbind = \"127.0.0.1:0\"\n\n[spawner]\ncmd = [\"/bin/true\"]\nstart_timout = \"5s\"\n")
         .expect("write");
