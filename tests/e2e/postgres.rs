@@ -46,11 +46,11 @@ async fn postgres_backend_migrate_serve_and_restart() {
     let out = hub_cli(&["serve"]).expect("serve");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "serve must refuse an empty database");
-    assert!(err.contains("is missing 2 of 2 schema migrations") && err.contains("hub migrate"), "{err}");
+    assert!(err.contains("is missing 3 of 3 schema migrations") && err.contains("hub migrate"), "{err}");
     let out = hub_cli(&["migrate"]).expect("migrate");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("applied 2 migration(s) to postgres://"), "{said}");
+    assert!(said.contains("applied 3 migration(s) to postgres://"), "{said}");
     let out = hub_cli(&["migrate"]).expect("migrate again");
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"), "a second migrate is a no-op");
 
