@@ -76,6 +76,14 @@ fn standin_cmd(dir: &Path) -> String {
     format!(r#"["/usr/bin/python3", "{}"]"#, standin(dir).display())
 }
 
+/// A hub (with `kdc`, if given) whose servers are the stand-in, with `o`'s other settings;
+/// the directory holding the stand-in must outlive the hub.
+async fn standin_hub(pam: &PamService, kdc: Option<&Kdc>, o: HubOptions) -> (TestHub, tempfile::TempDir) {
+    let dir = shared_dir();
+    let hub = TestHub::start_with(pam, kdc, HubOptions { cmd: Some(standin_cmd(dir.path())), ..o }).await;
+    (hub, dir)
+}
+
 /// One request on a fresh connection; everything the hub sent until it closed (or 5 s).
 fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -224,9 +232,7 @@ async fn a_linked_socket_and_dot_segments_are_refused() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let dir = shared_dir();
-    let opts = HubOptions { cmd: Some(standin_cmd(dir.path())), ..Default::default() };
-    let hub = TestHub::start_with(&pam, None, opts).await;
+    let (hub, _dir) = standin_hub(&pam, None, HubOptions::default()).await;
     let c = hub.client();
     let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
@@ -476,18 +482,16 @@ async fn a_deleted_user_keeps_no_session() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let dir = shared_dir();
     let keys = tempfile::tempdir().expect("tmp");
     let (svc_file, svc) = service_token(keys.path());
     let opts = HubOptions {
-        cmd: Some(standin_cmd(dir.path())),
         tail: format!(
             "[[services]]\nname = \"admin-tool\"\napi_token_file = \"{}\"\nscopes = [\"admin:users\", \"tokens\", \"admin:servers\"]\n",
             svc_file.display()
         ),
         ..Default::default()
     };
-    let hub = TestHub::start_with(&pam, None, opts).await;
+    let (hub, _dir) = standin_hub(&pam, None, opts).await;
     let c = hub.client();
     hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
@@ -577,13 +581,11 @@ async fn keytab_swaps_reach_nothing_and_failures_back_off() {
     std::fs::write(&stolen, &good).expect("stolen");
     std::os::unix::fs::chown(&stolen, Some(bob.uid), Some(bob.gid)).expect("chown");
     std::fs::set_permissions(&stolen, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let dir = shared_dir();
     let opts = HubOptions {
-        cmd: Some(standin_cmd(dir.path())),
         kerberos: "event_min_interval = \"0s\"\nretry_min = \"60s\"\nretry_max = \"120s\"".into(),
         ..Default::default()
     };
-    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
+    let (hub, dir) = standin_hub(&pam, Some(&kdc), opts).await;
     let owner = hub::renewer::TicketOwner { username: ann.name.clone(), uid: ann.uid, gid: ann.gid };
 
     // -- The swap race, as ann would run it: rename a junk file or a link over the path.
@@ -685,9 +687,7 @@ async fn a_get_starts_no_server() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let dir = shared_dir();
-    let opts = HubOptions { cmd: Some(standin_cmd(dir.path())), ..Default::default() };
-    let hub = TestHub::start_with(&pam, None, opts).await;
+    let (hub, _dir) = standin_hub(&pam, None, HubOptions::default()).await;
     let c = hub.client();
     hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;

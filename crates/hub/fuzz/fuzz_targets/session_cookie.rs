@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 const KEY: &[u8] = b"fuzz-key-fuzz-key-fuzz-key-fuzz-key-0123456789";
 
 fuzz_target!(|data: &[u8]| {
+    hub::jwt::install();
     let Ok(header) = std::str::from_utf8(data) else { return };
     let keys = [DecodingKey::from_secret(KEY)];
     let valid = jsonwebtoken::encode(
