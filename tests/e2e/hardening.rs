@@ -2,9 +2,8 @@
 //! port squatting, a socket swapped for a link, dot-segments, parallel password guessing,
 //! trickled bodies, a deleted user's cookie, admin rights from a group left, a keytab swapped
 //! for a link, renewal storms, forged `X-Forwarded-For`, made-up methods, forged log lines, a
-//! GET that starts a server, and ambiguous framing. Stand-in servers (a few lines of Python
-//! that check the server token like jupyter-server does) keep these fast; JupyterLab itself is
-//! covered by the main tests.
+//! GET that starts a server, and ambiguous framing. Users' servers are the real JupyterLab
+//! from the test venv; the binary-hub tests never start one.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,48 +13,9 @@ use std::time::{Duration, Instant};
 
 use hub::servers::ServerState;
 
-use crate::support::{HubOptions, Kdc, PamService, TestHub, TestUser, client_for, post_form, random_hex, require_root};
-
-/// A single-user server stand-in: takes jupyter-server's `--ServerApp.port=` or
-/// `--ServerApp.sock=` (mode 0600) and `JUPYTER_TOKEN`, answers every request with 200 and
-/// `{"path", "uid", "method"}` when it carries `Authorization: token <JUPYTER_TOKEN>`, else 403.
-const STANDIN: &str = r#"
-import http.server, json, os, socketserver, sys
-args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
-token = os.environ.get("JUPYTER_TOKEN", "")
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def answer(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        if n:
-            self.rfile.read(n)
-        ok = self.headers.get("Authorization") == "token " + token
-        body = json.dumps({"path": self.path, "uid": os.getuid(), "method": self.command} if ok else {"message": "no token"}).encode()
-        self.send_response(200 if ok else 403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = answer
-    def log_message(self, *a):
-        pass
-if "ServerApp.sock" in args:
-    path = args["ServerApp.sock"]
-    class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o177)
-    srv = S(path, H)
-    os.umask(old)
-else:
-    class T(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-    srv = T(("127.0.0.1", int(args["ServerApp.port"])), H)
-srv.serve_forever()
-"#;
+use crate::support::{
+    HubOptions, Kdc, PamService, TestHub, TestUser, client_for, post_form, random_hex, require_root, venv,
+};
 
 /// A directory every test user can read and write (for scripts and hand-over files).
 fn shared_dir() -> tempfile::TempDir {
@@ -64,23 +24,16 @@ fn shared_dir() -> tempfile::TempDir {
     d
 }
 
-/// Writes the stand-in server into `dir`; returns its path.
-fn standin(dir: &Path) -> PathBuf {
-    let p = dir.join("standin.py");
-    std::fs::write(&p, STANDIN).expect("standin");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p
+/// `[spawner] cmd` for the venv's real JupyterLab (jupyter-server), as a TOML array.
+fn lab_cmd() -> String {
+    format!(r#"["{}/bin/jupyter-lab"]"#, venv().display())
 }
 
-fn standin_cmd(dir: &Path) -> String {
-    format!(r#"["/usr/bin/python3", "{}"]"#, standin(dir).display())
-}
-
-/// A hub (with `kdc`, if given) whose servers are the stand-in, with `o`'s other settings;
-/// the directory holding the stand-in must outlive the hub.
-async fn standin_hub(pam: &PamService, kdc: Option<&Kdc>, o: HubOptions) -> (TestHub, tempfile::TempDir) {
+/// A hub (with `kdc`, if given) whose servers are the venv's real JupyterLab, with `o`'s other
+/// settings, and a directory every test user can write, kept as long as the hub.
+async fn lab_hub(pam: &PamService, kdc: Option<&Kdc>, o: HubOptions) -> (TestHub, tempfile::TempDir) {
     let dir = shared_dir();
-    let hub = TestHub::start_with(pam, kdc, HubOptions { cmd: Some(standin_cmd(dir.path())), ..o }).await;
+    let hub = TestHub::start_with(pam, kdc, HubOptions { cmd: Some(lab_cmd()), ..o }).await;
     (hub, dir)
 }
 
@@ -127,16 +80,15 @@ async fn a_port_squatter_gets_nothing() {
     let pam = PamService::create();
     let (ann, mallory) = (TestUser::create(), TestUser::create());
     let dir = shared_dir();
-    let standin = standin(dir.path());
     // The spawner runs this wrapper as ann: it says which port it was given, then waits for
     // the test's go-ahead, so the squatter can take the port first.
     let wrapper = dir.path().join("wrap.sh");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho \"$@\" > {d}/args\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\nexec /usr/bin/python3 {s} \"$@\"\n",
+            "#!/bin/sh\necho \"$@\" > {d}/args\nwhile [ ! -e {d}/go ]; do sleep 0.05; done\nexec {lab}/bin/jupyter-lab \"$@\"\n",
             d = dir.path().display(),
-            s = standin.display()
+            lab = venv().display()
         ),
     )
     .expect("wrapper");
@@ -212,15 +164,10 @@ while True:
     let r = post_form(&hub.url(""), &c, "/hub/spawn").await;
     assert_eq!(r.status(), 200);
     hub.wait_ready(&c, &ann.name).await;
-    let v: serde_json::Value = c
-        .get(hub.url(&format!("/user/{}/api/status", ann.name)))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(v["uid"], ann.uid, "{v}");
+    let r = c.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 200, "the real server answers through the hub");
+    let ServerState::Running { pid, .. } = hub.state.servers.state(&ann.name) else { panic!("not running") };
+    assert_eq!(hub::spawner::local::owner_uid(pid), Some(ann.uid), "the server runs as ann");
     hub.stop().await;
 }
 
@@ -232,7 +179,7 @@ async fn a_linked_socket_and_dot_segments_are_refused() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let (hub, _dir) = standin_hub(&pam, None, HubOptions::default()).await;
+    let (hub, _dir) = lab_hub(&pam, None, HubOptions::default()).await;
     let c = hub.client();
     let cookie = hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
@@ -376,7 +323,7 @@ fn binary_config(dir: &Path, pam: &PamService, extra_hub: &str, tail: &str) -> (
          [spawner]\ncmd = {cmd}\n[kerberos]\nenabled = false\n{tail}\n",
         d = dir.join("data").display(),
         pam = pam.name,
-        cmd = standin_cmd(dir),
+        cmd = lab_cmd(),
     );
     let path = dir.join("hub.toml");
     std::fs::write(&path, text).expect("hub.toml");
@@ -491,7 +438,7 @@ async fn a_deleted_user_keeps_no_session() {
         ),
         ..Default::default()
     };
-    let (hub, _dir) = standin_hub(&pam, None, opts).await;
+    let (hub, _dir) = lab_hub(&pam, None, opts).await;
     let c = hub.client();
     hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
@@ -585,7 +532,7 @@ async fn keytab_swaps_reach_nothing_and_failures_back_off() {
         kerberos: "event_min_interval = \"0s\"\nretry_min = \"60s\"\nretry_max = \"120s\"".into(),
         ..Default::default()
     };
-    let (hub, dir) = standin_hub(&pam, Some(&kdc), opts).await;
+    let (hub, dir) = lab_hub(&pam, Some(&kdc), opts).await;
     let owner = hub::renewer::TicketOwner { username: ann.name.clone(), uid: ann.uid, gid: ann.gid };
 
     // -- The swap race, as ann would run it: rename a junk file or a link over the path.
@@ -634,13 +581,14 @@ async fn keytab_swaps_reach_nothing_and_failures_back_off() {
     let c = hub.client();
     hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
+    // A notebook to open (saving it is itself an event, backed off like the rest).
+    let nb = serde_json::json!({"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}});
+    let url = hub.url(&format!("/user/{}/api/contents/n.ipynb", ann.name));
+    let r = c.put(&url).json(&nb).send().await.expect("save");
+    assert!(r.status().is_success(), "save: {}", r.status());
     let (kinits_before, _) = hub.state.renewer.kinit_counts();
-    for i in 0..60 {
-        let r = c
-            .get(hub.url(&format!("/user/{}/api/contents/n{i}.ipynb?type=notebook&content=1", ann.name)))
-            .send()
-            .await
-            .expect("open");
+    for _ in 0..60 {
+        let r = c.get(format!("{url}?type=notebook&content=1")).send().await.expect("open");
         assert_eq!(r.status(), 200);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -687,33 +635,24 @@ async fn a_get_starts_no_server() {
     require_root();
     let pam = PamService::create();
     let ann = TestUser::create();
-    let (hub, _dir) = standin_hub(&pam, None, HubOptions::default()).await;
+    let (hub, _dir) = lab_hub(&pam, None, HubOptions::default()).await;
     let c = hub.client();
     hub.login_cookie(&c, &ann).await;
     hub.wait_ready(&c, &ann.name).await;
     let r = post_form(&hub.url(""), &c, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);
+    let spawn_page = |site: &'static str| {
+        let (c, url) = (c.clone(), hub.url("/hub/spawn"));
+        async move {
+            let r = c.get(url).header("sec-fetch-site", site).send().await.expect("spawn page");
+            r.text().await.expect("body")
+        }
+    };
     for _ in 0..5 {
-        let page = c
-            .get(hub.url("/hub/spawn"))
-            .header("sec-fetch-site", "cross-site")
-            .send()
-            .await
-            .expect("spawn page")
-            .text()
-            .await
-            .expect("body");
+        let page = spawn_page("cross-site").await;
         assert!(page.contains("Start my server") && page.contains(r#"data-autostart="false""#), "{page}");
     }
-    let page = c
-        .get(hub.url("/hub/spawn"))
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .expect("spawn page")
-        .text()
-        .await
-        .expect("body");
+    let page = spawn_page("same-origin").await;
     assert!(page.contains(r#"data-autostart="true""#), "{page}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(matches!(hub.state.servers.state(&ann.name), ServerState::Stopped { .. }), "no GET started it");

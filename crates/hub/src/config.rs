@@ -1528,6 +1528,40 @@ mod tests {
     }
 
     #[test]
+    fn unix_bind_and_body_rate_are_checked() {
+        let hub = |lines: &str| parse(&format!("[hub]\n{lines}\n{MINIMAL}"));
+        let c = hub("bind = \"unix:/run/hub/hub.sock\"\npublic_url = \"https://hub.example.com\"\nbind_mode = \"0660\"\nbind_group = \"root\"")
+            .expect("unix bind");
+        assert_eq!(
+            c.hub.bind,
+            Bind::Unix { path: "/run/hub/hub.sock".into(), mode: 0o660, group: Some("root".into()) }
+        );
+        assert!(c.hub.trusts(crate::accept::UNIX_PEER.ip()), "the proxy on the socket is trusted");
+        let tcp = hub("").expect("tcp");
+        assert!(!tcp.hub.trusts(crate::accept::UNIX_PEER.ip()), "not without a unix: bind");
+        for (lines, want) in [
+            ("bind = \"unix:relative.sock\"\npublic_url = \"https://h.example\"", "absolute path"),
+            ("bind = \"unix:/run/hub/hub.sock\"", "public_url` is required"),
+            (
+                "bind = \"unix:/run/h.sock\"\npublic_url = \"https://h.example\"\nbind_mode = \"0666\"",
+                "nothing for others",
+            ),
+            (
+                "bind = \"unix:/run/h.sock\"\npublic_url = \"https://h.example\"\nbind_group = \"no-such-group-x\"",
+                "does not exist",
+            ),
+            ("bind_mode = \"0660\"", "apply only to a unix: bind"),
+            ("bind = \"localhost\"", "unix:/path"),
+            ("body_min_rate = 0", "bytes per second"),
+        ] {
+            let e = hub(lines).expect_err(lines).to_string();
+            assert!(e.contains(want), "{lines}: {e}");
+        }
+        let lo = hub("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").expect("loopback proxy");
+        assert_eq!(lo.hub.loopback_trusted(), vec!["127.0.0.1/32".to_string()]);
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = parse("[spawner]\ncmd = [\"/bin/true\"]\n\n[hub]\nbindd = \"x\"\n").expect_err("must fail").to_string();
         assert!(e.contains("line 5"), "{e}");
