@@ -220,7 +220,7 @@ async fn a_linked_socket_and_dot_segments_are_refused() {
             }
         });
     }
-    let ServerState::Running { endpoint: hub::servers::Endpoint::Unix(sock), .. } = hub.state.servers.state(&ann.name)
+    let ServerState::Running { endpoint: hub::core::Endpoint::Unix(sock), .. } = hub.state.servers.state(&ann.name)
     else {
         panic!("not running on a Unix socket")
     };
@@ -533,7 +533,7 @@ async fn keytab_swaps_reach_nothing_and_failures_back_off() {
         ..Default::default()
     };
     let (hub, dir) = lab_hub(&pam, Some(&kdc), opts).await;
-    let owner = hub::renewer::TicketOwner { username: ann.name.clone(), uid: ann.uid, gid: ann.gid };
+    let owner = hub::core::TicketOwner { username: ann.name.clone(), uid: ann.uid, gid: ann.gid };
 
     // -- The swap race, as ann would run it: rename a junk file or a link over the path.
     // The race starts from the junk file, not from ann's good keytab.

@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hub::servers::{Endpoint, ServerState};
+use hub::core::Endpoint;
+use hub::servers::ServerState;
 use support::{HubOptions, Kdc, PamService, TestHub, TestUser, random_hex, require_root};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hub::config::Config;
-use hub::renewer::{Renewer, TicketOwner, Trigger};
+use hub::core::TicketOwner;
+use hub::renewer::{Renewer, Trigger};
 use hub::store::Store;
 use hub::store::sqlite::SqliteStore;
 use tokio_tungstenite::tungstenite::Message;

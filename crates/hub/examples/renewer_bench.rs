@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hub::config::Config;
-use hub::renewer::{Renewer, TicketOwner, Trigger};
+use hub::core::TicketOwner;
+use hub::renewer::{Renewer, Trigger};
 
 fn rusage(who: i32) -> (f64, i64) {
     // SAFETY: getrusage writes into the zeroed struct we pass and reads nothing else.

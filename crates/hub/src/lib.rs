@@ -8,25 +8,17 @@
 //! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
 //! and what the tests call with a listener on port 0.
 
-pub mod accept;
-pub mod api;
-pub mod auth;
-pub mod body;
-pub mod ccache;
-pub mod config;
-pub mod jwt;
-pub mod limits;
 pub mod logging;
-pub mod metrics;
-pub mod peer;
-pub mod proxy;
-pub mod renewer;
-pub mod servers;
-pub mod session;
-pub mod spawner;
-pub mod splice;
-pub mod store;
-pub mod web;
+
+pub use hub_auth as auth;
+pub use hub_auth::{jwt, session};
+pub use hub_config as config;
+pub use hub_core as core;
+pub use hub_core::{percent_encode, unix_now};
+pub use hub_net::{accept, body, peer, splice};
+pub use hub_servers::{ccache, limits, renewer, servers, spawner};
+pub use hub_store as store;
+pub use hub_web::{api, metrics, proxy, web};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,22 +26,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hub_core::Recover;
 
 use crate::config::Config;
 use crate::store::Store;
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// Percent-encodes `s` for use as a query-string value (RFC 3986: everything but
-/// unreserved characters and `/` is encoded).
-pub fn percent_encode(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
-}
 
 /// `hub migrate`: creates `data_dir` and the database if missing and applies every pending
 /// migration. Returns how many were applied (0 when already current).
@@ -298,7 +278,7 @@ pub async fn serve_state(
     let make_service = move |peer: SocketAddr, slot: Arc<splice::Slot>| {
         let state = proxy_state.clone();
         let router = router.clone();
-        let upstream = Arc::new(proxy::ConnUpstream::with_splice(slot));
+        let upstream = Arc::new(hub_net::upstream::ConnUpstream::with_splice(slot));
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             // A body (not a bodiless GET) must keep up with [hub] body_min_rate.
             let mut req = req.map(|b| {
@@ -329,7 +309,7 @@ pub async fn serve_state(
     // systemd (Type=notify): READY=1 once the socket is bound (it is, here) and the servers a
     // previous hub left running have been checked, so a restart is done when systemd says so.
     // Without NOTIFY_SOCKET (not under systemd) this sends nothing.
-    let adoption = state.adoption.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let adoption = state.adoption.lock().recover().take();
     let ready = tokio::spawn(async move {
         if let Some(a) = adoption {
             let _ = a.await;

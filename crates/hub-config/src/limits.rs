@@ -1,0 +1,78 @@
+//! The `[limits]` section: per-server resource limits, memory (bytes), CPU (cores) and tasks
+//! (processes and threads), with per-user and per-group entries. Applying them is the
+//! servers crate's (`hub_servers::limits::Enforcer`).
+
+use std::collections::BTreeMap;
+
+/// Limits for one server. `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (resident memory under cgroups; data segment size under rlimits).
+    pub memory: Option<u64>,
+    /// CPU in cores (1.5 = one and a half cores' worth of time per period).
+    pub cpu: Option<f64>,
+    /// Tasks: processes and threads.
+    pub tasks: Option<u64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.cpu.is_some() || self.tasks.is_some()
+    }
+
+    /// "memory 200.0 MiB, cpu 1.5, tasks 256" (only what is set), for logs and pages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory {
+            parts.push(format!("memory {}", bytesize::ByteSize::b(m).display().iec()));
+        }
+        if let Some(c) = self.cpu {
+            parts.push(format!("cpu {c}"));
+        }
+        if let Some(t) = self.tasks {
+            parts.push(format!("tasks {t}"));
+        }
+        if parts.is_empty() { "no limits".to_string() } else { parts.join(", ") }
+    }
+}
+
+/// The `[limits]` table: defaults, and overrides per user and per Unix group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitsConfig {
+    /// Applies to every server.
+    pub default: Limits,
+    /// Per user name; a key set here wins over groups and the default.
+    pub users: BTreeMap<String, Limits>,
+    /// Per Unix group name; when several of a user's groups set a key, the largest wins.
+    pub groups: BTreeMap<String, Limits>,
+}
+
+impl LimitsConfig {
+    /// The limits of `user`, a member of the Unix groups `groups` (names).
+    pub fn for_user(&self, user: &str, groups: &[String]) -> Limits {
+        let mut out = self.default;
+        let from_groups: Vec<&Limits> = groups.iter().filter_map(|g| self.groups.get(g)).collect();
+        let max_u64 = |f: fn(&Limits) -> Option<u64>| from_groups.iter().filter_map(|l| f(l)).max();
+        if let Some(m) = max_u64(|l| l.memory) {
+            out.memory = Some(m);
+        }
+        if let Some(t) = max_u64(|l| l.tasks) {
+            out.tasks = Some(t);
+        }
+        if let Some(c) = from_groups.iter().filter_map(|l| l.cpu).reduce(f64::max) {
+            out.cpu = Some(c);
+        }
+        if let Some(u) = self.users.get(user) {
+            out.memory = u.memory.or(out.memory);
+            out.cpu = u.cpu.or(out.cpu);
+            out.tasks = u.tasks.or(out.tasks);
+        }
+        out
+    }
+
+    /// Whether any limit is configured anywhere.
+    pub fn any(&self) -> bool {
+        self.default.any() || self.users.values().any(Limits::any) || self.groups.values().any(Limits::any)
+    }
+}

@@ -1,0 +1,1007 @@
+//! The server manager: one single-user server per user, from "starting" to "stopped".
+//!
+//! [`Servers`] keeps each user's [`ServerState`] in a `watch` channel (the spawn page's
+//! progress events follow it), starts servers through the [`Spawner`], waits until
+//! `GET /user/<name>/api/status` answers 200 with the server's token, notices a server that
+//! exits by itself, and stops servers. The proxy reads the server's [`Endpoint`] and token
+//! with [`Servers::upstream`], a read lock and a clone, without touching the database.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, watch};
+
+use crate::renewer::{Renewer, Trigger};
+use crate::spawner::{ServerProcess, SpawnSpec, Spawner};
+use hub_config::{Config, TemplateVars, Transport};
+use hub_core::unix_now;
+use hub_core::{Endpoint, LinuxUser, Recover, ServerToken, TicketOwner};
+use hub_net::probe::{Probe, probe};
+use hub_store::{ServerRecord, Store};
+
+/// Milliseconds between readiness polls of a starting server's `api/status`.
+const READY_POLL_MS: u64 = 10;
+
+/// Lines of the server log shown when a spawn fails.
+const LOG_TAIL_LINES: usize = 25;
+
+/// Where a user's server is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerState {
+    /// Not running. `message` says how the last one ended, if the hub knows.
+    Stopped {
+        /// How the last server ended.
+        message: Option<String>,
+    },
+    /// Being started.
+    Starting {
+        /// Percent, 0-100, for the progress bar.
+        progress: u8,
+        /// What is happening now.
+        message: String,
+    },
+    /// Answering on `endpoint`.
+    Running {
+        /// Where it listens.
+        endpoint: Endpoint,
+        /// The server's token and the `Authorization` value the proxy injects; shared, so
+        /// that the proxy's per-request copy is a reference count.
+        token: ServerToken,
+        /// Process id.
+        pid: u32,
+        /// The server's owner, for ticket renewals the proxy triggers.
+        owner: TicketOwner,
+    },
+    /// Being stopped.
+    Stopping,
+    /// The spawn failed, or the server died by itself.
+    Failed {
+        /// Why, in plain words.
+        message: String,
+        /// The last lines of the server's log.
+        log_tail: String,
+    },
+}
+
+impl ServerState {
+    /// Short name: `stopped`, `starting`, `running`, `stopping`, `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerState::Stopped { .. } => "stopped",
+            ServerState::Starting { .. } => "starting",
+            ServerState::Running { .. } => "running",
+            ServerState::Stopping => "stopping",
+            ServerState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Where the proxy sends a user's requests.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Where the server listens.
+    pub endpoint: Endpoint,
+    /// The server's token and its `Authorization: token ...` value.
+    pub token: ServerToken,
+    /// The server's activity clock: the proxy stores the current unix time in it on every
+    /// request and every WebSocket read (an atomic store: no lock, no database write).
+    pub activity: Arc<AtomicI64>,
+    /// The server owner's UID: every upstream connection checks that its listener runs as
+    /// this user before sending anything (`peer.rs`).
+    pub uid: u32,
+}
+
+struct Slot {
+    state: watch::Sender<ServerState>,
+    /// Held for the whole of a start or a stop, so they never interleave.
+    op: Mutex<()>,
+    /// Set by `stop` to make a start in progress give up.
+    cancel: AtomicBool,
+    process: Mutex<Option<Box<dyn ServerProcess>>>,
+    /// Unix seconds of the last proxied request or WebSocket traffic (the culler's clock).
+    activity: Arc<AtomicI64>,
+    /// Unix seconds the running server became ready (or was re-adopted).
+    running_since: AtomicI64,
+}
+
+/// Why a spawn was refused (HTTP 429, as JupyterHub answers).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnRefused {
+    /// `concurrent_spawn_limit` spawns are already in progress.
+    #[error("{0} servers are starting right now (spawner.concurrent_spawn_limit); try again in a few seconds")]
+    TooManySpawns(usize),
+    /// `active_server_limit` servers are starting or running.
+    #[error(
+        "the hub is at its limit of {0} active servers (spawner.active_server_limit); try again later or ask an admin"
+    )]
+    TooManyActive(usize),
+}
+
+impl SpawnRefused {
+    /// Seconds for the `Retry-After` header.
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            SpawnRefused::TooManySpawns(_) => 5,
+            SpawnRefused::TooManyActive(_) => 60,
+        }
+    }
+}
+
+/// Starts, watches and stops users' servers. See the module documentation.
+pub struct Servers {
+    config: Config,
+    spawner: Arc<dyn Spawner>,
+    renewer: Arc<Renewer>,
+    store: Arc<dyn Store>,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Seconds from spawn request to ready (or failure), labelled `status` = `success` or
+    /// `failure`: JupyterHub's `jupyterhub_server_spawn_duration_seconds`.
+    pub spawn_duration: prometheus::HistogramVec,
+}
+
+impl Servers {
+    /// A manager using `spawner`, renewing tickets with `renewer` and recording state in
+    /// `store`.
+    pub fn new(config: Config, spawner: Arc<dyn Spawner>, renewer: Arc<Renewer>, store: Arc<dyn Store>) -> Self {
+        let spawn_duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "jupyterhub_server_spawn_duration_seconds",
+                "Time from a spawn request to the server answering, or to the spawn failing",
+            )
+            .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            &["status"],
+        )
+        .expect("valid histogram options");
+        Self { config, spawner, renewer, store, slots: RwLock::new(HashMap::new()), spawn_duration }
+    }
+
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        if let Some(s) = self.slots.read().recover().get(name) {
+            return s.clone();
+        }
+        self.slots
+            .write()
+            .recover()
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: watch::channel(ServerState::Stopped { message: None }).0,
+                    op: Mutex::new(()),
+                    cancel: AtomicBool::new(false),
+                    process: Mutex::new(None),
+                    activity: Arc::new(AtomicI64::new(0)),
+                    running_since: AtomicI64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// The current state of `name`'s server.
+    pub fn state(&self, name: &str) -> ServerState {
+        self.slot(name).state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change of `name`'s server.
+    pub fn subscribe(&self, name: &str) -> watch::Receiver<ServerState> {
+        self.slot(name).state.subscribe()
+    }
+
+    /// Endpoint, token and activity clock of `name`'s server if it is running. The proxy's
+    /// hot path: every part is shared, so this copies nothing.
+    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+        let slots = self.slots.read().recover();
+        let slot = slots.get(name)?;
+        match &*slot.state.borrow() {
+            ServerState::Running { endpoint, token, owner, .. } => Some(Upstream {
+                endpoint: endpoint.clone(),
+                token: token.clone(),
+                activity: slot.activity.clone(),
+                uid: owner.uid,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The owner of `name`'s server if it is running (for a renewal the proxy triggers).
+    pub fn running_owner(&self, name: &str) -> Option<TicketOwner> {
+        let slots = self.slots.read().recover();
+        match &*slots.get(name)?.state.borrow() {
+            ServerState::Running { owner, .. } => Some(owner.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the REST API shows of `name`'s server, without creating any state for a user the
+    /// manager has not seen: `(state, unix seconds it became ready or 0, unix seconds of its
+    /// last proxied activity or 0)`.
+    pub fn snapshot(&self, name: &str) -> (ServerState, i64, i64) {
+        let slots = self.slots.read().recover();
+        match slots.get(name) {
+            None => (ServerState::Stopped { message: None }, 0, 0),
+            Some(s) => {
+                (s.state.borrow().clone(), s.running_since.load(Ordering::Relaxed), s.activity.load(Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// Every running server as `(user, endpoint)`, sorted by user: the proxy's routing table.
+    pub fn running(&self) -> Vec<(String, Endpoint)> {
+        let slots = self.slots.read().recover();
+        let mut out: Vec<(String, Endpoint)> = slots
+            .iter()
+            .filter_map(|(n, s)| match &*s.state.borrow() {
+                ServerState::Running { endpoint, .. } => Some((n.clone(), endpoint.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Moves `name`'s activity clock forward to `at` (unix seconds), as activity reported
+    /// through the REST API does; never backwards, and not for a user with no server state.
+    pub fn note_activity(&self, name: &str, at: i64) {
+        if let Some(s) = self.slots.read().recover().get(name) {
+            s.activity.fetch_max(at, Ordering::Relaxed);
+        }
+    }
+
+    /// The server log file of `name`: `<data_dir>/logs/<name>.log`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.config.hub.data_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Starts `user`'s server in the background unless it is already starting or running.
+    /// Progress is published on the state channel.
+    ///
+    /// Refused (and nothing started) when `concurrent_spawn_limit` spawns are in progress or
+    /// `active_server_limit` servers are active.
+    pub fn start(self: &Arc<Self>, user: LinuxUser) -> Result<(), SpawnRefused> {
+        let slot = self.slot(&user.name);
+        {
+            // The limits are checked and the slot claimed under the slots lock, so two
+            // concurrent requests cannot both squeeze under a limit.
+            let slots = self.slots.write().recover();
+            if matches!(
+                *slot.state.borrow(),
+                ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping
+            ) {
+                return Ok(());
+            }
+            let (mut starting, mut active) = (0, 0);
+            for s in slots.values() {
+                match *s.state.borrow() {
+                    ServerState::Starting { .. } => {
+                        starting += 1;
+                        active += 1;
+                    }
+                    ServerState::Running { .. } | ServerState::Stopping => active += 1,
+                    _ => {}
+                }
+            }
+            let sc = &self.config.spawner;
+            if sc.concurrent_spawn_limit > 0 && starting >= sc.concurrent_spawn_limit {
+                return Err(SpawnRefused::TooManySpawns(starting));
+            }
+            if sc.active_server_limit > 0 && active >= sc.active_server_limit {
+                return Err(SpawnRefused::TooManyActive(active));
+            }
+            slot.state.send_replace(ServerState::Starting { progress: 5, message: "Spawn requested".into() });
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _op = slot.op.lock().await;
+            slot.cancel.store(false, Ordering::SeqCst);
+            let name = user.name.clone();
+            let started = Instant::now();
+            let outcome = this.spawn_and_wait(&slot, user).await;
+            let secs = started.elapsed().as_secs_f64();
+            let status = if outcome.is_ok() { "success" } else { "failure" };
+            this.spawn_duration.with_label_values(&[status]).observe(secs);
+            match outcome {
+                Ok(()) => tracing::info!(user = %name, secs, "server ready"),
+                Err((message, log_tail)) => {
+                    tracing::warn!(user = %name, reason = %message, "spawn failed");
+                    slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail });
+                    this.record(&name, "failed", None, Some(message)).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<Slot>, user: LinuxUser) -> Result<(), (String, String)> {
+        let name = user.name.clone();
+        let owner = TicketOwner { username: name.clone(), uid: user.uid, gid: user.gid };
+        let progress = |p: u8, m: &str| {
+            slot.state.send_replace(ServerState::Starting { progress: p, message: m.to_string() });
+        };
+        if self.renewer.enabled() {
+            progress(10, "Getting a Kerberos ticket");
+            if let Err(e) = self.renewer.renew(&owner, Trigger::Spawn).await {
+                // Never blocks the spawn: the server starts without a fresh ticket.
+                tracing::warn!(user = %name, error = %e, "starting the server without a fresh Kerberos ticket");
+            }
+        }
+        progress(30, "Starting the server process");
+        let logs = self.config.hub.data_dir.join("logs");
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&logs) {
+            return Err((format!("cannot create the log directory {}: {e}", logs.display()), String::new()));
+        }
+        let log_path = self.log_path(&name);
+        let endpoint = self.endpoint_for(&user).map_err(|e| (e, String::new()))?;
+        let mut token = [0u8; 32];
+        rand::fill(&mut token);
+        let token = hex::encode(token);
+        let Some(server_token) = ServerToken::new(&token) else {
+            return Err(("internal error: the new server token is not a valid header value".into(), String::new()));
+        };
+        let spec = self.spawn_spec(&user, &endpoint, &token, log_path.clone());
+        let process = match self.spawner.start(spec).await {
+            Ok(p) => p,
+            Err(e) => return Err((e.to_string(), log_tail(&log_path))),
+        };
+        let pid = process.pid();
+        let start_ticks = process.start_ticks();
+        let mut exited = process.exited();
+        *slot.process.lock().await = Some(process);
+        let live = |token| Live { pid, endpoint: &endpoint, token, start_ticks, owner: &owner };
+        self.record(&name, "starting", Some(live(&token)), None).await;
+        progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
+
+        let deadline = Instant::now() + self.config.spawner.start_timeout;
+        let path = format!("/user/{name}/api/status");
+        let mut step = 0u32;
+        loop {
+            if slot.cancel.load(Ordering::SeqCst) {
+                return Err(("The spawn was cancelled".into(), log_tail(&log_path)));
+            }
+            let how = exited.borrow().clone();
+            if let Some(how) = how {
+                slot.process.lock().await.take();
+                return Err((format!("The server {how} during start-up"), log_tail(&log_path)));
+            }
+            if Instant::now() >= deadline {
+                if let Some(p) = slot.process.lock().await.take() {
+                    p.stop(self.config.spawner.term_timeout).await;
+                }
+                return Err((
+                    format!(
+                        "The server did not answer within {} (spawner.start_timeout)",
+                        humantime::format_duration(self.config.spawner.start_timeout)
+                    ),
+                    log_tail(&log_path),
+                ));
+            }
+            match probe(&endpoint, owner.uid, &path, &server_token).await {
+                Probe::Ready => break,
+                Probe::NotYet => {}
+                Probe::Impostor(why) => {
+                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
+                    if let Some(p) = slot.process.lock().await.take() {
+                        p.stop(self.config.spawner.term_timeout).await;
+                    }
+                    return Err((
+                        format!(
+                            "The server could not be reached safely: {why}. Start it again (it gets a new address)"
+                        ),
+                        log_tail(&log_path),
+                    ));
+                }
+            }
+            step += 1;
+            // The bar creeps from 50 % to 95 % over the first 4.5 s of waiting, whatever the
+            // poll interval; a poll every 10 ms is a refused connect until the server listens,
+            // and finds it ready within 5 ms on average.
+            let waited = u64::from(step) * READY_POLL_MS / 100;
+            progress((50 + waited.min(45)) as u8, &format!("Waiting for the server (pid {pid}) to answer"));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(READY_POLL_MS)) => {}
+                _ = exited.changed() => {}
+            }
+        }
+        self.record(&name, "running", Some(live(&token)), None).await;
+        slot.running_since.store(unix_now(), Ordering::Relaxed);
+        slot.activity.store(unix_now(), Ordering::Relaxed);
+        self.renewer.activate(&owner);
+        slot.state.send_replace(ServerState::Running { endpoint, token: server_token, pid, owner: owner.clone() });
+        self.watch_exit(name, slot.clone(), pid, exited, log_path);
+        Ok(())
+    }
+
+    /// Marks the server failed if its process exits while it is meant to be running.
+    fn watch_exit(
+        self: &Arc<Self>,
+        name: String,
+        slot: Arc<Slot>,
+        pid: u32,
+        mut exited: watch::Receiver<Option<String>>,
+        log: PathBuf,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(how) = exited.wait_for(|e| e.is_some()).await.map(|e| e.clone().unwrap_or_default()) else { return };
+            let owner = match &*slot.state.borrow() {
+                ServerState::Running { pid: p, owner, .. } if *p == pid => Some(owner.clone()),
+                _ => None,
+            };
+            if let Some(owner) = owner {
+                this.renewer.deactivate(&owner);
+                let message = format!("The server {how} unexpectedly");
+                tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
+                // Clean up what it left: kernels that outlived it, its cgroups.
+                if let Some(p) = slot.process.lock().await.take() {
+                    p.stop(this.config.spawner.term_timeout).await;
+                }
+                slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: log_tail(&log) });
+                this.record(&name, "failed", None, Some(message)).await;
+            }
+        });
+    }
+
+    /// Where `user`'s next server will listen. For a Unix socket, makes
+    /// `<data_dir>/sockets/<user>/` (root's `sockets` 0711; the user's own directory 0700,
+    /// owned by the user, so only the user's processes can create the socket there and only
+    /// they and root can reach it) and removes a socket an earlier server left behind.
+    /// Errors name the path and the cause.
+    fn endpoint_for(&self, user: &LinuxUser) -> Result<Endpoint, String> {
+        match self.config.spawner.transport {
+            Transport::Tcp => free_port().map(Endpoint::Tcp).map_err(|e| format!("no free port on 127.0.0.1: {e}")),
+            Transport::Unix => {
+                let path = self.config.hub.server_socket(&user.name);
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                let prepare = || -> std::io::Result<()> {
+                    if let Some(base) = dir.parent() {
+                        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
+                    }
+                    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        other => other?,
+                    }
+                    // Whatever was there before (another owner, looser mode), it is the
+                    // user's own 0700 directory from now on.
+                    let meta = std::fs::symlink_metadata(dir)?;
+                    if !meta.is_dir() {
+                        return Err(std::io::Error::other("exists and is not a directory"));
+                    }
+                    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+                    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                };
+                prepare()
+                    .map_err(|e| format!("cannot prepare the server's socket directory {}: {e}", dir.display()))?;
+                Ok(Endpoint::Unix(Arc::from(path.as_path())))
+            }
+        }
+    }
+
+    fn spawn_spec(&self, user: &LinuxUser, endpoint: &Endpoint, token: &str, log_path: PathBuf) -> SpawnSpec {
+        let sc = &self.config.spawner;
+        let owner = TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid };
+        let krb = self.renewer.paths(&owner);
+        let ccache = krb.ccache.display().to_string();
+        let keytab = krb.keytab.display().to_string();
+        let vars = TemplateVars {
+            username: &user.name,
+            uid: user.uid,
+            realm: &self.config.kerberos.realm,
+            principal: Some(&krb.principal),
+            ccache: Some(&ccache),
+            keytab: Some(&keytab),
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), user.home.display().to_string()),
+            ("USER".into(), user.name.clone()),
+            ("LOGNAME".into(), user.name.clone()),
+            ("SHELL".into(), user.shell.display().to_string()),
+            ("PATH".into(), sc.path.clone()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("JUPYTER_TOKEN".into(), token.to_string()),
+        ];
+        if self.renewer.enabled() {
+            env.push(("KRB5CCNAME".into(), format!("FILE:{ccache}")));
+            if let Some(k) = self.renewer.krb5_config() {
+                env.push(("KRB5_CONFIG".into(), k.display().to_string()));
+            }
+        }
+        for (k, v) in &sc.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.expand(&vars)));
+        }
+        if !self.config.kernelspecs.is_empty() {
+            match self.write_kernelspecs(user, &vars) {
+                Ok(dir) => {
+                    env.retain(|(k, _)| k != "JUPYTER_PATH");
+                    env.push(("JUPYTER_PATH".into(), dir.display().to_string()));
+                }
+                Err(e) => tracing::error!(user = %user.name, error = %e, "could not write the kernelspecs"),
+            }
+        }
+        let mut argv = sc.cmd.clone();
+        argv.push(format!("--ServerApp.base_url=/user/{}/", user.name));
+        match endpoint {
+            Endpoint::Tcp(port) => argv.extend([
+                "--ServerApp.ip=127.0.0.1".into(),
+                format!("--ServerApp.port={port}"),
+                "--ServerApp.port_retries=0".into(),
+            ]),
+            Endpoint::Unix(path) => {
+                argv.extend([format!("--ServerApp.sock={}", path.display()), "--ServerApp.sock_mode=0600".into()])
+            }
+        }
+        argv.extend([
+            "--ServerApp.open_browser=False".into(),
+            // The hub forwards the browser's Host header (so that jupyter-server's WebSocket
+            // origin check sees the public host); the token and the loopback bind are the
+            // access control (and, for a Unix socket, its mode), not the Host check.
+            "--ServerApp.allow_remote_access=True".into(),
+        ]);
+        argv.extend(sc.args.iter().cloned());
+        // The user's Unix groups that [limits.groups] names (looked up by name, so that only
+        // configured groups cost a lookup).
+        let groups: Vec<String> = self
+            .config
+            .limits
+            .groups
+            .keys()
+            .filter(|g| {
+                nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|gr| user.groups.contains(&gr.gid.as_raw()))
+            })
+            .cloned()
+            .collect();
+        let limits = self.config.limits.for_user(&user.name, &groups);
+        SpawnSpec { user: user.clone(), argv, env, log_path, limits }
+    }
+
+    /// Writes each `[[kernelspec]]` as `<data_dir>/jupyter/<user>/kernels/<name>/kernel.json`
+    /// (Jupyter's kernelspec format) and returns `<data_dir>/jupyter/<user>`, the directory to
+    /// put on the server's `JUPYTER_PATH`. The per-user directory is root-owned, group the
+    /// user's primary group, mode 0750: the user reads it, other users do not, nobody but the
+    /// hub writes it. It is rewritten on every spawn, so a removed entry disappears.
+    fn write_kernelspecs(&self, user: &LinuxUser, vars: &TemplateVars<'_>) -> std::io::Result<PathBuf> {
+        let root = self.config.hub.kernelspec_root(&user.name);
+        if let Some(base) = root.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
+        }
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        std::fs::DirBuilder::new().mode(0o750).create(&root)?;
+        std::os::unix::fs::chown(&root, Some(0), Some(user.gid))?;
+        for ks in &self.config.kernelspecs {
+            let dir = root.join("kernels").join(&ks.name);
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
+            let env: serde_json::Map<String, serde_json::Value> =
+                ks.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expand(vars)))).collect();
+            let spec = serde_json::json!({
+                "argv": ks.argv.iter().map(|a| a.expand(vars)).collect::<Vec<_>>(),
+                "display_name": ks.display_name,
+                "language": ks.language,
+                "env": env,
+                "metadata": { "hub": { "managed": true } },
+            });
+            std::fs::write(dir.join("kernel.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
+        }
+        Ok(root)
+    }
+
+    /// Removes what the hub made on disk for `name`'s servers: the socket directory
+    /// (`<data_dir>/sockets/<name>/`) and the kernelspecs (`<data_dir>/jupyter/<name>/`), for
+    /// a deleted user; server logs stay. Call it with no server running. Neither directory
+    /// can be a link the user planted (both parents are root's, 0711), and `remove_dir_all`
+    /// does not follow links inside. Errors other than "not there" are returned with the path.
+    pub async fn remove_user_files(&self, name: &str) -> Result<(), String> {
+        let socket_dir = self.config.hub.server_socket(name).parent().map(Path::to_path_buf);
+        let kernelspecs = self.config.hub.kernelspec_root(name);
+        tokio::task::spawn_blocking(move || {
+            for dir in socket_dir.into_iter().chain([kernelspecs]) {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!("cannot remove {}: {e}", dir.display()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// How many processes of `name`'s current server the OOM killer ended at its memory limit
+    /// (0 when no server runs or the host cannot tell).
+    pub async fn oom_kills(&self, name: &str) -> u64 {
+        let slot = self.slots.read().recover().get(name).cloned();
+        match slot {
+            Some(s) => s.process.lock().await.as_ref().map_or(0, |p| p.oom_kills()),
+            None => 0,
+        }
+    }
+
+    /// Stops `name`'s server (or a spawn in progress) and waits until it is gone. Stopping a
+    /// stopped server does nothing. Removes the user's credential cache.
+    pub async fn stop(&self, user: &LinuxUser) {
+        let slot = self.slot(&user.name);
+        slot.cancel.store(true, Ordering::SeqCst);
+        let _op = slot.op.lock().await;
+        let Some(process) = slot.process.lock().await.take() else {
+            if !matches!(*slot.state.borrow(), ServerState::Failed { .. }) {
+                slot.state.send_replace(ServerState::Stopped { message: None });
+            }
+            return;
+        };
+        let endpoint = match &*slot.state.borrow() {
+            ServerState::Running { endpoint, .. } => Some(endpoint.clone()),
+            _ => None,
+        };
+        slot.state.send_replace(ServerState::Stopping);
+        let how = process.stop(self.config.spawner.term_timeout).await;
+        tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
+        // jupyter-server leaves its socket file behind when it exits.
+        if let Some(Endpoint::Unix(path)) = endpoint
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(user = %user.name, path = %path.display(), error = %e, "could not remove the server's socket");
+        }
+        self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
+        slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
+        self.record(&user.name, "stopped", None, Some(how)).await;
+    }
+
+    /// Every `cull_interval`: writes the activity seen since the last round to the database in
+    /// one transaction, and stops servers idle longer than `cull_idle_timeout` or older than
+    /// `cull_max_age` (gracefully, as the Stop button does). Runs until `shutdown` resolves.
+    pub async fn run_culler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let sc = self.config.spawner.clone();
+        let mut flushed: HashMap<String, i64> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(sc.cull_interval) => {}
+            }
+            let now = unix_now();
+            let mut changed = Vec::new();
+            let mut cull = Vec::new();
+            for (name, slot) in self.slots.read().recover().iter() {
+                let last = slot.activity.load(Ordering::Relaxed);
+                if last > 0 && flushed.get(name) != Some(&last) {
+                    changed.push((name.clone(), last));
+                }
+                if !matches!(*slot.state.borrow(), ServerState::Running { .. }) {
+                    continue;
+                }
+                let since = slot.running_since.load(Ordering::Relaxed);
+                let idle = now - last.max(since);
+                if !sc.cull_idle_timeout.is_zero() && idle >= sc.cull_idle_timeout.as_secs() as i64 {
+                    cull.push((name.clone(), format!("idle for {idle} s (spawner.cull_idle_timeout)")));
+                } else if !sc.cull_max_age.is_zero() && now - since >= sc.cull_max_age.as_secs() as i64 {
+                    cull.push((name.clone(), format!("running for {} s (spawner.cull_max_age)", now - since)));
+                }
+            }
+            if sc.log_max_mib > 0 {
+                let names: Vec<String> = self.slots.read().recover().keys().cloned().collect();
+                for name in names {
+                    let path = self.log_path(&name);
+                    match rotate_log(&path, sc.log_max_mib * 1024 * 1024) {
+                        Ok(true) => tracing::info!(user = %name, log = %path.display(), "server log rotated"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(user = %name, error = %e, "could not rotate the server log"),
+                    }
+                }
+            }
+            if !changed.is_empty() {
+                match self.store.record_activity(&changed).await {
+                    Ok(()) => flushed.extend(changed),
+                    Err(e) => tracing::warn!(error = %e, "could not record activity"),
+                }
+            }
+            for (name, why) in cull {
+                tracing::info!(user = %name, reason = %why, "culling an idle server");
+                match LinuxUser::lookup_async(&name).await {
+                    Ok(user) => {
+                        self.stop(&user).await;
+                        let slot = self.slot(&name);
+                        slot.state
+                            .send_replace(ServerState::Stopped { message: Some(format!("Stopped by the hub: {why}")) });
+                    }
+                    Err(e) => tracing::warn!(user = %name, error = %e, "cannot cull: account lookup failed"),
+                }
+            }
+        }
+    }
+
+    /// After a hub restart: every server the database records as starting or running is
+    /// marked "reconnecting" at once (so nothing spawns a second one), then checked in the
+    /// background, at most 32 at a time: a live process of the same owner with the same start
+    /// time that answers `api/status` with its token is re-adopted (same endpoint and token, so
+    /// the user's URL and cookie keep working, and its ticket goes back on the renewer's
+    /// timer); a half-started one gets until its start timeout to answer; anything else is
+    /// stopped if it is still that process, and recorded as stopped. A reused pid is never
+    /// signalled. Returns the task doing the checks.
+    pub async fn adopt_recorded(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let recs = match self.store.active_servers().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the recorded servers; none re-adopted");
+                Vec::new()
+            }
+        };
+        for r in &recs {
+            self.slot(&r.username).state.send_replace(ServerState::Starting {
+                progress: 50,
+                message: "Reconnecting to your server after a hub restart".into(),
+            });
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let n = recs.len();
+            let started = Instant::now();
+            futures_util::stream::iter(recs)
+                .for_each_concurrent(32, |r| {
+                    let this = this.clone();
+                    async move { this.adopt_one(r).await }
+                })
+                .await;
+            if n > 0 {
+                tracing::info!(servers = n, secs = started.elapsed().as_secs_f64(), "recorded servers checked");
+            }
+        })
+    }
+
+    async fn adopt_one(self: &Arc<Self>, r: ServerRecord) {
+        let name = r.username.clone();
+        let slot = self.slot(&name);
+        let _op = slot.op.lock().await;
+        let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
+        let endpoint = match (&r.socket, r.port.and_then(|p| u16::try_from(p).ok())) {
+            (Some(path), _) => Some(Endpoint::Unix(Arc::from(Path::new(path)))),
+            (None, port) => port.map(Endpoint::Tcp),
+        };
+        let (Some(pid), Some(ticks), Some(uid), Some(gid)) = (
+            r.pid.and_then(|p| u32::try_from(p).ok()),
+            r.pid_start,
+            r.uid.and_then(|u| u32::try_from(u).ok()),
+            r.gid.and_then(|g| u32::try_from(g).ok()),
+        ) else {
+            return self.mark_stopped(&slot, &name, None, gone("incomplete record")).await;
+        };
+        let owner = TicketOwner { username: name.clone(), uid, gid };
+        let Some(process) = self.spawner.adopt(&name, pid, uid, ticks).await else {
+            tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
+            return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
+        };
+        // The process is the server's, but without its address and token the hub cannot
+        // reach it: stop it rather than leave it running unseen.
+        let (Some(endpoint), Some(token)) = (endpoint, r.token.as_deref().and_then(ServerToken::new)) else {
+            let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
+            return self.stop_adopted(&slot, &name, &owner, process, "has no usable endpoint or token", told).await;
+        };
+        let path = format!("/user/{name}/api/status");
+        // A server that was still starting gets the rest of its start timeout.
+        let deadline = match (r.state.as_str(), r.started) {
+            ("starting", Some(t)) => {
+                let left = (t + self.config.spawner.start_timeout.as_secs() as i64 - unix_now()).max(5);
+                Instant::now() + Duration::from_secs(left as u64)
+            }
+            _ => Instant::now() + Duration::from_secs(5),
+        };
+        let exited = process.exited();
+        let mut ready = false;
+        while Instant::now() < deadline && exited.borrow().is_none() {
+            match probe(&endpoint, uid, &path, &token).await {
+                Probe::Ready => {
+                    ready = true;
+                    break;
+                }
+                Probe::NotYet => {}
+                Probe::Impostor(why) => {
+                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !ready {
+            let told = "Your server did not answer after the hub restarted and was stopped";
+            return self.stop_adopted(&slot, &name, &owner, process, "did not answer", told).await;
+        }
+        let start_ticks = process.start_ticks();
+        *slot.process.lock().await = Some(process);
+        let live = Live { pid, endpoint: &endpoint, token: token.as_str(), start_ticks, owner: &owner };
+        self.record(&name, "running", Some(live), None).await;
+        self.renewer.restore(std::slice::from_ref(&owner)).await;
+        slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
+        slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
+        tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
+        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
+        let log = self.log_path(&name);
+        self.watch_exit(name, slot.clone(), pid, exited, log);
+    }
+
+    /// Stops a re-adopted server process the hub cannot use and records it stopped: `why`
+    /// goes to the log, `told` to the user, each followed by how the process ended.
+    async fn stop_adopted(
+        &self,
+        slot: &Slot,
+        name: &str,
+        owner: &TicketOwner,
+        process: Box<dyn ServerProcess>,
+        why: &str,
+        told: &str,
+    ) {
+        let how = process.stop(self.config.spawner.term_timeout).await;
+        tracing::warn!(user = %name, pid = process.pid(), how = %how, "recorded server {why}; stopped it");
+        self.mark_stopped(slot, name, Some(owner), format!("{told} ({how})")).await;
+    }
+
+    async fn mark_stopped(&self, slot: &Slot, name: &str, owner: Option<&TicketOwner>, message: String) {
+        if let Some(o) = owner {
+            self.renewer.deactivate(o);
+        }
+        slot.state.send_replace(ServerState::Stopped { message: Some(message.clone()) });
+        self.record(name, "stopped", None, Some(message)).await;
+    }
+
+    /// Stops every server (when the hub shuts down with `stop_servers_on_shutdown = true`).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.slots.read().recover().keys().cloned().collect();
+        let mut tasks = Vec::new();
+        for name in names {
+            if let Ok(user) = LinuxUser::lookup_async(&name).await {
+                tasks.push(async move { self.stop(&user).await });
+            }
+        }
+        futures_util::future::join_all(tasks).await;
+    }
+
+    async fn record(&self, name: &str, state: &str, live: Option<Live<'_>>, message: Option<String>) {
+        let now = unix_now();
+        let prev = self.store.get_server(name).await.ok().flatten();
+        let started = if state == "starting" { Some(now) } else { prev.and_then(|p| p.started) };
+        let rec = ServerRecord {
+            username: name.to_string(),
+            state: state.to_string(),
+            pid: live.as_ref().map(|l| i64::from(l.pid)),
+            port: live.as_ref().and_then(|l| match l.endpoint {
+                Endpoint::Tcp(port) => Some(i64::from(*port)),
+                Endpoint::Unix(_) => None,
+            }),
+            socket: live.as_ref().and_then(|l| match l.endpoint {
+                Endpoint::Tcp(_) => None,
+                Endpoint::Unix(path) => Some(path.to_string_lossy().into_owned()),
+            }),
+            started,
+            stopped: matches!(state, "stopped" | "failed").then_some(now),
+            message,
+            token: live.as_ref().map(|l| l.token.to_string()),
+            pid_start: live.as_ref().and_then(|l| l.start_ticks),
+            uid: live.as_ref().map(|l| i64::from(l.owner.uid)),
+            gid: live.as_ref().map(|l| i64::from(l.owner.gid)),
+        };
+        if let Err(e) = self.store.put_server(&rec).await {
+            tracing::error!(user = %name, error = %e, "could not record the server's state");
+        }
+    }
+}
+
+/// What the database needs to find a live server again.
+struct Live<'a> {
+    pid: u32,
+    endpoint: &'a Endpoint,
+    token: &'a str,
+    start_ticks: Option<i64>,
+    owner: &'a TicketOwner,
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is
+/// started with `port_retries=0`, so a race shows as a failed spawn, never a wrong port.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// If `path` is larger than `max` bytes, copies it to `<path>.1` (replacing an older one) and
+/// truncates it, so at most about 2 × `max` bytes are kept. The server keeps writing through
+/// its own `O_APPEND` descriptor, which survives hub restarts; lines written between the copy
+/// and the truncation are lost (logrotate's `copytruncate` has the same window). Returns
+/// whether it rotated.
+pub fn rotate_log(path: &Path, max: u64) -> std::io::Result<bool> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= max {
+        return Ok(false);
+    }
+    let old = PathBuf::from(format!("{}.1", path.display()));
+    std::fs::copy(path, &old)?;
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of a log file (at most the last 8 KiB), or "".
+pub fn log_tail(path: &Path) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_token_carries_its_header_and_never_shows_it() {
+        let t = ServerToken::new("0123abcd").expect("hex fits a header");
+        assert_eq!(t.as_str(), "0123abcd");
+        assert_eq!(t.authorization(), "token 0123abcd");
+        assert!(t.authorization().is_sensitive());
+        let shown = format!(
+            "{t:?} {:?}",
+            ServerState::Running {
+                endpoint: Endpoint::Tcp(1),
+                token: t.clone(),
+                pid: 1,
+                owner: TicketOwner { username: "ann".into(), uid: 1000, gid: 1000 },
+            }
+        );
+        assert!(!shown.contains("0123abcd"), "{shown}");
+        // A token read back from a damaged database row cannot become a header.
+        assert!(ServerToken::new("abc\ndef").is_none());
+        assert!(ServerToken::new("abc\u{7f}").is_none());
+        assert_eq!(ServerToken::new("abc"), ServerToken::new("abc"));
+        assert_ne!(ServerToken::new("abc"), ServerToken::new("abd"));
+    }
+
+    #[test]
+    fn endpoint_urls_are_the_ones_jupyter_server_prints() {
+        assert_eq!(Endpoint::Tcp(8888).url(), "http://127.0.0.1:8888");
+        // jupyter_server.utils.urlencode_unix_socket_path("/var/lib/hub/sockets/a-b_c/server.sock")
+        let unix = Endpoint::Unix(Arc::from(Path::new("/var/lib/hub/sockets/a-b_c/server.sock")));
+        assert_eq!(unix.url(), "http+unix://%2Fvar%2Flib%2Fhub%2Fsockets%2Fa-b_c%2Fserver.sock");
+    }
+
+    #[test]
+    fn log_rotates_past_its_cap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.log");
+        assert!(!rotate_log(&p, 10).expect("missing is fine"));
+        std::fs::write(&p, "0123456789").expect("write");
+        assert!(!rotate_log(&p, 10).expect("at the cap"));
+        // A writer with O_APPEND, as the server has, keeps writing at the new end.
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        std::io::Write::write_all(&mut w, b"AB").expect("write");
+        assert!(rotate_log(&p, 10).expect("over the cap"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("x.log.1")).expect("old"), "0123456789AB");
+        std::io::Write::write_all(&mut w, b"new").expect("write");
+        assert_eq!(std::fs::read_to_string(&p).expect("current"), "new");
+    }
+
+    #[test]
+    fn log_tail_keeps_last_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).expect("write");
+        let tail = log_tail(&p);
+        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
+        assert!(tail.ends_with("line 99"));
+        assert_eq!(log_tail(&dir.path().join("missing")), "");
+    }
+}

@@ -1,0 +1,1115 @@
+//! The REST API under `/hub/api`, following JupyterHub's published REST API (the OpenAPI 3.1
+//! document `docs/source/_static/rest-api.yml` of JupyterHub 6): the same paths, methods, JSON
+//! shapes and status codes, errors as `{"status": N, "message": "..."}`, and pagination with
+//! `offset`/`limit` (the `{"items", "_pagination"}` form when the request accepts
+//! `application/jupyterhub-pagination+json`).
+//!
+//! Callers authenticate with `Authorization: token <T>` or `Authorization: Bearer <T>` (a
+//! user's API token, or a service token from `[[services]]`), or with the hub's session cookie
+//! (state-changing requests then also need the session's XSRF token in `X-XSRFToken` and an
+//! `Origin` from `[hub] public_urls`). What a caller may do is decided by [`scopes`].
+//! Hub-specific information, the Kerberos ticket state, is in the extra user-model field
+//! `kerberos`.
+
+pub mod tokens;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::web::AppState;
+use hub_core::LinuxUser;
+use hub_core::scopes::ScopeSet;
+use hub_core::unix_now;
+use hub_core::user::LookupError;
+use hub_servers::servers::ServerState;
+use hub_store::{GroupRecord, TokenRecord, UserRecord};
+
+/// The JupyterHub release whose REST API this follows; `GET /hub/api/` reports it as
+/// `version` so that clients which check it (e.g. for the `state` filter, added in 1.3) work.
+pub const JUPYTERHUB_API_VERSION: &str = "6.0.0";
+
+/// Longest a spawn or stop request waits before answering 202 (JupyterHub's
+/// `slow_spawn_timeout` and `slow_stop_timeout` are both 10 seconds).
+const SLOW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Media type that asks for the paginated list form.
+const PAGINATION_MEDIA_TYPE: &str = "application/jupyterhub-pagination+json";
+
+/// An API error: answered as `{"status": N, "message": "..."}` with status N.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and, where there is one, the fix.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, what)
+    }
+    fn forbidden(scope: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, format!("Action is not authorized with current scopes; requires {scope}"))
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "REST API request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "the hub could not complete the request; see the hub's log")
+    }
+}
+
+impl From<hub_store::StoreError> for ApiError {
+    fn from(e: hub_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"status": self.status.as_u16(), "message": self.message}))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A hub user (by token or session).
+    User {
+        /// User name.
+        name: String,
+        /// Whether they are an admin now.
+        admin: bool,
+    },
+    /// A `[[services]]` entry.
+    Service {
+        /// Service name.
+        name: String,
+    },
+}
+
+/// An authenticated caller and what it may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub identity: Identity,
+    /// Effective scopes (a token's own scopes within its owner's rights).
+    pub scopes: ScopeSet,
+    /// `"a<id>"` of the user token used, if any.
+    pub token_id: Option<String>,
+    /// The session id, for cookie-authenticated requests.
+    pub session_id: Option<String>,
+}
+
+impl Caller {
+    fn require(&self, scope: &str, user: Option<&str>) -> Result<(), ApiError> {
+        if self.scopes.allows(scope, user) {
+            return Ok(());
+        }
+        // A caller that may see the user but not do this gets 403; one that may not even see
+        // the user gets 404, as JupyterHub answers, so names do not leak.
+        match user {
+            Some(u) if !self.may_see(u) => Err(ApiError::not_found(format!("No such user: {u}"))),
+            Some(u) => Err(ApiError::forbidden(&format!("{scope}!user={u}"))),
+            None => Err(ApiError::forbidden(scope)),
+        }
+    }
+
+    fn may_see(&self, user: &str) -> bool {
+        ["read:users:name", "list:users", "read:users:activity", "read:servers", "read:tokens", "users:activity"]
+            .iter()
+            .any(|s| self.scopes.allows(s, Some(user)))
+    }
+}
+
+/// Authenticates an API request: a token in `Authorization`, else the session cookie (with
+/// the XSRF and origin checks for state-changing methods). Errors are 403, as JupyterHub's.
+pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the Authorization header must be `token <API token>` or `Bearer <API token>`",
+                )
+            })?;
+        return tokens::caller_for_token(app, token).await;
+    }
+    let Some(session) = crate::web::session_of(app, headers).await else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Missing or invalid credentials: send `Authorization: token <API token>` (create one with POST /hub/api/users/<name>/tokens)",
+        ));
+    };
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if !crate::web::origin_allowed(app, headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "cross-origin request refused: the Origin must be one of [hub] public_urls ({})",
+                    app.config.hub.public_origins.join(", ")
+                ),
+            ));
+        }
+        let sent = headers.get("x-xsrftoken").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !app.sessions.check_xsrf(&session, sent) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "XSRF check failed: a cookie-authenticated request that changes state needs the session's XSRF token in X-XSRFToken",
+            ));
+        }
+    }
+    let admin = crate::web::is_admin_name(app, &session.username).await;
+    Ok(Caller {
+        scopes: ScopeSet::for_user(&session.username, admin),
+        identity: Identity::User { name: session.username.clone(), admin },
+        token_id: None,
+        session_id: Some(session.id.clone()),
+    })
+}
+
+/// Answers a request that carries a body (a POST, PATCH, PUT or DELETE with content) with
+/// [`authenticate`]'s error before any of the body is read, and closes its connection; an
+/// authenticated one goes on. So an unauthenticated client cannot make the hub receive or
+/// hold a body (bodies are read by the handlers, which run after this).
+async fn credentials_before_body(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !hyper::body::Body::is_end_stream(req.body())
+        && let Err(e) = authenticate(&app, req.method(), req.headers()).await
+    {
+        tracing::info!(method = %req.method(), path = %req.uri().path(), "refused an unauthenticated request body unread");
+        let mut r = e.into_response();
+        r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(req).await
+}
+
+/// The API's routes, relative to `/hub/api`.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/info", get(info))
+        .route("/health", get(health))
+        .route("/user", get(current_user))
+        .route("/users", get(list_users).post(create_users))
+        .route("/users/{name}", get(get_user).post(create_user).patch(patch_user).delete(delete_user))
+        .route("/users/{name}/server", axum::routing::post(start_server).delete(stop_server))
+        .route("/users/{name}/server/progress", get(progress))
+        .route("/users/{name}/activity", axum::routing::post(user_activity))
+        .route("/users/{name}/tokens", get(tokens::list).post(tokens::create))
+        .route("/users/{name}/tokens/{id}", get(tokens::get_one).delete(tokens::delete))
+        .route("/groups", get(list_groups))
+        .route("/groups/{name}", get(get_group).post(create_group).delete(delete_group))
+        .route("/groups/{name}/users", axum::routing::post(add_group_users).delete(remove_group_users))
+        .route("/proxy", get(proxy_routes))
+        .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Gives every API error JupyterHub's `{"status", "message"}` body, including the ones axum
+/// answers before a handler runs (a query string or path segment that cannot be decoded, a
+/// body over the size limit, a method the route does not have), which come as plain text.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_string();
+    }
+    let mut out = ApiError::new(status, message).into_response();
+    // Keep headers such as Allow (405) and Retry-After.
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Parses a JSON request body into `T`; an empty body counts as `{}`. Errors are 400 with
+/// serde's description of what is wrong.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad(format!("the request body is not valid JSON for this endpoint: {e}")))
+}
+
+/// RFC 3339 UTC with seconds, as JupyterHub's timestamps (`2026-11-21T14:32:05Z`).
+pub fn iso(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)).to_string()
+}
+
+fn iso_opt(unix: Option<i64>) -> Value {
+    unix.filter(|t| *t > 0).map_or(Value::Null, |t| Value::String(iso(t)))
+}
+
+/// Parses an RFC 3339 timestamp (any offset) into unix seconds.
+fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp()).map_err(
+        |e| ApiError::bad(format!("{field}: {s:?} is not an RFC 3339 timestamp such as 2026-11-21T14:32:05Z ({e})")),
+    )
+}
+
+// ---- pagination ----------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    offset: Option<String>,
+    limit: Option<String>,
+    state: Option<String>,
+    include_stopped_servers: Option<String>,
+    name_filter: Option<String>,
+    sort: Option<String>,
+}
+
+fn parse_count(name: &str, v: &Option<String>) -> Result<Option<usize>, ApiError> {
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| ApiError::bad(format!("{name} must be a whole number of 0 or more, not {s:?}"))),
+    }
+}
+
+/// `(offset, limit)` of the requested page: `limit` defaults to `[api] page_default_limit`
+/// and is clamped to 1..=`page_max_limit`, as JupyterHub does.
+fn page_bounds(app: &AppState, q: &ListQuery) -> Result<(usize, usize), ApiError> {
+    let offset = parse_count("offset", &q.offset)?.unwrap_or(0);
+    let limit = parse_count("limit", &q.limit)?
+        .unwrap_or(app.config.api.page_default_limit)
+        .clamp(1, app.config.api.page_max_limit);
+    Ok((offset, limit))
+}
+
+/// Wraps `page` (the items at [`page_bounds`] out of `total`) the way the request asked for.
+fn paginate(
+    app: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    q: &ListQuery,
+    total: usize,
+    page: Vec<Value>,
+) -> ApiResult {
+    let (offset, limit) = page_bounds(app, q)?;
+    let wants_pages =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(PAGINATION_MEDIA_TYPE));
+    if !wants_pages {
+        return Ok(axum::Json(Value::Array(page)).into_response());
+    }
+    let next = if offset + limit < total {
+        let mut query: Vec<(String, String)> = vec![];
+        for (k, v) in [("state", &q.state), ("name_filter", &q.name_filter), ("sort", &q.sort)] {
+            if let Some(v) = v {
+                query.push((k.to_string(), v.clone()));
+            }
+        }
+        if q.include_stopped_servers.is_some() {
+            query.push(("include_stopped_servers".into(), String::new()));
+        }
+        query.push(("offset".into(), (offset + limit).to_string()));
+        query.push(("limit".into(), limit.to_string()));
+        let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", hub_core::percent_encode(v))).collect();
+        json!({"offset": offset + limit, "limit": limit, "url": format!("{}{path}?{}", public_base(app, headers), qs.join("&"))})
+    } else {
+        Value::Null
+    };
+    let body = json!({"items": page, "_pagination": {"offset": offset, "limit": limit, "total": total, "next": next}});
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(PAGINATION_MEDIA_TYPE));
+    Ok(r)
+}
+
+/// The origin a client reached the hub by, if it is one of `[hub] public_urls` (an absolute
+/// `next.url` must work for the client that follows it), else the first public URL.
+fn public_base(app: &AppState, headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    app.config
+        .hub
+        .public_origins
+        .iter()
+        .find(|o| o.split_once("://").is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)))
+        .cloned()
+        .unwrap_or_else(|| app.config.hub.public_url.trim_end_matches('/').to_string())
+}
+
+// ---- models --------------------------------------------------------------------------------
+
+/// JupyterHub's `pending` for a state: `"spawn"`, `"stop"` or null.
+fn pending_of(st: &ServerState) -> Value {
+    match st {
+        ServerState::Starting { .. } => json!("spawn"),
+        ServerState::Stopping => json!("stop"),
+        _ => Value::Null,
+    }
+}
+
+/// The `Server` model of `name`'s default server, or `None` when it is not active (and
+/// stopped servers were not asked for).
+fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Value> {
+    let (st, since, activity) = app.servers.snapshot(name);
+    let active = matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
+    if !active && !include_stopped {
+        return None;
+    }
+    let url = format!("/user/{name}/");
+    let progress_url = format!("/hub/api/users/{name}/server/progress");
+    let full = |p: &str| format!("{}{p}", app.config.hub.public_url.trim_end_matches('/'));
+    let mut m = json!({
+        "name": "",
+        "display_name": "",
+        "ready": matches!(st, ServerState::Running { .. }),
+        "stopped": !active,
+        "pending": pending_of(&st),
+        "url": url,
+        "progress_url": progress_url,
+        "full_url": full(&url),
+        "full_progress_url": full(&progress_url),
+        "started": iso_opt(Some(since).filter(|_| active)),
+        "last_activity": iso_opt(Some(activity.max(since))),
+        "state": null,
+        "user_options": {},
+        "hub_state": st.name(),
+    });
+    if let ServerState::Failed { message, .. } | ServerState::Stopped { message: Some(message) } = &st {
+        m["hub_message"] = json!(message);
+    }
+    Some(m)
+}
+
+/// The `User` model of `u` as `caller` may see it: `name` always; `admin`, `roles`, `groups`,
+/// `created` and the hub's `kerberos` field with `read:users`; `last_activity` with
+/// `read:users:activity`; `server`, `pending` and `servers` with `read:servers`.
+async fn user_model(app: &AppState, u: &UserRecord, caller: &Caller, include_stopped: bool) -> Value {
+    let name = u.name.as_str();
+    let mut m = json!({"kind": "user", "name": name});
+    let admin = u.admin || app.config.auth.admin_users.iter().any(|a| a == name);
+    let (st, _, activity) = app.servers.snapshot(name);
+    if caller.scopes.allows("read:users", Some(name)) {
+        m["admin"] = json!(admin);
+        m["roles"] = if admin { json!(["admin", "user"]) } else { json!(["user"]) };
+        m["groups"] = json!(u.groups);
+        m["created"] = json!(iso(u.created));
+        m["user_info"] = json!({});
+        m["auth_state"] = Value::Null;
+        m["kerberos"] = kerberos_model(app, name);
+    }
+    if caller.scopes.allows("read:users:activity", Some(name)) {
+        m["last_activity"] = iso_opt(Some(u.last_activity.unwrap_or(0).max(activity)));
+    }
+    if caller.scopes.allows("read:servers", Some(name)) {
+        let server = server_model(app, name, include_stopped);
+        m["server"] =
+            if matches!(st, ServerState::Running { .. }) { json!(format!("/user/{name}/")) } else { Value::Null };
+        m["pending"] = pending_of(&st);
+        m["servers"] = match server {
+            Some(s) => json!({"": s}),
+            None => json!({}),
+        };
+    }
+    m
+}
+
+/// The hub-specific `kerberos` field: the ticket state the renewer last saw (times in RFC
+/// 3339), or null when the hub has not handled a ticket for the user.
+fn kerberos_model(app: &AppState, name: &str) -> Value {
+    match app.renewer.status(name) {
+        None => Value::Null,
+        Some(t) => json!({
+            "principal": t.principal,
+            "valid_from": iso_opt(t.valid_from),
+            "valid_until": iso_opt(t.valid_until),
+            "renew_until": iso_opt(t.renew_until),
+            "last_renewal": iso_opt(t.last_success),
+            "next_renewal": iso_opt(t.next_renewal),
+            "last_error": t.last_error,
+            "consecutive_failures": t.consecutive_failures,
+            "from_login": t.from_login,
+        }),
+    }
+}
+
+fn group_model(g: &GroupRecord) -> Value {
+    json!({"kind": "group", "name": g.name, "users": g.users, "properties": {}, "roles": []})
+}
+
+async fn user_or_404(app: &AppState, name: &str) -> Result<UserRecord, ApiError> {
+    app.store.get_user(name).await?.ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
+}
+
+// ---- hub -----------------------------------------------------------------------------------
+
+/// `GET /hub/api/`: the JupyterHub version this API follows (no authentication, as in JupyterHub).
+pub async fn root() -> Response {
+    axum::Json(json!({"version": JUPYTERHUB_API_VERSION, "hub_version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn info(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("read:hub", None)?;
+    let auth = match app.config.auth.method {
+        hub_config::AuthMethod::Pam => "pam",
+        hub_config::AuthMethod::Kerberos => "kerberos",
+    };
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "version": JUPYTERHUB_API_VERSION,
+        "hub_version": env!("CARGO_PKG_VERSION"),
+        "python": "",
+        "sys_executable": exe,
+        "authenticator": {"class": format!("hub.auth.{auth}"), "version": env!("CARGO_PKG_VERSION"), "spnego": app.config.auth.spnego},
+        "spawner": {"class": "hub.spawner.local", "version": env!("CARGO_PKG_VERSION")},
+        "kerberos": {"enabled": app.config.kerberos.enabled, "realm": app.config.kerberos.realm},
+    }))
+    .into_response())
+}
+
+/// `GET /hub/api/health`: 200 `{"status": "ok"}` when the database answers, else 503.
+async fn health(State(app): State<AppState>) -> ApiResult {
+    match app.store.get_user("").await {
+        Ok(_) => Ok(axum::Json(json!({"status": "ok"})).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: the database does not answer");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the hub's database does not answer"))
+        }
+    }
+}
+
+async fn current_user(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    let mut m = match &caller.identity {
+        Identity::User { name, .. } => {
+            let u = user_or_404(&app, name).await?;
+            user_model(&app, &u, &caller, false).await
+        }
+        Identity::Service { name } => json!({"kind": "service", "name": name, "admin": false, "roles": []}),
+    };
+    m["scopes"] = json!(caller.scopes.strings());
+    m["session_id"] = json!(caller.session_id);
+    m["token_id"] = json!(caller.token_id);
+    Ok(axum::Json(m).into_response())
+}
+
+// ---- users ---------------------------------------------------------------------------------
+
+async fn list_users(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    if !caller.scopes.has_any("list:users") {
+        return Err(ApiError::forbidden("list:users"));
+    }
+    let state = q.state.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = state.filter(|s| !["active", "ready", "inactive"].contains(s)) {
+        return Err(ApiError::bad(format!("state must be one of active, ready, inactive; not {s:?}")));
+    }
+    let needle = q.name_filter.as_deref().unwrap_or_default().to_lowercase();
+    let sort = q.sort.as_deref().unwrap_or("id");
+    // The common case (no state filter, sorted by name, a caller who may list everyone: an
+    // admin, idle-culler): the database pages, so each page costs O(limit).
+    if state.is_none() && ["id", "name", "-id", "-name"].contains(&sort) && caller.scopes.allows("list:users", None) {
+        let (offset, limit) = page_bounds(&app, &q)?;
+        let (users, total) = app.store.users_page(&needle, sort.starts_with('-'), offset as i64, limit as i64).await?;
+        let mut page = Vec::with_capacity(users.len());
+        for u in &users {
+            page.push(user_model(&app, u, &caller, q.include_stopped_servers.is_some()).await);
+        }
+        return paginate(&app, &headers, "/hub/api/users", &q, usize::try_from(total).unwrap_or(0), page);
+    }
+    let mut users: Vec<UserRecord> = app
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| caller.scopes.allows("list:users", Some(&u.name)))
+        .filter(|u| needle.is_empty() || u.name.contains(&needle))
+        .filter(|u| {
+            let st = app.servers.snapshot(&u.name).0;
+            let active =
+                matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
+            match state {
+                Some("ready") => matches!(st, ServerState::Running { .. }),
+                Some("active") => active,
+                Some("inactive") => !active,
+                _ => true,
+            }
+        })
+        .collect();
+    match sort {
+        "id" | "name" => {}
+        "-id" | "-name" => users.reverse(),
+        s @ ("last_activity" | "-last_activity") => {
+            let key = |u: &UserRecord| u.last_activity.unwrap_or(0).max(app.servers.snapshot(&u.name).2);
+            users.sort_by_key(key);
+            if s.starts_with('-') {
+                users.reverse();
+            }
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "sort must be id, name or last_activity (with - for descending), not {other:?}"
+            )));
+        }
+    }
+    let stopped = q.include_stopped_servers.is_some();
+    // Models only for the page: cheap with many users.
+    let (offset, limit) = page_bounds(&app, &q)?;
+    let mut page = Vec::new();
+    for u in users.iter().skip(offset).take(limit) {
+        page.push(user_model(&app, u, &caller, stopped).await);
+    }
+    paginate(&app, &headers, "/hub/api/users", &q, users.len(), page)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUsers {
+    usernames: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Checks a name for a new hub user: a valid, normalised user name with a Linux account (the
+/// hub runs each user's server under their account).
+async fn new_user_name(raw: &str) -> Result<String, ApiError> {
+    let name = hub_core::user::normalize_username(raw).map_err(|e| ApiError::bad(format!("{raw:?}: {e}")))?;
+    if name != raw {
+        return Err(ApiError::bad(format!("{raw:?} is not in normal form; use {name:?}")));
+    }
+    match LinuxUser::lookup_async(&name).await {
+        Ok(_) => Ok(name),
+        Err(LookupError::NoSuchUser(_)) => Err(ApiError::bad(format!(
+            "there is no Linux account named {name:?}; create it first (the hub runs each user's server under their own account)"
+        ))),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn create_users(State(app): State<AppState>, method: Method, headers: HeaderMap, raw: Bytes) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("admin:users", None)?;
+    let req: CreateUsers = body(&raw)?;
+    if req.usernames.is_empty() {
+        return Err(ApiError::bad("usernames is empty: list at least one user name"));
+    }
+    let mut names = Vec::new();
+    for raw_name in &req.usernames {
+        let n = new_user_name(raw_name).await?;
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let now = unix_now();
+    let created = app.store.create_users(&names, req.admin, now).await?;
+    if created.is_empty() {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("All {} users already exist", names.len())));
+    }
+    let mut out = Vec::with_capacity(created.len());
+    for n in created {
+        tracing::info!(user = %n, admin = req.admin, by = %caller_name(&caller), "user created through the API");
+        let u = UserRecord { name: n, admin: req.admin, created: now, last_activity: None, groups: Vec::new() };
+        out.push(user_model(&app, &u, &caller, false).await);
+    }
+    Ok((StatusCode::CREATED, axum::Json(Value::Array(out))).into_response())
+}
+
+fn caller_name(c: &Caller) -> String {
+    match &c.identity {
+        Identity::User { name, .. } => name.clone(),
+        Identity::Service { name } => format!("service:{name}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct StoppedQuery {
+    include_stopped_servers: Option<String>,
+}
+
+async fn get_user(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<StoppedQuery>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    if !caller.may_see(&name) {
+        return Err(ApiError::not_found(format!("No such user: {name}")));
+    }
+    let u = user_or_404(&app, &name).await?;
+    Ok(axum::Json(user_model(&app, &u, &caller, q.include_stopped_servers.is_some()).await).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_user(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("admin:users", None)?;
+    let req: CreateUser = body(&raw)?;
+    let name = new_user_name(&name).await?;
+    if !app.store.create_user(&name, req.admin, unix_now()).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("User {name} already exists")));
+    }
+    tracing::info!(user = %name, admin = req.admin, by = %caller_name(&caller), "user created through the API");
+    let u = user_or_404(&app, &name).await?;
+    Ok((StatusCode::CREATED, axum::Json(user_model(&app, &u, &caller, false).await)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    name: Option<String>,
+    admin: Option<bool>,
+}
+
+async fn patch_user(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("admin:users", Some(&name))?;
+    let req: PatchUser = body(&raw)?;
+    if req.name.is_none() && req.admin.is_none() {
+        return Err(ApiError::bad("give at least one of name or admin"));
+    }
+    user_or_404(&app, &name).await?;
+    if req.name.as_ref().is_some_and(|n| n != &name) {
+        return Err(ApiError::bad(
+            "renaming a user is not supported: a hub user is a Linux account; create the new user instead",
+        ));
+    }
+    if let Some(admin) = req.admin {
+        app.store.set_admin(&name, admin).await?;
+        if !admin && app.config.auth.admin_users.contains(&name) {
+            tracing::warn!(user = %name, "admin flag cleared, but [auth] admin_users still lists the user");
+        }
+        tracing::info!(user = %name, admin, by = %caller_name(&caller), "admin flag changed through the API");
+    }
+    let u = user_or_404(&app, &name).await?;
+    Ok(axum::Json(user_model(&app, &u, &caller, false).await).into_response())
+}
+
+async fn delete_user(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("delete:users", Some(&name))?;
+    user_or_404(&app, &name).await?;
+    if let Identity::User { name: me, .. } = &caller.identity
+        && me == &name
+    {
+        return Err(ApiError::bad("you cannot delete yourself"));
+    }
+    let st = app.servers.snapshot(&name).0;
+    if !matches!(st, ServerState::Stopped { .. } | ServerState::Failed { .. }) {
+        match LinuxUser::lookup_async(&name).await {
+            Ok(u) => app.servers.stop(&u).await,
+            Err(e) => return Err(ApiError::internal(format!("cannot stop {name}'s server: {e}"))),
+        }
+    }
+    if let Ok(u) = LinuxUser::lookup_async(&name).await {
+        app.renewer.deactivate(&hub_core::TicketOwner { username: name.clone(), uid: u.uid, gid: u.gid });
+    }
+    // Every session and token goes with the user (the store's cascade), and the memory caches
+    // with them, so a cookie of the deleted user opens nothing from now on; the second purge
+    // catches a session a login made in between.
+    let revoked = app.sessions.revoke_all(&name).await?;
+    app.store.delete_user(&name).await?;
+    app.sessions.revoke_all(&name).await?;
+    // The record is gone either way; files left behind are the hub's own and harmless, so a
+    // failure here is logged rather than answered.
+    if let Err(e) = app.servers.remove_user_files(&name).await {
+        tracing::warn!(user = %name, error = %e, "could not remove the deleted user's socket directory or kernelspecs");
+    }
+    tracing::info!(user = %name, by = %caller_name(&caller), revoked_sessions = revoked, "user deleted through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- servers -------------------------------------------------------------------------------
+
+async fn start_server(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("servers", Some(&name))?;
+    let _options: serde_json::Map<String, Value> = body(&raw)?;
+    user_or_404(&app, &name).await?;
+    match app.servers.snapshot(&name).0 {
+        ServerState::Starting { .. } => return Ok(StatusCode::ACCEPTED.into_response()),
+        ServerState::Running { .. } => return Err(ApiError::bad(format!("{name}'s server is already running"))),
+        ServerState::Stopping => return Err(ApiError::bad(format!("{name}'s server is pending stop"))),
+        _ => {}
+    }
+    let user = match LinuxUser::lookup_async(&name).await {
+        Ok(u) => u,
+        Err(LookupError::NoSuchUser(_)) => {
+            return Err(ApiError::bad(format!("there is no Linux account named {name:?}; the server cannot start")));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let mut rx = app.servers.subscribe(&name);
+    if let Err(refused) = app.servers.start(user) {
+        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, refused.retry_after().into());
+        return Ok(r);
+    }
+    tracing::info!(user = %name, by = %caller_name(&caller), "server start requested through the API");
+    let outcome = tokio::time::timeout(SLOW_TIMEOUT, async {
+        loop {
+            let st = rx.borrow_and_update().clone();
+            match st {
+                ServerState::Running { .. } | ServerState::Failed { .. } | ServerState::Stopped { .. } => return st,
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return ServerState::Stopped { message: None };
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Err(_) => Ok(StatusCode::ACCEPTED.into_response()),
+        Ok(ServerState::Running { .. }) => Ok(StatusCode::CREATED.into_response()),
+        Ok(ServerState::Failed { message, .. }) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("Spawn failed: {message}")))
+        }
+        Ok(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the server stopped while it was starting")),
+    }
+}
+
+async fn stop_server(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("delete:servers", Some(&name))?;
+    user_or_404(&app, &name).await?;
+    match app.servers.snapshot(&name).0 {
+        ServerState::Stopping => return Ok(StatusCode::ACCEPTED.into_response()),
+        ServerState::Stopped { .. } | ServerState::Failed { .. } => {
+            return Err(ApiError::bad(format!("{name}'s server is not running")));
+        }
+        _ => {}
+    }
+    let user = LinuxUser::lookup_async(&name).await.map_err(ApiError::internal)?;
+    tracing::info!(user = %name, by = %caller_name(&caller), "server stop requested through the API");
+    let servers = app.servers.clone();
+    let stopping = tokio::spawn(async move { servers.stop(&user).await });
+    match tokio::time::timeout(SLOW_TIMEOUT, stopping).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(_) => Ok(StatusCode::ACCEPTED.into_response()),
+    }
+}
+
+/// Spawn progress as server-sent events in JupyterHub's format (see
+/// [`crate::web::progress_stream`]); needs `read:servers` for the user.
+async fn progress(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("read:servers", Some(&name))?;
+    let url = format!("/user/{name}/");
+    let rx = app.servers.subscribe(&name);
+    let mut closing = app.closing.subscribe();
+    let stream = futures_util::StreamExt::take_until(crate::web::progress_stream(rx, url), async move {
+        let _ = closing.wait_for(|c| *c).await;
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activity {
+    last_activity: Option<String>,
+    #[serde(default)]
+    servers: std::collections::BTreeMap<String, ServerActivity>,
+}
+
+#[derive(Deserialize)]
+struct ServerActivity {
+    last_activity: String,
+}
+
+async fn user_activity(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("users:activity", Some(&name))?;
+    let req: Activity = body(&raw)?;
+    user_or_404(&app, &name).await?;
+    let now = unix_now();
+    let mut latest = match &req.last_activity {
+        Some(t) => Some(parse_time("last_activity", t)?),
+        None => None,
+    };
+    for (server, a) in &req.servers {
+        if !server.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "{name} has no server named {server:?}; this hub has only the default server \"\""
+            )));
+        }
+        let t = parse_time("servers[\"\"].last_activity", &a.last_activity)?;
+        // Activity from the future is clamped to now, as JupyterHub does.
+        app.servers.note_activity(&name, t.min(now));
+        latest = Some(latest.map_or(t, |l| l.max(t)));
+    }
+    if let Some(t) = latest {
+        app.store.record_activity(&[(name.clone(), t.min(now))]).await?;
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+// ---- groups --------------------------------------------------------------------------------
+
+fn valid_group_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::bad("a group name is 1-255 characters with no '/' or control characters"));
+    }
+    Ok(())
+}
+
+async fn group_or_404(app: &AppState, name: &str) -> Result<GroupRecord, ApiError> {
+    app.store
+        .list_groups()
+        .await?
+        .into_iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("No such group: {name}")))
+}
+
+async fn list_groups(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("list:groups", None)?;
+    let groups = app.store.list_groups().await?;
+    let (offset, limit) = page_bounds(&app, &q)?;
+    let page = groups.iter().skip(offset).take(limit).map(group_model).collect();
+    paginate(&app, &headers, "/hub/api/groups", &q, groups.len(), page)
+}
+
+async fn get_group(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("read:groups", None)?;
+    Ok(axum::Json(group_model(&group_or_404(&app, &name).await?)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupUsers {
+    #[serde(default)]
+    users: Vec<String>,
+}
+
+/// Checks that every name is a hub user (400 naming the unknown ones).
+async fn existing_users(app: &AppState, names: &[String]) -> Result<(), ApiError> {
+    let mut missing = Vec::new();
+    for n in names {
+        if app.store.get_user(n).await?.is_none() {
+            missing.push(n.as_str());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!("no such users: {}; create them first", missing.join(", "))))
+    }
+}
+
+async fn create_group(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("admin:groups", None)?;
+    let req: GroupUsers = body(&raw)?;
+    valid_group_name(&name)?;
+    existing_users(&app, &req.users).await?;
+    if !app.store.create_group(&name, &req.users, unix_now()).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("Group {name} already exists")));
+    }
+    tracing::info!(group = %name, by = %caller_name(&caller), "group created through the API");
+    Ok((StatusCode::CREATED, axum::Json(group_model(&group_or_404(&app, &name).await?))).into_response())
+}
+
+async fn delete_group(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("delete:groups", None)?;
+    if !app.store.delete_group(&name).await? {
+        return Err(ApiError::not_found(format!("No such group: {name}")));
+    }
+    tracing::info!(group = %name, by = %caller_name(&caller), "group deleted through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn change_group_users(
+    app: AppState,
+    method: Method,
+    headers: HeaderMap,
+    name: String,
+    raw: Bytes,
+    add: bool,
+) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("groups", None)?;
+    let req: GroupUsers = body(&raw)?;
+    if req.users.is_empty() {
+        return Err(ApiError::bad("users is empty: list at least one user name"));
+    }
+    group_or_404(&app, &name).await?;
+    if add {
+        existing_users(&app, &req.users).await?;
+    }
+    app.store.change_members(&name, &req.users, add).await?;
+    Ok(axum::Json(group_model(&group_or_404(&app, &name).await?)).into_response())
+}
+
+async fn add_group_users(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    change_group_users(app, method, headers, name, raw, true).await
+}
+
+async fn remove_group_users(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    change_group_users(app, method, headers, name, raw, false).await
+}
+
+// ---- proxy ---------------------------------------------------------------------------------
+
+/// The routing table in configurable-http-proxy's shape: the hub at `/`, each running server
+/// at `/user/<name>/` with its target: `http://127.0.0.1:<port>`, or for a server on a Unix
+/// socket `http+unix://<percent-encoded path>` (see [`hub_servers::servers::Endpoint::url`]).
+async fn proxy_routes(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &method, &headers).await?;
+    caller.require("proxy", None)?;
+    let mut table = serde_json::Map::new();
+    table.insert(
+        "/".into(),
+        json!({"routespec": "/", "target": match &app.config.hub.bind {
+            hub_config::Bind::Tcp(a) => format!("http://{a}"),
+            b => b.to_string(),
+        }, "data": {"hub": true}}),
+    );
+    for (name, endpoint) in app.servers.running() {
+        let spec = format!("/user/{name}/");
+        let (_, _, activity) = app.servers.snapshot(&name);
+        table.insert(
+            spec.clone(),
+            json!({"routespec": spec, "target": endpoint.url(),
+                   "data": {"user": name, "server_name": "", "last_activity": iso_opt(Some(activity))}}),
+        );
+    }
+    Ok(axum::Json(Value::Object(table)).into_response())
+}
+
+/// For [`tokens`]: a token's API model (`"a<id>"` ids, RFC 3339 times).
+fn token_model(t: &TokenRecord) -> Value {
+    json!({
+        "id": format!("a{}", t.id),
+        "kind": "api_token",
+        "user": t.username,
+        "roles": [],
+        "scopes": t.scopes,
+        "note": t.note,
+        "created": iso(t.created),
+        "expires_at": iso_opt(t.expires_at),
+        "last_activity": iso_opt(t.last_activity),
+        "session_id": null,
+    })
+}
