@@ -2,7 +2,7 @@
 # Runs every test of the hub, on a fresh Debian 12 machine as root:
 #   bash tests/run.sh
 # Installs what the tests need (scripts/setup.sh: krb5 KDC and tools, PAM headers, a venv
-# with JupyterLab, PostgreSQL), then checks formatting and lints, then the dependencies (cargo
+# with JupyterLab, PostgreSQL), then checks formatting, lints and the crates' dependency rule (tests/layering.py), then the dependencies (cargo
 # deny, tests/supply-chain.sh), then runs the unit and end-to-end
 # tests, then runs the fuzz targets briefly. The end-to-end tests create (and remove) real Linux users, PAM service files and
 # throwaway Kerberos realms on loopback ports. Idempotent.
@@ -14,6 +14,9 @@ bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The dependency rule between the workspace's crates (docs/architecture.md).
+python3 tests/layering.py --self-test
+python3 tests/layering.py
 # Dependencies: RustSec advisories, licenses, bans, sources (deny.toml).
 bash tests/supply-chain.sh
 # A throwaway PostgreSQL cluster (as the unprivileged postgres user, loopback only) for the
