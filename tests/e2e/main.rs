@@ -541,7 +541,7 @@ async fn proxied_requests_write_nothing_to_the_database() {
     hub.wait_ready(&c, &ann.name).await;
     let status_url = hub.url(&format!("/user/{}/api/status", ann.name));
     assert_eq!(c.get(&status_url).send().await.expect("status").status(), 200);
-    let (_, _, activity_before) = hub.state.servers.snapshot(&ann.name);
+    let activity_before = hub.state.servers.snapshot(&ann.name).last_activity;
 
     let db_path = hub.data_dir.path().join("hub.sqlite");
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db_path).read_only(true);
@@ -562,7 +562,7 @@ async fn proxied_requests_write_nothing_to_the_database() {
     assert_eq!(execute(&mut ws, &session, "6*7").await, "42");
     drop(ws);
     assert_eq!(version(&mut db).await, v0, "a proxied request committed to the database");
-    let (_, _, activity_after) = hub.state.servers.snapshot(&ann.name);
+    let activity_after = hub.state.servers.snapshot(&ann.name).last_activity;
     assert!(activity_after >= activity_before && activity_after > 0, "activity is still noted, in memory");
 
     // The probe sees the hub's writes: a second login stores a session row.
@@ -622,13 +622,13 @@ async fn one_browser_connection_reaches_each_users_own_server() {
     let (status, _) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
     assert_eq!(status, 200, "back to ann's server");
 
-    let old_token = hub.state.servers.upstream(&ann.name).expect("ann's server runs").token;
+    let old_token = hub.state.servers.route(&ann.name).expect("ann's server runs").token;
     assert_eq!(hub.post_form(&ca, "/hub/home/stop").await.status(), 303);
     let (status, _) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
     assert_eq!(status, 503, "a stopped server is not proxied");
     hub.login_cookie(&ca, &ann).await;
     hub.wait_ready(&ca, &ann.name).await;
-    let new = hub.state.servers.upstream(&ann.name).expect("ann's server runs again");
+    let new = hub.state.servers.route(&ann.name).expect("ann's server runs again");
     assert_ne!(new.token, old_token, "a new server, with a new token (and a port of its own)");
     let (status, body) = on_connection(&mut sender, &hub, &ann_file, &ann_cookie).await;
     assert_eq!(status, 200, "the same browser connection reaches ann's new server: {body}");

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::splice::{BrowserIo, Slot, Upstream};
+use crate::splice::{BrowserIo, SocketStream, SpliceSlot};
 
 /// The peer address given for connections on the hub's Unix socket (`bind = "unix:PATH"`):
 /// the unspecified address `[::]:0`, which no TCP peer can have. Whoever may connect to that
@@ -49,14 +49,14 @@ impl From<UnixListener> for Listener {
 impl Listener {
     /// The next connection and its peer ([`UNIX_PEER`] on the Unix socket); TCP_NODELAY is
     /// set on a TCP one (small WebSocket frames and response heads must not wait for Nagle).
-    async fn accept(&self) -> std::io::Result<(Upstream, SocketAddr)> {
+    async fn accept(&self) -> std::io::Result<(SocketStream, SocketAddr)> {
         match self {
             Listener::Tcp(l) => {
                 let (tcp, peer) = l.accept().await?;
                 let _ = tcp.set_nodelay(true);
-                Ok((Upstream::Tcp(tcp), peer))
+                Ok((SocketStream::Tcp(tcp), peer))
             }
-            Listener::Unix(l) => Ok((Upstream::Unix(l.accept().await?.0), UNIX_PEER)),
+            Listener::Unix(l) => Ok((SocketStream::Unix(l.accept().await?.0), UNIX_PEER)),
         }
     }
 
@@ -73,7 +73,7 @@ impl Listener {
 }
 
 /// Accepts connections on `listener` and serves each with the service `make(peer, slot)`
-/// returns (`slot`: the connection's [`Slot`] for spliced bodies, shared with its [`BrowserIo`]),
+/// returns (`slot`: the connection's [`SpliceSlot`] for spliced bodies, shared with its [`BrowserIo`]),
 /// until `shutdown` resolves. Then it stops accepting, asks every open connection to finish its
 /// in-flight request and close, and returns once all have closed (callers bound that wait).
 ///
@@ -87,7 +87,7 @@ impl Listener {
 /// (EMFILE, ENFILE, ENOMEM) are logged and retried after 1 s, as `axum::serve` does.
 pub async fn serve<M, S, F>(listener: Listener, header_read_timeout: Duration, mut make: M, shutdown: F)
 where
-    M: FnMut(SocketAddr, Arc<Slot>) -> S,
+    M: FnMut(SocketAddr, Arc<SpliceSlot>) -> S,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
         + Send
         + 'static,
@@ -115,7 +115,7 @@ where
             },
             () = &mut shutdown => break,
         };
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(SpliceSlot::default());
         let io = TokioIo::new(BrowserIo::new(tcp, slot.clone()));
         let conn = builder.serve_connection(io, make(peer, slot)).with_upgrades();
         let mut signal = signal_rx.clone();

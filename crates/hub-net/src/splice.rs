@@ -9,8 +9,8 @@
 //! Only the body is moved, and only for a response the proxy chooses (`proxy.rs`: a GET
 //! without a body, answered with `Content-Length` of at least [`MIN_BODY`] bytes, not 1xx, 204
 //! or 304). For such a response the proxy takes the server's socket back from hyper's client
-//! connection ([`Upstream`], with the bytes hyper had already read), arms the browser
-//! connection's [`Slot`] with a [`Job`], and answers with a [`SpliceBody`]: those bytes, then
+//! connection ([`SocketStream`], with the bytes hyper had already read), arms the browser
+//! connection's [`SpliceSlot`] with a [`Job`], and answers with a [`SpliceBody`]: those bytes, then
 //! placeholder bytes for the rest. Placeholder bytes are slices of one static buffer; hyper's
 //! queued write strategy (forced on with `writev(true)` in `accept.rs`) hands body buffers to
 //! the connection's `poll_write_vectored` without copying them, so [`BrowserIo`] recognises
@@ -19,7 +19,7 @@
 //! error, which closes the browser connection.
 //!
 //! When the whole body has been moved, the server's socket is at a message boundary again and
-//! goes back to the slot ([`Slot::reclaim`]), so the next request on the browser connection
+//! goes back to the slot ([`SpliceSlot::reclaim`]), so the next request on the browser connection
 //! reuses it (HTTP/1.1 keep-alive, RFC 9112 §9.3). If the server closes early, the browser
 //! connection is closed, as when a copied body breaks off: the browser sees a body shorter
 //! than its `Content-Length` (RFC 9112 §6.3).
@@ -67,25 +67,25 @@ fn is_placeholder(b: &[u8]) -> bool {
 /// requests use it, or a browser connection (TCP, or the hub's own Unix socket behind a
 /// reverse proxy).
 #[derive(Debug)]
-pub enum Upstream {
+pub enum SocketStream {
     /// A TCP connection (TCP_NODELAY set).
     Tcp(TcpStream),
     /// A Unix-socket connection.
     Unix(UnixStream),
 }
 
-impl Upstream {
+impl SocketStream {
     /// Moves up to `len` bytes from this socket into the pipe `pipe_w`, waiting for the socket
     /// to be readable. `Ok(0)` means the server closed the connection. The pipe must have room
     /// for `len` bytes (the caller only fills an empty pipe), so `EAGAIN` is the socket's.
     fn poll_splice_into(&self, cx: &mut Context<'_>, pipe_w: RawFd, len: usize) -> Poll<io::Result<usize>> {
         loop {
             let r = match self {
-                Upstream::Tcp(s) => {
+                SocketStream::Tcp(s) => {
                     ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, || splice(s.as_raw_fd(), pipe_w, len))
                 }
-                Upstream::Unix(s) => {
+                SocketStream::Unix(s) => {
                     ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, || splice(s.as_raw_fd(), pipe_w, len))
                 }
@@ -98,17 +98,17 @@ impl Upstream {
     }
 }
 
-impl Upstream {
+impl SocketStream {
     /// Moves up to `len` bytes from the pipe `pipe_r` into this socket, waiting for the socket
     /// to be writable. The pipe holds at least `len` bytes, so `EAGAIN` is the socket's.
     fn poll_splice_from(&self, cx: &mut Context<'_>, pipe_r: RawFd, len: usize) -> Poll<io::Result<usize>> {
         loop {
             let r = match self {
-                Upstream::Tcp(s) => {
+                SocketStream::Tcp(s) => {
                     ready!(s.poll_write_ready(cx))?;
                     s.try_io(Interest::WRITABLE, || splice(pipe_r, s.as_raw_fd(), len))
                 }
-                Upstream::Unix(s) => {
+                SocketStream::Unix(s) => {
                     ready!(s.poll_write_ready(cx))?;
                     s.try_io(Interest::WRITABLE, || splice(pipe_r, s.as_raw_fd(), len))
                 }
@@ -125,8 +125,8 @@ impl Upstream {
     /// sent bytes nobody asked for makes it unusable for a next request.
     fn is_reusable(&self) -> bool {
         let fd = match self {
-            Upstream::Tcp(s) => s.as_raw_fd(),
-            Upstream::Unix(s) => s.as_raw_fd(),
+            SocketStream::Tcp(s) => s.as_raw_fd(),
+            SocketStream::Unix(s) => s.as_raw_fd(),
         };
         let mut byte = 0u8;
         // SAFETY: recv into one live byte on a socket descriptor we hold; MSG_PEEK leaves
@@ -136,20 +136,20 @@ impl Upstream {
     }
 }
 
-impl AsyncRead for Upstream {
+impl AsyncRead for SocketStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            SocketStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            SocketStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Upstream {
+impl AsyncWrite for SocketStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            SocketStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            SocketStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -159,8 +159,8 @@ impl AsyncWrite for Upstream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Upstream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            SocketStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            SocketStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -170,15 +170,15 @@ impl AsyncWrite for Upstream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Unix(s) => Pin::new(s).poll_flush(cx),
+            SocketStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            SocketStream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Upstream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Upstream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            SocketStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            SocketStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -186,7 +186,7 @@ impl AsyncWrite for Upstream {
 /// One response body being moved from a server's socket to the browser's.
 pub struct Job {
     /// Where the body comes from; positioned at the first body byte not yet read.
-    upstream: Upstream,
+    upstream: SocketStream,
     /// The server the socket belongs to, and its token: the socket is reused only for the
     /// same pair.
     endpoint: Endpoint,
@@ -203,14 +203,14 @@ pub struct Job {
 impl Job {
     /// A job for the `len` body bytes still to be read from `upstream`; with `reuse`, the
     /// socket is given back to the slot afterwards.
-    pub fn new(upstream: Upstream, endpoint: Endpoint, token: ServerToken, len: u64, reuse: bool) -> Self {
+    pub fn new(upstream: SocketStream, endpoint: Endpoint, token: ServerToken, len: u64, reuse: bool) -> Self {
         Job { upstream, endpoint, token, unread: len, unwritten: len, reuse }
     }
 }
 
 /// A server connection handed back after its response body was moved whole.
 struct Returned {
-    upstream: Upstream,
+    upstream: SocketStream,
     endpoint: Endpoint,
     token: ServerToken,
 }
@@ -218,7 +218,7 @@ struct Returned {
 /// What the proxy and a browser connection's [`BrowserIo`] share: the armed [`Job`], if any,
 /// and the server connection it gave back. One per browser connection.
 #[derive(Default)]
-pub struct Slot {
+pub struct SpliceSlot {
     state: Mutex<SlotState>,
 }
 
@@ -228,7 +228,7 @@ struct SlotState {
     returned: Option<Returned>,
 }
 
-impl Slot {
+impl SpliceSlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().recover()
     }
@@ -247,13 +247,13 @@ impl Slot {
 
     /// Keeps `upstream`, at a message boundary, for the next request to `endpoint` with
     /// `token`.
-    pub fn give_back(&self, upstream: Upstream, endpoint: Endpoint, token: ServerToken) {
+    pub fn give_back(&self, upstream: SocketStream, endpoint: Endpoint, token: ServerToken) {
         self.lock().returned = Some(Returned { upstream, endpoint, token });
     }
 
     /// The server connection given back after a moved body, if it is to `endpoint` with
-    /// `token` and still usable ([`Upstream::is_reusable`]); any other is closed.
-    pub fn reclaim(&self, endpoint: &Endpoint, token: &ServerToken) -> Option<Upstream> {
+    /// `token` and still usable ([`SocketStream::is_reusable`]); any other is closed.
+    pub fn reclaim(&self, endpoint: &Endpoint, token: &ServerToken) -> Option<SocketStream> {
         let r = self.lock().returned.take()?;
         (r.endpoint == *endpoint && r.token.as_str() == token.as_str() && r.upstream.is_reusable())
             .then_some(r.upstream)
@@ -349,15 +349,15 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 /// A browser connection: the stream hyper's server connection reads and writes, which moves
 /// a spliced body in place of its placeholder bytes (see the module docs).
 pub struct BrowserIo {
-    tcp: Upstream,
-    slot: Arc<Slot>,
+    tcp: SocketStream,
+    slot: Arc<SpliceSlot>,
     /// Made on the connection's first spliced body, then kept (two descriptors).
     pipe: Option<Pipe>,
 }
 
 impl BrowserIo {
     /// Wraps `tcp`; `slot` is the one given to the connection's proxy service.
-    pub fn new(tcp: Upstream, slot: Arc<Slot>) -> Self {
+    pub fn new(tcp: SocketStream, slot: Arc<SpliceSlot>) -> Self {
         BrowserIo { tcp, slot, pipe: None }
     }
 
@@ -466,19 +466,19 @@ mod tests {
         UnixCutShort,
     }
 
-    /// A connected pair: the end the job reads (as an [`Upstream`]) and the end the "server"
+    /// A connected pair: the end the job reads (as an [`SocketStream`]) and the end the "server"
     /// writes.
-    async fn pair(source: Source) -> (Upstream, Box<dyn tokio::io::AsyncWrite + Send + Unpin>) {
+    async fn pair(source: Source) -> (SocketStream, Box<dyn tokio::io::AsyncWrite + Send + Unpin>) {
         match source {
             Source::Unix | Source::UnixCutShort => {
                 let (a, b) = UnixStream::pair().expect("socketpair");
-                (Upstream::Unix(a), Box::new(b))
+                (SocketStream::Unix(a), Box::new(b))
             }
             Source::Tcp => {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let a = TcpStream::connect(l.local_addr().expect("addr")).await.expect("connect");
                 let (b, _) = l.accept().await.expect("accept");
-                (Upstream::Tcp(a), Box::new(b))
+                (SocketStream::Tcp(a), Box::new(b))
             }
         }
     }
@@ -487,10 +487,10 @@ mod tests {
     /// request `GET /<len>` is answered with `len` bytes of [`pattern`]: the first 1000 from
     /// memory (as the proxy's prefix), the rest spliced from a socket that a task fills (and,
     /// for `Source::UnixCutShort`, closes halfway). Returns the hub's address and the slot.
-    async fn serve_one(source: Source) -> (std::net::SocketAddr, Arc<Slot>) {
+    async fn serve_one(source: Source) -> (std::net::SocketAddr, Arc<SpliceSlot>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(SpliceSlot::default());
         let (service_slot, io_slot) = (slot.clone(), slot.clone());
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
@@ -525,7 +525,8 @@ mod tests {
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.writev(true);
-            let _ = builder.serve_connection(TokioIo::new(BrowserIo::new(Upstream::Tcp(tcp), io_slot)), service).await;
+            let _ =
+                builder.serve_connection(TokioIo::new(BrowserIo::new(SocketStream::Tcp(tcp), io_slot)), service).await;
         });
         (addr, slot)
     }
@@ -583,7 +584,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let _peer = TcpStream::connect(l.local_addr().expect("addr")).await.expect("connect");
         let (tcp, _) = l.accept().await.expect("accept");
-        let mut io = BrowserIo::new(Upstream::Tcp(tcp), Arc::new(Slot::default()));
+        let mut io = BrowserIo::new(SocketStream::Tcp(tcp), Arc::new(SpliceSlot::default()));
         let err = io.write(&PLACEHOLDER[..10]).await.expect_err("refused");
         assert!(err.to_string().contains("no spliced body armed"), "{err}");
         assert_eq!(io.write(b"ordinary").await.expect("ordinary bytes are written"), 8);
@@ -591,14 +592,14 @@ mod tests {
 
     #[test]
     fn a_reclaimed_socket_is_for_the_same_server_and_token_only() {
-        let slot = Slot::default();
+        let slot = SpliceSlot::default();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let _guard = rt.enter();
         // An upstream socket and its server's end, kept open unless dropped.
         let up = || {
             let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
             a.set_nonblocking(true).expect("nonblocking");
-            (Upstream::Unix(UnixStream::from_std(a).expect("tokio")), b)
+            (SocketStream::Unix(UnixStream::from_std(a).expect("tokio")), b)
         };
         let (t, other) = (ServerToken::new("t").expect("token"), ServerToken::new("u").expect("token"));
         let (u, _server1) = up();

@@ -68,7 +68,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// dropped). The hub serves HTTP/1.1 only (see `accept.rs`), so requests never overlap here;
 /// if they did, each would take it or open another, and one would be kept.
 ///
-/// With a [`splice::Slot`] (the hub's own accept loop gives every browser connection one),
+/// With a [`splice::SpliceSlot`] (the hub's own accept loop gives every browser connection one),
 /// large response bodies are moved with splice(2) instead of copied (see `splice.rs`); the
 /// server connection then comes back through the slot.
 #[derive(Default)]
@@ -77,12 +77,12 @@ pub struct ConnUpstream {
     /// The browser's address as an `X-Forwarded-For` value, made on the connection's first
     /// request.
     peer_header: std::sync::OnceLock<Option<HeaderValue>>,
-    splice: Option<std::sync::Arc<splice::Slot>>,
+    splice: Option<std::sync::Arc<splice::SpliceSlot>>,
 }
 
 /// The reply to a takeover request: the server connection and the bytes hyper had read from
 /// it but not yet used.
-type Taken = (splice::Upstream, bytes::Bytes);
+type Taken = (splice::SocketStream, bytes::Bytes);
 
 struct Kept {
     endpoint: Endpoint,
@@ -94,7 +94,7 @@ struct Kept {
 
 impl ConnUpstream {
     /// For a browser connection whose responses may be spliced through `slot`.
-    pub fn with_splice(slot: std::sync::Arc<splice::Slot>) -> Self {
+    pub fn with_splice(slot: std::sync::Arc<splice::SpliceSlot>) -> Self {
         ConnUpstream { splice: Some(slot), ..ConnUpstream::default() }
     }
 
@@ -215,7 +215,7 @@ impl ConnUpstream {
     /// could be handed over.
     async fn splice_response(
         &self,
-        slot: &splice::Slot,
+        slot: &splice::SpliceSlot,
         server: (&Endpoint, &ServerToken),
         resp: hyper::Response<hyper::body::Incoming>,
         len: u64,
@@ -270,19 +270,19 @@ impl ConnUpstream {
 /// anything is sent, that its listener runs as `owner` (the server's UID; see `peer.rs`). Every
 /// upstream connection the hub makes (readiness probe, proxied requests, WebSocket tunnels)
 /// comes from here, so no byte, and no token, reaches a squatter or a socket a user linked in.
-pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::Upstream, UpstreamError> {
+pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::SocketStream, UpstreamError> {
     let connect = |source| UpstreamError::Connect { endpoint: endpoint.to_string(), source };
     Ok(match endpoint {
         Endpoint::Tcp(port) => {
             let stream = TcpStream::connect(("127.0.0.1", *port)).await.map_err(connect)?;
             crate::peer::check_tcp(&stream, owner).await?;
             let _ = stream.set_nodelay(true);
-            splice::Upstream::Tcp(stream)
+            splice::SocketStream::Tcp(stream)
         }
         Endpoint::Unix(path) => {
             let stream = UnixStream::connect(path).await.map_err(connect)?;
             crate::peer::check_unix(&stream, owner, &endpoint.to_string())?;
-            splice::Upstream::Unix(stream)
+            splice::SocketStream::Unix(stream)
         }
     })
 }
@@ -291,7 +291,11 @@ pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::Upstream, U
 /// ends are done with it, or until [`Kept::takeover`] asks for the socket back: the task
 /// then stops driving it and replies with the socket and hyper's unused read bytes
 /// (`Connection::into_parts`). Requests on it use the origin form (RFC 9112 §3.2.1).
-async fn attach(upstream: splice::Upstream, endpoint: &Endpoint, token: &ServerToken) -> Result<Kept, UpstreamError> {
+async fn attach(
+    upstream: splice::SocketStream,
+    endpoint: &Endpoint,
+    token: &ServerToken,
+) -> Result<Kept, UpstreamError> {
     let (sender, mut conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
     let (takeover, asked) = tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<Taken>>();
     tokio::spawn(async move {
@@ -441,18 +445,18 @@ async fn tunnel(
     upstream: hyper::upgrade::Upgraded,
     activity: &std::sync::atomic::AtomicI64,
 ) -> std::io::Result<()> {
-    // The upstream connection is ours (hyper::client::conn over TokioIo<Upstream>, see
+    // The upstream connection is ours (hyper::client::conn over TokioIo<SocketStream>, see
     // `connect`), so it can be taken back as that stream, with whatever hyper had already read.
-    let Ok(parts) = upstream.downcast::<TokioIo<splice::Upstream>>() else {
+    let Ok(parts) = upstream.downcast::<TokioIo<splice::SocketStream>>() else {
         return Err(std::io::Error::other("upstream is not a connection the proxy opened"));
     };
     match parts.io.into_inner() {
-        splice::Upstream::Tcp(tcp) => {
+        splice::SocketStream::Tcp(tcp) => {
             let _ = tcp.set_nodelay(true);
             let (r, w) = tcp.into_split();
             pump(client, r, w, parts.read_buf, |r| quickack(r.as_ref()), activity).await
         }
-        splice::Upstream::Unix(unix) => {
+        splice::SocketStream::Unix(unix) => {
             let (r, w) = unix.into_split();
             pump(client, r, w, parts.read_buf, |_| {}, activity).await
         }

@@ -81,9 +81,10 @@ impl ServerState {
     }
 }
 
-/// Where the proxy sends a user's requests.
+/// A running server's route: what the proxy needs for one request, from one read of the
+/// server's slot ([`Servers::route`]).
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct Route {
     /// Where the server listens.
     pub endpoint: Endpoint,
     /// The server's token and its `Authorization: token ...` value.
@@ -91,12 +92,26 @@ pub struct Upstream {
     /// The server's activity clock: the proxy stores the current unix time in it on every
     /// request and every WebSocket read (an atomic store: no lock, no database write).
     pub activity: Arc<AtomicI64>,
-    /// The server owner's UID: every upstream connection checks that its listener runs as
-    /// this user before sending anything (`peer.rs`).
-    pub uid: u32,
+    /// The server's owner: every upstream connection checks that its listener runs as
+    /// `owner.uid` before sending anything (`hub_net::peer`), and a notebook open or save
+    /// the proxy sees renews this owner's ticket.
+    pub owner: TicketOwner,
 }
 
-struct Slot {
+/// What the REST API and the admin page show of a user's server ([`Servers::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct ServerSnapshot {
+    /// Its state now.
+    pub state: ServerState,
+    /// Unix seconds it became ready (or was re-adopted); 0 if it never has.
+    pub ready_since: i64,
+    /// Unix seconds of its last proxied request or WebSocket traffic; 0 if none.
+    pub last_activity: i64,
+}
+
+/// One user's server as the manager keeps it: its state, the lock that serialises starts
+/// and stops, and its process and clocks.
+struct ServerSlot {
     state: watch::Sender<ServerState>,
     /// Held for the whole of a start or a stop, so they never interleave.
     op: Mutex<()>,
@@ -138,7 +153,7 @@ pub struct Servers {
     spawner: Arc<dyn Spawner>,
     renewer: Arc<Renewer>,
     store: Arc<dyn Store>,
-    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    slots: RwLock<HashMap<String, Arc<ServerSlot>>>,
     /// Seconds from spawn request to ready (or failure), labelled `status` = `success` or
     /// `failure`: JupyterHub's `jupyterhub_server_spawn_duration_seconds`.
     pub spawn_duration: prometheus::HistogramVec,
@@ -160,7 +175,7 @@ impl Servers {
         Self { config, spawner, renewer, store, slots: RwLock::new(HashMap::new()), spawn_duration }
     }
 
-    fn slot(&self, name: &str) -> Arc<Slot> {
+    fn slot(&self, name: &str) -> Arc<ServerSlot> {
         if let Some(s) = self.slots.read().recover().get(name) {
             return s.clone();
         }
@@ -169,7 +184,7 @@ impl Servers {
             .recover()
             .entry(name.to_string())
             .or_insert_with(|| {
-                Arc::new(Slot {
+                Arc::new(ServerSlot {
                     state: watch::channel(ServerState::Stopped { message: None }).0,
                     op: Mutex::new(()),
                     cancel: AtomicBool::new(false),
@@ -191,41 +206,34 @@ impl Servers {
         self.slot(name).state.subscribe()
     }
 
-    /// Endpoint, token and activity clock of `name`'s server if it is running. The proxy's
-    /// hot path: every part is shared, so this copies nothing.
-    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+    /// The route to `name`'s server if it is running: endpoint, token, activity clock and
+    /// owner, from one read of its slot. The proxy's hot path: every part is shared (reference
+    /// counts), so this copies no bytes of them.
+    pub fn route(&self, name: &str) -> Option<Route> {
         let slots = self.slots.read().recover();
         let slot = slots.get(name)?;
         match &*slot.state.borrow() {
-            ServerState::Running { endpoint, token, owner, .. } => Some(Upstream {
+            ServerState::Running { endpoint, token, owner, .. } => Some(Route {
                 endpoint: endpoint.clone(),
                 token: token.clone(),
                 activity: slot.activity.clone(),
-                uid: owner.uid,
+                owner: owner.clone(),
             }),
             _ => None,
         }
     }
 
-    /// The owner of `name`'s server if it is running (for a renewal the proxy triggers).
-    pub fn running_owner(&self, name: &str) -> Option<TicketOwner> {
-        let slots = self.slots.read().recover();
-        match &*slots.get(name)?.state.borrow() {
-            ServerState::Running { owner, .. } => Some(owner.clone()),
-            _ => None,
-        }
-    }
-
     /// What the REST API shows of `name`'s server, without creating any state for a user the
-    /// manager has not seen: `(state, unix seconds it became ready or 0, unix seconds of its
-    /// last proxied activity or 0)`.
-    pub fn snapshot(&self, name: &str) -> (ServerState, i64, i64) {
+    /// manager has not seen.
+    pub fn snapshot(&self, name: &str) -> ServerSnapshot {
         let slots = self.slots.read().recover();
         match slots.get(name) {
-            None => (ServerState::Stopped { message: None }, 0, 0),
-            Some(s) => {
-                (s.state.borrow().clone(), s.running_since.load(Ordering::Relaxed), s.activity.load(Ordering::Relaxed))
-            }
+            None => ServerSnapshot { state: ServerState::Stopped { message: None }, ready_since: 0, last_activity: 0 },
+            Some(s) => ServerSnapshot {
+                state: s.state.borrow().clone(),
+                ready_since: s.running_since.load(Ordering::Relaxed),
+                last_activity: s.activity.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -315,9 +323,9 @@ impl Servers {
         Ok(())
     }
 
-    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<Slot>, user: LinuxUser) -> Result<(), (String, String)> {
+    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<ServerSlot>, user: LinuxUser) -> Result<(), (String, String)> {
         let name = user.name.clone();
-        let owner = TicketOwner { username: name.clone(), uid: user.uid, gid: user.gid };
+        let owner = TicketOwner::from(&user);
         let progress = |p: u8, m: &str| {
             slot.state.send_replace(ServerState::Starting { progress: p, message: m.to_string() });
         };
@@ -418,7 +426,7 @@ impl Servers {
     fn watch_exit(
         self: &Arc<Self>,
         name: String,
-        slot: Arc<Slot>,
+        slot: Arc<ServerSlot>,
         pid: u32,
         mut exited: watch::Receiver<Option<String>>,
         log: PathBuf,
@@ -485,7 +493,7 @@ impl Servers {
 
     fn spawn_spec(&self, user: &LinuxUser, endpoint: &Endpoint, token: &str, log_path: PathBuf) -> SpawnSpec {
         let sc = &self.config.spawner;
-        let owner = TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid };
+        let owner = TicketOwner::from(user);
         let krb = self.renewer.paths(&owner);
         let ccache = krb.ccache.display().to_string();
         let keytab = krb.keytab.display().to_string();
@@ -652,7 +660,7 @@ impl Servers {
         {
             tracing::warn!(user = %user.name, path = %path.display(), error = %e, "could not remove the server's socket");
         }
-        self.renewer.deactivate(&TicketOwner { username: user.name.clone(), uid: user.uid, gid: user.gid });
+        self.renewer.deactivate(&TicketOwner::from(user));
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
         self.record(&user.name, "stopped", None, Some(how)).await;
     }
@@ -833,7 +841,7 @@ impl Servers {
     /// goes to the log, `told` to the user, each followed by how the process ended.
     async fn stop_adopted(
         &self,
-        slot: &Slot,
+        slot: &ServerSlot,
         name: &str,
         owner: &TicketOwner,
         process: Box<dyn ServerProcess>,
@@ -845,7 +853,7 @@ impl Servers {
         self.mark_stopped(slot, name, Some(owner), format!("{told} ({how})")).await;
     }
 
-    async fn mark_stopped(&self, slot: &Slot, name: &str, owner: Option<&TicketOwner>, message: String) {
+    async fn mark_stopped(&self, slot: &ServerSlot, name: &str, owner: Option<&TicketOwner>, message: String) {
         if let Some(o) = owner {
             self.renewer.deactivate(o);
         }

@@ -180,7 +180,8 @@ async fn render(app: &AppState) -> anyhow::Result<String> {
     let (mut running, mut pending) = (0, 0);
     let mut last = Vec::with_capacity(users.len());
     for u in &users {
-        let (st, _, activity) = app.servers.snapshot(&u.name);
+        let snap = app.servers.snapshot(&u.name);
+        let (st, activity) = (snap.state, snap.last_activity);
         match st {
             ServerState::Running { .. } => running += 1,
             ServerState::Starting { .. } | ServerState::Stopping => pending += 1,

@@ -137,7 +137,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header (JupyterLab does this itself)",
         );
     }
-    let Some(up) = app.servers.upstream(name) else {
+    let Some(up) = app.servers.route(name) else {
         let wants_html =
             req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         if *req.method() == Method::GET && wants_html {
@@ -185,7 +185,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         // every plain request's future small (fewer bytes moved per poll).
         match Box::pin(websocket(
             &up.endpoint,
-            up.uid,
+            up.owner.uid,
             upstream_req,
             client_upgrade,
             up.activity.clone(),
@@ -213,8 +213,9 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
                 &fresh
             }
         };
-        let sent =
-            conn.request(&up.endpoint, &up.token, up.uid, upstream_req, plain_get, |n| app.metrics.spliced(n)).await;
+        let sent = conn
+            .request(&up.endpoint, &up.token, up.owner.uid, upstream_req, plain_get, |n| app.metrics.spliced(n))
+            .await;
         match sent {
             Ok(r) => r,
             Err(e) => {
@@ -233,8 +234,8 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             Trigger::Open => resp.status() == StatusCode::OK,
             _ => matches!(resp.status(), StatusCode::OK | StatusCode::CREATED),
         };
-        if ok && let Some(owner) = app.servers.running_owner(name) {
-            app.renewer.trigger(owner, trigger);
+        if ok {
+            app.renewer.trigger(up.owner, trigger);
         }
     }
     let (mut parts, body) = resp.into_parts();

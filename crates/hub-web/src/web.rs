@@ -497,7 +497,7 @@ async fn finish_login(
         }
     };
     tracing::info!(method, user = %user, admin, "logged in");
-    let owner = TicketOwner { username: user.clone(), uid: linux.uid, gid: linux.gid };
+    let owner = TicketOwner::from(&linux);
     match credentials {
         Some(c) if app.renewer.enabled() && !app.renewer.has_keytab(&owner) => {
             // No keytab: the login's own ticket becomes the ccache (before the server starts,

@@ -275,7 +275,7 @@ pub async fn serve_state(
     // browser connection gets a service of its own, holding its upstream connection.
     let proxy_state = state.clone();
     let (body_grace, body_rate) = (state.config.hub.header_read_timeout, state.config.hub.body_min_rate);
-    let make_service = move |peer: SocketAddr, slot: Arc<splice::Slot>| {
+    let make_service = move |peer: SocketAddr, slot: Arc<splice::SpliceSlot>| {
         let state = proxy_state.clone();
         let router = router.clone();
         let upstream = Arc::new(hub_net::upstream::ConnUpstream::with_splice(slot));

@@ -384,7 +384,8 @@ fn pending_of(st: &ServerState) -> Value {
 /// The `Server` model of `name`'s default server, or `None` when it is not active (and
 /// stopped servers were not asked for).
 fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Value> {
-    let (st, since, activity) = app.servers.snapshot(name);
+    let snap = app.servers.snapshot(name);
+    let (st, since, activity) = (snap.state, snap.ready_since, snap.last_activity);
     let active = matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
     if !active && !include_stopped {
         return None;
@@ -421,7 +422,8 @@ async fn user_model(app: &AppState, u: &UserRecord, caller: &Caller, include_sto
     let name = u.name.as_str();
     let mut m = json!({"kind": "user", "name": name});
     let admin = u.admin || app.config.auth.admin_users.iter().any(|a| a == name);
-    let (st, _, activity) = app.servers.snapshot(name);
+    let snap = app.servers.snapshot(name);
+    let (st, activity) = (snap.state, snap.last_activity);
     if caller.scopes.allows("read:users", Some(name)) {
         m["admin"] = json!(admin);
         m["roles"] = if admin { json!(["admin", "user"]) } else { json!(["user"]) };
@@ -564,7 +566,7 @@ async fn list_users(
         .filter(|u| caller.scopes.allows("list:users", Some(&u.name)))
         .filter(|u| needle.is_empty() || u.name.contains(&needle))
         .filter(|u| {
-            let st = app.servers.snapshot(&u.name).0;
+            let st = app.servers.snapshot(&u.name).state;
             let active =
                 matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
             match state {
@@ -579,7 +581,7 @@ async fn list_users(
         "id" | "name" => {}
         "-id" | "-name" => users.reverse(),
         s @ ("last_activity" | "-last_activity") => {
-            let key = |u: &UserRecord| u.last_activity.unwrap_or(0).max(app.servers.snapshot(&u.name).2);
+            let key = |u: &UserRecord| u.last_activity.unwrap_or(0).max(app.servers.snapshot(&u.name).last_activity);
             users.sort_by_key(key);
             if s.starts_with('-') {
                 users.reverse();
@@ -757,7 +759,7 @@ async fn delete_user(
     {
         return Err(ApiError::bad("you cannot delete yourself"));
     }
-    let st = app.servers.snapshot(&name).0;
+    let st = app.servers.snapshot(&name).state;
     if !matches!(st, ServerState::Stopped { .. } | ServerState::Failed { .. }) {
         match LinuxUser::lookup_async(&name).await {
             Ok(u) => app.servers.stop(&u).await,
@@ -765,7 +767,7 @@ async fn delete_user(
         }
     }
     if let Ok(u) = LinuxUser::lookup_async(&name).await {
-        app.renewer.deactivate(&hub_core::TicketOwner { username: name.clone(), uid: u.uid, gid: u.gid });
+        app.renewer.deactivate(&hub_core::TicketOwner::from(&u));
     }
     // Every session and token goes with the user (the store's cascade), and the memory caches
     // with them, so a cookie of the deleted user opens nothing from now on; the second purge
@@ -795,7 +797,7 @@ async fn start_server(
     caller.require("servers", Some(&name))?;
     let _options: serde_json::Map<String, Value> = body(&raw)?;
     user_or_404(&app, &name).await?;
-    match app.servers.snapshot(&name).0 {
+    match app.servers.snapshot(&name).state {
         ServerState::Starting { .. } => return Ok(StatusCode::ACCEPTED.into_response()),
         ServerState::Running { .. } => return Err(ApiError::bad(format!("{name}'s server is already running"))),
         ServerState::Stopping => return Err(ApiError::bad(format!("{name}'s server is pending stop"))),
@@ -847,7 +849,7 @@ async fn stop_server(
     let caller = authenticate(&app, &method, &headers).await?;
     caller.require("delete:servers", Some(&name))?;
     user_or_404(&app, &name).await?;
-    match app.servers.snapshot(&name).0 {
+    match app.servers.snapshot(&name).state {
         ServerState::Stopping => return Ok(StatusCode::ACCEPTED.into_response()),
         ServerState::Stopped { .. } | ServerState::Failed { .. } => {
             return Err(ApiError::bad(format!("{name}'s server is not running")));
@@ -1088,7 +1090,7 @@ async fn proxy_routes(State(app): State<AppState>, method: Method, headers: Head
     );
     for (name, endpoint) in app.servers.running() {
         let spec = format!("/user/{name}/");
-        let (_, _, activity) = app.servers.snapshot(&name);
+        let activity = app.servers.snapshot(&name).last_activity;
         table.insert(
             spec.clone(),
             json!({"routespec": spec, "target": endpoint.url(),
