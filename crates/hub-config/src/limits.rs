@@ -4,6 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{ConfigError, Source};
+
 /// Limits for one server. `None`: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
@@ -75,4 +80,64 @@ impl LimitsConfig {
     pub fn any(&self) -> bool {
         self.default.any() || self.users.values().any(Limits::any) || self.groups.values().any(Limits::any)
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimits {
+    pub(crate) memory: Option<Spanned<String>>,
+    pub(crate) cpu: Option<Spanned<f64>>,
+    pub(crate) tasks: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimitsTable {
+    pub(crate) memory: Option<Spanned<String>>,
+    pub(crate) cpu: Option<Spanned<f64>>,
+    pub(crate) tasks: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) users: BTreeMap<String, FileLimits>,
+    #[serde(default)]
+    pub(crate) groups: BTreeMap<String, FileLimits>,
+}
+
+/// Validates `[limits]`.
+pub(crate) fn parse(src: &Source<'_>, lt: &FileLimitsTable) -> Result<LimitsConfig, ConfigError> {
+    // [limits]
+    let one = |at: &str, memory: &Option<Spanned<String>>, cpu: &Option<Spanned<f64>>, tasks: &Option<Spanned<i64>>| {
+        let memory = match memory {
+            None => None,
+            Some(m) => match m.get_ref().trim().parse::<bytesize::ByteSize>() {
+                Ok(b) if b.as_u64() >= 16 << 20 => Some(b.as_u64()),
+                Ok(_) => {
+                    return Err(src.err(&format!("{at}memory"), m, "is below 16 MiB, too little to start a server"));
+                }
+                Err(_) => {
+                    return Err(src.err(&format!("{at}memory"), m, "is not a size such as \"4 GiB\" or \"512 MiB\""));
+                }
+            },
+        };
+        let cpu = match cpu {
+            None => None,
+            Some(c) if (0.01..=4096.0).contains(c.get_ref()) => Some(*c.get_ref()),
+            Some(c) => return Err(src.err(&format!("{at}cpu"), c, "must be a number of cores from 0.01 to 4096")),
+        };
+        let tasks = match tasks {
+            None => None,
+            Some(t) if (16..=4_194_304).contains(t.get_ref()) => Some(*t.get_ref() as u64),
+            Some(t) => {
+                return Err(src.err(&format!("{at}tasks"), t, "must be from 16 to 4194304 processes and threads"));
+            }
+        };
+        Ok(Limits { memory, cpu, tasks })
+    };
+    let mut limits = LimitsConfig { default: one("limits.", &lt.memory, &lt.cpu, &lt.tasks)?, ..Default::default() };
+    for (name, l) in &lt.users {
+        limits.users.insert(name.clone(), one(&format!("limits.users.{name}."), &l.memory, &l.cpu, &l.tasks)?);
+    }
+    for (name, l) in &lt.groups {
+        limits.groups.insert(name.clone(), one(&format!("limits.groups.{name}."), &l.memory, &l.cpu, &l.tasks)?);
+    }
+    Ok(limits)
 }
