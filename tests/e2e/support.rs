@@ -15,7 +15,10 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use hub::config::Config;
-use hub::web::AppState;
+use hub::state::AppState;
+
+/// The tests' log filter: debug for every crate of the hub, info for the rest.
+const HUB_DEBUG_LOG: &str = "info,hub=debug,hub_core=debug,hub_config=debug,hub_store=debug,hub_auth=debug,hub_net=debug,hub_servers=debug,hub_web=debug";
 
 /// The Jupyter venv made by scripts/setup.sh.
 pub fn venv() -> PathBuf {
@@ -73,7 +76,7 @@ pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         tracing_subscriber::fmt()
-            .with_env_filter("info,hub=debug")
+            .with_env_filter(HUB_DEBUG_LOG)
             .fmt_fields(hub::logging::text_fields())
             .with_ansi(false)
             .with_writer(|| LogWriter)
@@ -574,7 +577,7 @@ impl HubProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_hub"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info,hub=debug")
+            .env("RUST_LOG", HUB_DEBUG_LOG)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

@@ -69,6 +69,12 @@ pub enum ServerState {
 }
 
 impl ServerState {
+    /// Whether the server is active as JupyterHub counts it (its `active` field and the
+    /// `state=active` filter): starting, running or stopping.
+    pub fn is_active(&self) -> bool {
+        matches!(self, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping)
+    }
+
     /// Short name: `stopped`, `starting`, `running`, `stopping`, `failed`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -275,10 +281,7 @@ impl Servers {
             // The limits are checked and the slot claimed under the slots lock, so two
             // concurrent requests cannot both squeeze under a limit.
             let slots = self.slots.write().recover();
-            if matches!(
-                *slot.state.borrow(),
-                ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping
-            ) {
+            if slot.state.borrow().is_active() {
                 return Ok(());
             }
             let (mut starting, mut active) = (0, 0);

@@ -24,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::web::AppState;
+use crate::state::AppState;
 use hub_core::unix_now;
 use hub_servers::servers::ServerState;
 
@@ -153,10 +153,10 @@ pub async fn track_requests(State(app): State<AppState>, req: Request, next: Nex
 /// `GET /hub/metrics`: needs `read:metrics` unless `[api] authenticate_metrics = false`.
 pub async fn handler(State(app): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     if app.config.api.authenticate_metrics {
-        match crate::api::authenticate(&app, &method, &headers).await {
+        match crate::caller::authenticate(&app, &method, &headers).await {
             Ok(c) if c.scopes.allows("read:metrics", None) => {}
             Ok(_) => {
-                return crate::api::ApiError::new(
+                return crate::error::ApiError::new(
                     StatusCode::FORBIDDEN,
                     "Action is not authorized with current scopes; requires read:metrics",
                 )
@@ -167,7 +167,7 @@ pub async fn handler(State(app): State<AppState>, method: Method, headers: Heade
     }
     match render(&app).await {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
-        Err(e) => crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}"))
+        Err(e) => crate::error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}"))
             .into_response(),
     }
 }

@@ -1,13 +1,14 @@
-//! The proxy: `/user/<name>/...` → the user's single-user server on `127.0.0.1:<port>`.
+//! The proxy's routing: `/user/<name>/...` → the user's single-user server at its
+//! [`hub_core::Endpoint`] (the server's Unix socket by default, or a loopback port with
+//! `transport = "tcp"`). The bytes themselves move in `hub_net::upstream`.
 //!
 //! Invariant: a request reaches `<name>`'s server only if it carries a valid session for
 //! `<name>` (another user: 403; no session: a redirect to the login page with `next`). The
 //! hub's session cookie is removed and the server's token injected (`Authorization: token`),
 //! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
 //! are set, and bodies stream through unbuffered on the browser connection's own upstream
-//! connection ([`ConnUpstream`]) to the server's [`Endpoint`] (a Unix socket, or a loopback
-//! port with TCP_NODELAY); a large response body to a GET ([`splice::MIN_BODY`] bytes or more,
-//! framed by `Content-Length`) is moved with splice(2) instead of copied (`splice.rs`).
+//! connection ([`ConnUpstream`]); a large response body to a GET (`hub_net::splice::MIN_BODY`
+//! bytes or more, framed by `Content-Length`) is moved with splice(2) instead of copied.
 //! A WebSocket upgrade gets its own upstream connection and, after
 //! the 101, a plain byte tunnel, so frames, close codes and large messages pass untouched.
 //!
@@ -21,7 +22,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::web::{AppState, error_page, origin_allowed};
+use crate::guard::{self, XsrfProof};
+use crate::html::error_page;
+use crate::state::AppState;
 use hub_auth::session::SessionCheck;
 use hub_core::{percent_encode, unix_now};
 use hub_net::upstream::{ConnUpstream, ip_header, is_upgrade, strip_hop_by_hop, websocket};
@@ -30,39 +33,6 @@ use hub_servers::renewer::Trigger;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// The double-submit XSRF check for a cookie-authenticated, state-changing request to a
-/// user's server: the `_xsrf` cookie (set by jupyter-server, Tornado's XSRF cookie) must be
-/// present and equal to the `X-XSRFToken` header (what JupyterLab sends) or to an `_xsrf`
-/// query parameter. A cross-site page can make the browser send the cookie but can neither
-/// read it nor set a custom header. This is needed because jupyter-server skips its own XSRF
-/// check for requests authenticated by token, and the hub adds the token.
-pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
-    let Some(cookie) = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == "_xsrf")
-        .map(|c| c.value().to_string())
-    else {
-        return false;
-    };
-    if cookie.is_empty() {
-        return false;
-    }
-    let header = h.get("x-xsrftoken").or_else(|| h.get("x-csrftoken")).and_then(|v| v.to_str().ok());
-    let from_query = || {
-        query.and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "_xsrf").map(|(_, v)| v.into_owned())
-        })
-    };
-    match header {
-        Some(v) => v == cookie,
-        None => from_query().is_some_and(|v| v == cookie),
-    }
-}
 
 /// Handles a request under `/user/` that came through the router (`/user` itself); the
 /// server's hot path is [`forward`] with the browser connection's [`ConnUpstream`].
@@ -119,23 +89,12 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         }
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if (state_changing || is_upgrade(req.headers())) && !origin_allowed(app, req.headers()) {
-        tracing::warn!(
-            user = %name, path = %path, origin = ?req.headers().get(header::ORIGIN),
-            referer = ?req.headers().get(header::REFERER), public_urls = ?app.config.hub.public_origins,
-            "refused: the request's Origin is not one of [hub] public_urls"
-        );
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "cross-origin request refused: the Origin header is missing or not one of the hub's public URLs",
-        );
-    }
-    if state_changing && !xsrf_double_submit(req.headers(), uri.query()) {
-        tracing::warn!(user = %name, path = %path, method = %req.method(), "refused: no XSRF token");
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header (JupyterLab does this itself)",
-        );
+    if state_changing || is_upgrade(req.headers()) {
+        let proof = if state_changing { XsrfProof::DoubleSubmit { query: uri.query() } } else { XsrfProof::OriginOnly };
+        let what = format!("{} {path} (user {name})", req.method());
+        if let Err(refusal) = guard::check(app, req.headers(), proof, &what) {
+            return refusal.json();
+        }
     }
     let Some(up) = app.servers.route(name) else {
         let wants_html =
@@ -246,8 +205,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "status": status.as_u16(), "message": message });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    crate::error::json(status, message)
 }
 
 /// Whether a path has a segment that is `.` or `..` once percent-decoded (RFC 3986 §3.3 and

@@ -2,73 +2,29 @@
 //! `/hub/health`, the spawn progress stream, and the router that puts them together with the
 //! proxy.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::Event;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Json};
-use futures_util::Stream;
 use serde::Deserialize;
 
-use hub_auth::session::{Session, Sessions};
-use hub_auth::{AuthError, Authenticator, LOGIN_REFUSED, normalize_username};
-use hub_config::Config;
+use hub_auth::session::Session;
+use hub_auth::{AuthError, LOGIN_REFUSED, normalize_username};
 use hub_core::user::LookupError;
 use hub_core::{LinuxUser, TicketOwner};
-use hub_servers::renewer::{Renewer, Trigger};
-use hub_servers::servers::{ServerState, Servers};
+use hub_servers::renewer::Trigger;
+use hub_servers::servers::ServerState;
 
+use crate::guard::{self, XsrfProof};
+use crate::html::{error_page, esc, page, page_with_user, too_many};
+use crate::state::AppState;
 use hub_core::{percent_encode, unix_now};
-use hub_store::Store;
-
-/// Everything a request handler can reach.
-pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// The database.
-    pub store: Arc<dyn Store>,
-    /// Session issuing and checking.
-    pub sessions: Sessions,
-    /// Password checking (PAM or Kerberos).
-    pub auth: Arc<dyn Authenticator>,
-    /// SPNEGO settings when `[auth] spnego = true`.
-    pub spnego: Option<hub_auth::kerberos::KerberosSettings>,
-    /// Failed-login limits.
-    pub throttle: hub_auth::throttle::Throttle,
-    /// Users' servers.
-    pub servers: Arc<Servers>,
-    /// Kerberos ticket renewals.
-    pub renewer: Arc<Renewer>,
-    /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
-    pub closing: tokio::sync::watch::Sender<bool>,
-    /// Prometheus collectors for `/hub/metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// `[[services]]` with their tokens read (hashed).
-    pub services: Vec<crate::api::tokens::ServiceToken>,
-    /// The background check of the servers a previous hub left running; `serve_state`
-    /// reports readiness to systemd once it is done.
-    pub adoption: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Shared application state: a cheap handle to [`App`].
-#[derive(Clone)]
-pub struct AppState(pub Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
 
 /// Largest hub form body, in bytes (64 KiB; larger ones get 413).
 pub const FORM_BODY_LIMIT: usize = 64 * 1024;
@@ -119,43 +75,12 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
-        if let Some(s) = session_of(app, &parts.headers).await {
+        if let Some(s) = app.session_of(&parts.headers).await {
             return Ok(CurrentUser(s));
         }
         let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/home");
         Err(Redirect::to(&format!("/hub/login?next={}", percent_encode(next))).into_response())
     }
-}
-
-pub(crate) async fn session_of(app: &AppState, headers: &HeaderMap) -> Option<Session> {
-    let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
-    app.sessions.from_cookie_header(cookie, unix_now()).await
-}
-
-/// Whether a cookie-authenticated state-changing request or WebSocket upgrade comes from one
-/// of the hub's own origins: its `Origin` header (or, if absent, its `Referer`'s origin) must
-/// be one of `[hub] public_urls` (RFC 6454 comparison: scheme, host and port). A request with
-/// neither header is refused too: browsers always send `Origin` on cross-site POSTs and
-/// WebSocket upgrades, so a missing one means a non-browser client, which can send it.
-pub fn origin_allowed(app: &AppState, h: &HeaderMap) -> bool {
-    let claimed = h.get(header::ORIGIN).or_else(|| h.get(header::REFERER)).and_then(|v| v.to_str().ok());
-    match claimed.and_then(hub_config::origin_of) {
-        Some(o) => app.config.hub.public_origins.contains(&o),
-        None => false,
-    }
-}
-
-/// Logs and answers a refused cross-origin hub form post.
-fn cross_origin_refused(app: &AppState, h: &HeaderMap, what: &str) -> Response {
-    tracing::warn!(
-        origin = ?h.get(header::ORIGIN), referer = ?h.get(header::REFERER), public_urls = ?app.config.hub.public_origins,
-        "refused {what}: the request's Origin is not one of [hub] public_urls"
-    );
-    error_page(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        "Cross-site request refused: this page was not sent from the hub's own address.",
-    )
 }
 
 /// `next` if it is a path on this hub (starts with one `/`, no backslash or control
@@ -171,7 +96,7 @@ fn safe_next(next: Option<&str>) -> Option<String> {
 }
 
 async fn root(State(app): State<AppState>, headers: HeaderMap) -> Redirect {
-    if session_of(&app, &headers).await.is_some() { Redirect::to("/hub/home") } else { Redirect::to("/hub/login") }
+    if app.session_of(&headers).await.is_some() { Redirect::to("/hub/home") } else { Redirect::to("/hub/login") }
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -190,7 +115,7 @@ async fn login_page(
     Query(q): Query<NextQuery>,
 ) -> Response {
     let next = safe_next(q.next.as_deref());
-    if session_of(&app, &headers).await.is_some() {
+    if app.session_of(&headers).await.is_some() {
         return Redirect::to(next.as_deref().unwrap_or("/hub/home")).into_response();
     }
     if let Some(settings) = &app.spnego {
@@ -331,8 +256,8 @@ async fn login_submit(
     let next = safe_next(Some(&f.next));
     let next_s = next.clone().unwrap_or_default();
     let shown_name: String = f.username.chars().take(64).collect();
-    if !origin_allowed(&app, &headers) {
-        return cross_origin_refused(&app, &headers, "a login");
+    if let Err(refusal) = guard::check(&app, &headers, XsrfProof::OriginOnly, "a login") {
+        return refusal.page();
     }
     if f.username.trim().is_empty() || f.password.is_empty() {
         return login_form(StatusCode::BAD_REQUEST, &shown_name, &next_s, Some("Enter your user name and password."));
@@ -345,14 +270,13 @@ async fn login_submit(
         Ok(r) => r,
         Err(t) => {
             tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");
-            let mut r = login_form(
+            let form = login_form(
                 StatusCode::TOO_MANY_REQUESTS,
                 &shown_name,
                 &next_s,
                 Some(&format!("Too many failed sign-ins; try again in {} minute(s).", t.retry_after_secs.div_ceil(60))),
             );
-            r.headers_mut().insert(header::RETRY_AFTER, t.retry_after_secs.into());
-            return r;
+            return crate::error::with_retry_after(form, t.retry_after_secs);
         }
     };
     // Every refusal below takes at least failure_delay and stays counted against the limits
@@ -535,38 +459,22 @@ struct XsrfForm {
 
 /// Checks a hub form post: Origin from the hub's own addresses and the session's XSRF token.
 fn form_allowed(app: &AppState, headers: &HeaderMap, s: &Session, xsrf: &str, what: &str) -> Option<Response> {
-    if !origin_allowed(app, headers) {
-        return Some(cross_origin_refused(app, headers, what));
-    }
-    if !app.sessions.check_xsrf(s, xsrf) {
-        tracing::warn!(user = %s.username, "refused {what}: missing or wrong XSRF token");
-        return Some(error_page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "This form has expired or did not come from the hub (XSRF check failed). Reload the page and try again.",
-        ));
-    }
-    None
-}
-
-/// The hidden XSRF field for a hub form.
-fn xsrf_field(app: &AppState, s: &Session) -> String {
-    format!(r#"<input type="hidden" name="_xsrf" value="{}">"#, app.sessions.xsrf_token(s))
+    guard::check(app, headers, XsrfProof::Session { session: s, sent: xsrf }, what).err().map(|r| r.page())
 }
 
 async fn logout_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(s) = session_of(&app, &headers).await else {
+    let Some(s) = app.session_of(&headers).await else {
         return Redirect::to("/hub/login").into_response();
     };
     let body = format!(
         r#"<h1>Sign out</h1><form method="post" action="/hub/logout" class="card">{}<button>Sign out</button></form>"#,
-        xsrf_field(&app, &s)
+        guard::xsrf_field(&app, &s)
     );
     page_with_user(&app, "Sign out", &body, &s).into_response()
 }
 
 async fn logout(State(app): State<AppState>, headers: HeaderMap, Form(f): Form<XsrfForm>) -> Response {
-    if let Some(s) = session_of(&app, &headers).await {
+    if let Some(s) = app.session_of(&headers).await {
         if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a logout") {
             return refused;
         }
@@ -606,7 +514,7 @@ async fn admin_logout_user(
     if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "an admin logout") {
         return refused;
     }
-    if !is_admin(&app, &s).await {
+    if !app.is_admin(&s.username).await {
         tracing::warn!(user = %s.username, target = %name, "refused: not an admin");
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can log other users out.");
     }
@@ -624,23 +532,10 @@ async fn admin_logout_user(
 
 /// Whether the session's user is an admin (`admin_users`, or `admin_groups` at their last
 /// login, as recorded in the store).
-async fn is_admin(app: &AppState, s: &Session) -> bool {
-    is_admin_name(app, &s.username).await
-}
-
-/// Whether `name` is an admin: listed in `[auth] admin_users`, or recorded as one (by an
-/// `admin_groups` login or the REST API). A database error counts as "no".
-pub(crate) async fn is_admin_name(app: &AppState, name: &str) -> bool {
-    if app.config.auth.admin_users.iter().any(|a| a == name) {
-        return true;
-    }
-    app.store.is_admin(name).await.unwrap_or(false)
-}
-
 async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
     let e = esc;
     let name = &s.username;
-    let x = xsrf_field(&app, &s);
+    let x = guard::xsrf_field(&app, &s);
     let state = app.servers.state(name);
     let server = match &state {
         ServerState::Running { pid, .. } => format!(
@@ -677,7 +572,7 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
         String::new()
     };
     let ticket = if app.renewer.enabled() { ticket_html(app.renewer.status(name)) } else { String::new() };
-    let admin = if is_admin(&app, &s).await {
+    let admin = if app.is_admin(&s.username).await {
         r#"<p><a href="/hub/admin" id="admin-link">Admin: users and servers</a></p>"#
     } else {
         ""
@@ -812,7 +707,7 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
 <form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}"><button id="start-button">Start my server</button></form>
 </section>
 <script src="/hub/static/spawn.js"></script>"#,
-        x = xsrf_field(app, s),
+        x = guard::xsrf_field(app, s),
         t = e(target),
         auto = autostart,
     );
@@ -837,50 +732,6 @@ fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
     page_with_user(app, "Starting", &body, s).into_response()
 }
 
-/// Spawn progress as server-sent events, in JupyterHub's format: each event's data is
-/// `{"progress": 0-100, "message": "...", "ready": bool, "failed"?: true, "url"?: "..."}`;
-/// the stream ends after `ready` or `failed` (JupyterHub REST API,
-/// `GET /users/{name}/server/progress`, served by [`crate::api`]).
-pub(crate) fn progress_stream(
-    rx: tokio::sync::watch::Receiver<ServerState>,
-    url: String,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((rx, false, true), move |(mut rx, done, first)| {
-        let url = url.clone();
-        async move {
-            if done {
-                return None;
-            }
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let st = rx.borrow_and_update().clone();
-            let (data, end) = match st {
-                ServerState::Running { .. } => (
-                    serde_json::json!({"progress": 100, "ready": true, "message": format!("Server ready at {url}"), "url": url}),
-                    true,
-                ),
-                ServerState::Starting { progress, message } => {
-                    (serde_json::json!({"progress": progress, "ready": false, "message": message}), false)
-                }
-                ServerState::Failed { message, log_tail } => (
-                    serde_json::json!({"progress": 100, "ready": false, "failed": true, "message": format!("Spawn failed: {message}"), "log_tail": log_tail}),
-                    true,
-                ),
-                ServerState::Stopping => {
-                    (serde_json::json!({"progress": 0, "ready": false, "message": "Stopping"}), false)
-                }
-                ServerState::Stopped { message } => (
-                    serde_json::json!({"progress": 100, "ready": false, "failed": true, "message": message.unwrap_or_else(|| "The server is not running".into())}),
-                    true,
-                ),
-            };
-            Some((Ok(Event::default().data(data.to_string())), (rx, end, false)))
-        }
-    })
-}
-
-/// "14:32 UTC" for today, "2026-11-22 14:32 UTC" otherwise.
 fn clock(unix: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     let full = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-21T14:32:05Z
@@ -947,10 +798,6 @@ fn ticket_html(status: Option<hub_servers::renewer::TicketStatus>) -> String {
     out
 }
 
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    html_escape::encode_safe(s)
-}
-
 fn log_block(tail: &str) -> String {
     if tail.is_empty() {
         return String::new();
@@ -966,7 +813,7 @@ fn log_block(tail: &str) -> String {
 /// with `[api] page_default_limit`, searchable; server state and spawn progress; last
 /// activity; Kerberos ticket state; start/stop; add and delete users).
 async fn admin_page(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
-    if !is_admin(&app, &s).await {
+    if !app.is_admin(&s.username).await {
         tracing::warn!(user = %s.username, "refused the admin page: not an admin");
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can open the admin page.");
     }
@@ -996,7 +843,7 @@ const ADMIN_LOG_BYTES: u64 = 256 * 1024;
 /// `GET /hub/admin/logs/{name}`: the end of a user's server log as text, for admins
 /// (`[auth] admin_users`). 403 for others, 404 if there is no log.
 async fn admin_log(State(app): State<AppState>, CurrentUser(s): CurrentUser, Path(name): Path<String>) -> Response {
-    if !is_admin(&app, &s).await {
+    if !app.is_admin(&s.username).await {
         tracing::warn!(user = %s.username, log_of = %name, "refused: not an admin");
         return error_page(StatusCode::FORBIDDEN, "Forbidden", "Only admins can read server logs.");
     }
@@ -1021,38 +868,6 @@ async fn admin_log(State(app): State<AppState>, CurrentUser(s): CurrentUser, Pat
         }
         _ => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot read the log", "See the hub's own log."),
     }
-}
-
-/// 429 Too Many Requests with `Retry-After`, for a refused spawn.
-fn too_many(refused: &hub_servers::servers::SpawnRefused) -> Response {
-    let mut r =
-        error_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &format!("Your server cannot start yet: {refused}."));
-    r.headers_mut().insert(header::RETRY_AFTER, refused.retry_after().into());
-    r
-}
-
-/// A plain error page with `status`.
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    let e = esc;
-    let body = format!(r#"<h1>{}</h1><p class="card">{}</p><p><a href="/hub/home">Home</a></p>"#, e(title), e(message));
-    (status, page(title, &body)).into_response()
-}
-
-fn page_with_user(app: &AppState, title: &str, body: &str, s: &Session) -> Html<String> {
-    let nav = format!(
-        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
-        html_escape::encode_safe(&s.username),
-        xsrf_field(app, s)
-    );
-    page(title, &format!("{nav}{body}"))
-}
-
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{} · hub</title><link rel="stylesheet" href="/hub/static/hub.css"></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
-        html_escape::encode_safe(title)
-    ))
 }
 
 /// The stylesheet of every hub page, served at `/hub/static/hub.css` (a file, so that the

@@ -18,7 +18,7 @@ pub use hub_core::{percent_encode, unix_now};
 pub use hub_net::{accept, body, peer, splice};
 pub use hub_servers::{ccache, limits, renewer, servers, spawner};
 pub use hub_store as store;
-pub use hub_web::{api, metrics, proxy, web};
+pub use hub_web::{api, metrics, proxy, state, web};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,7 +76,7 @@ fn check_traversable(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// Builds the application state: opens the database (refusing one that is missing or not
 /// migrated), loads or creates the signing key, and wires authenticator, spawner, renewer
 /// and server manager.
-pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
+pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
     let store: Arc<dyn Store> = store::open(&config.hub.database_url, false).await?;
     store.check_schema().await?;
     ensure_data_dir(&config)?;
@@ -121,9 +121,9 @@ pub async fn build(config: Config) -> anyhow::Result<web::AppState> {
     // re-adopted or cleaned up.
     let adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
-    let services = api::tokens::load_services(&config.services)?;
+    let services = hub_web::caller::load_services(&config.services)?;
     let metrics = metrics::Metrics::new(&servers.spawn_duration);
-    Ok(web::AppState(Arc::new(web::App {
+    Ok(hub_web::state::AppState(Arc::new(hub_web::state::App {
         metrics,
         services,
         config,
@@ -233,15 +233,10 @@ fn refuse_transfer_encoding<B>(req: &hyper::Request<B>) -> Option<axum::response
         return None;
     }
     tracing::warn!(path = %req.uri().path(), method = %req.method(), "refused: a request body with Transfer-Encoding");
-    let body = serde_json::json!({
-        "status": 411,
-        "message": "request bodies must have a Content-Length; Transfer-Encoding (chunked, or with Content-Length as well) is refused",
-    });
-    let mut r = axum::response::IntoResponse::into_response((
+    let mut r = hub_web::error::json(
         StatusCode::LENGTH_REQUIRED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    ));
+        "request bodies must have a Content-Length; Transfer-Encoding (chunked, or with Content-Length as well) is refused",
+    );
     r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     Some(r)
 }
@@ -259,7 +254,7 @@ pub async fn serve(
 
 /// Like [`serve`] with state already built by [`build`].
 pub async fn serve_state(
-    state: web::AppState,
+    state: hub_web::state::AppState,
     listener: impl Into<accept::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {

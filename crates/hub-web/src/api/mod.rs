@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,9 +26,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::web::AppState;
+pub use crate::caller::{Caller, Identity, authenticate};
+pub use crate::error::ApiError;
+use crate::state::AppState;
 use hub_core::LinuxUser;
-use hub_core::scopes::ScopeSet;
 use hub_core::unix_now;
 use hub_core::user::LookupError;
 use hub_servers::servers::ServerState;
@@ -45,151 +46,7 @@ const SLOW_TIMEOUT: Duration = Duration::from_secs(10);
 /// Media type that asks for the paginated list form.
 const PAGINATION_MEDIA_TYPE: &str = "application/jupyterhub-pagination+json";
 
-/// An API error: answered as `{"status": N, "message": "..."}` with status N.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// What went wrong and, where there is one, the fix.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error with `status` and `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
-    }
-    fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, what)
-    }
-    fn forbidden(scope: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, format!("Action is not authorized with current scopes; requires {scope}"))
-    }
-    fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "REST API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "the hub could not complete the request; see the hub's log")
-    }
-}
-
-impl From<hub_store::StoreError> for ApiError {
-    fn from(e: hub_store::StoreError) -> Self {
-        ApiError::internal(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"status": self.status.as_u16(), "message": self.message}))).into_response()
-    }
-}
-
 type ApiResult = Result<Response, ApiError>;
-
-/// Who is calling.
-#[derive(Debug, Clone)]
-pub enum Identity {
-    /// A hub user (by token or session).
-    User {
-        /// User name.
-        name: String,
-        /// Whether they are an admin now.
-        admin: bool,
-    },
-    /// A `[[services]]` entry.
-    Service {
-        /// Service name.
-        name: String,
-    },
-}
-
-/// An authenticated caller and what it may do.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Who.
-    pub identity: Identity,
-    /// Effective scopes (a token's own scopes within its owner's rights).
-    pub scopes: ScopeSet,
-    /// `"a<id>"` of the user token used, if any.
-    pub token_id: Option<String>,
-    /// The session id, for cookie-authenticated requests.
-    pub session_id: Option<String>,
-}
-
-impl Caller {
-    fn require(&self, scope: &str, user: Option<&str>) -> Result<(), ApiError> {
-        if self.scopes.allows(scope, user) {
-            return Ok(());
-        }
-        // A caller that may see the user but not do this gets 403; one that may not even see
-        // the user gets 404, as JupyterHub answers, so names do not leak.
-        match user {
-            Some(u) if !self.may_see(u) => Err(ApiError::not_found(format!("No such user: {u}"))),
-            Some(u) => Err(ApiError::forbidden(&format!("{scope}!user={u}"))),
-            None => Err(ApiError::forbidden(scope)),
-        }
-    }
-
-    fn may_see(&self, user: &str) -> bool {
-        ["read:users:name", "list:users", "read:users:activity", "read:servers", "read:tokens", "users:activity"]
-            .iter()
-            .any(|s| self.scopes.allows(s, Some(user)))
-    }
-}
-
-/// Authenticates an API request: a token in `Authorization`, else the session cookie (with
-/// the XSRF and origin checks for state-changing methods). Errors are 403, as JupyterHub's.
-pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| rest.trim())
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the Authorization header must be `token <API token>` or `Bearer <API token>`",
-                )
-            })?;
-        return tokens::caller_for_token(app, token).await;
-    }
-    let Some(session) = crate::web::session_of(app, headers).await else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Missing or invalid credentials: send `Authorization: token <API token>` (create one with POST /hub/api/users/<name>/tokens)",
-        ));
-    };
-    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        if !crate::web::origin_allowed(app, headers) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "cross-origin request refused: the Origin must be one of [hub] public_urls ({})",
-                    app.config.hub.public_origins.join(", ")
-                ),
-            ));
-        }
-        let sent = headers.get("x-xsrftoken").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !app.sessions.check_xsrf(&session, sent) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "XSRF check failed: a cookie-authenticated request that changes state needs the session's XSRF token in X-XSRFToken",
-            ));
-        }
-    }
-    let admin = crate::web::is_admin_name(app, &session.username).await;
-    Ok(Caller {
-        scopes: ScopeSet::for_user(&session.username, admin),
-        identity: Identity::User { name: session.username.clone(), admin },
-        token_id: None,
-        session_id: Some(session.id.clone()),
-    })
-}
 
 /// Answers a request that carries a body (a POST, PATCH, PUT or DELETE with content) with
 /// [`authenticate`]'s error before any of the body is read, and closes its connection; an
@@ -200,13 +57,20 @@ async fn credentials_before_body(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !hyper::body::Body::is_end_stream(req.body())
-        && let Err(e) = authenticate(&app, req.method(), req.headers()).await
-    {
-        tracing::info!(method = %req.method(), path = %req.uri().path(), "refused an unauthenticated request body unread");
-        let mut r = e.into_response();
-        r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-        return r;
+    let mut req = req;
+    if !hyper::body::Body::is_end_stream(req.body()) {
+        match authenticate(&app, req.method(), req.headers()).await {
+            // The handler's Caller extractor takes this one: one authentication per request.
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+            }
+            Err(e) => {
+                tracing::info!(method = %req.method(), path = %req.uri().path(), "refused an unauthenticated request body unread");
+                let mut r = e.into_response();
+                r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                return r;
+            }
+        }
     }
     next.run(req).await
 }
@@ -231,40 +95,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/proxy", get(proxy_routes))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
 }
 
-/// Gives every API error JupyterHub's `{"status", "message"}` body, including the ones axum
-/// answers before a handler runs (a query string or path segment that cannot be decoded, a
-/// body over the size limit, a method the route does not have), which come as plain text.
-async fn json_errors(r: Response) -> Response {
-    let status = r.status();
-    let is_json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return r;
-    }
-    let (parts, body) = r.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let mut message = String::from_utf8_lossy(&text).trim().to_string();
-    if message.is_empty() {
-        message = status.canonical_reason().unwrap_or("error").to_string();
-    }
-    let mut out = ApiError::new(status, message).into_response();
-    // Keep headers such as Allow (405) and Retry-After.
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-            out.headers_mut().insert(k.clone(), v.clone());
-        }
-    }
-    out
-}
-
-/// Parses a JSON request body into `T`; an empty body counts as `{}`. Errors are 400 with
-/// serde's description of what is wrong.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
     serde_json::from_slice(text)
@@ -386,7 +219,7 @@ fn pending_of(st: &ServerState) -> Value {
 fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Value> {
     let snap = app.servers.snapshot(name);
     let (st, since, activity) = (snap.state, snap.ready_since, snap.last_activity);
-    let active = matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
+    let active = st.is_active();
     if !active && !include_stopped {
         return None;
     }
@@ -483,8 +316,7 @@ pub async fn root() -> Response {
     axum::Json(json!({"version": JUPYTERHUB_API_VERSION, "hub_version": env!("CARGO_PKG_VERSION")})).into_response()
 }
 
-async fn info(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn info(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require("read:hub", None)?;
     let auth = match app.config.auth.method {
         hub_config::AuthMethod::Pam => "pam",
@@ -514,8 +346,7 @@ async fn health(State(app): State<AppState>) -> ApiResult {
     }
 }
 
-async fn current_user(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn current_user(State(app): State<AppState>, caller: Caller) -> ApiResult {
     let mut m = match &caller.identity {
         Identity::User { name, .. } => {
             let u = user_or_404(&app, name).await?;
@@ -533,11 +364,10 @@ async fn current_user(State(app): State<AppState>, method: Method, headers: Head
 
 async fn list_users(
     State(app): State<AppState>,
-    method: Method,
+    caller: Caller,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
     if !caller.scopes.has_any("list:users") {
         return Err(ApiError::forbidden("list:users"));
     }
@@ -567,8 +397,7 @@ async fn list_users(
         .filter(|u| needle.is_empty() || u.name.contains(&needle))
         .filter(|u| {
             let st = app.servers.snapshot(&u.name).state;
-            let active =
-                matches!(st, ServerState::Starting { .. } | ServerState::Running { .. } | ServerState::Stopping);
+            let active = st.is_active();
             match state {
                 Some("ready") => matches!(st, ServerState::Running { .. }),
                 Some("active") => active,
@@ -627,8 +456,7 @@ async fn new_user_name(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn create_users(State(app): State<AppState>, method: Method, headers: HeaderMap, raw: Bytes) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn create_users(State(app): State<AppState>, caller: Caller, raw: Bytes) -> ApiResult {
     caller.require("admin:users", None)?;
     let req: CreateUsers = body(&raw)?;
     if req.usernames.is_empty() {
@@ -669,12 +497,10 @@ struct StoppedQuery {
 
 async fn get_user(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<StoppedQuery>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
     if !caller.may_see(&name) {
         return Err(ApiError::not_found(format!("No such user: {name}")));
     }
@@ -689,14 +515,7 @@ struct CreateUser {
     admin: bool,
 }
 
-async fn create_user(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn create_user(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.require("admin:users", None)?;
     let req: CreateUser = body(&raw)?;
     let name = new_user_name(&name).await?;
@@ -715,14 +534,7 @@ struct PatchUser {
     admin: Option<bool>,
 }
 
-async fn patch_user(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn patch_user(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.require("admin:users", Some(&name))?;
     let req: PatchUser = body(&raw)?;
     if req.name.is_none() && req.admin.is_none() {
@@ -745,13 +557,7 @@ async fn patch_user(
     Ok(axum::Json(user_model(&app, &u, &caller, false).await).into_response())
 }
 
-async fn delete_user(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn delete_user(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
     caller.require("delete:users", Some(&name))?;
     user_or_404(&app, &name).await?;
     if let Identity::User { name: me, .. } = &caller.identity
@@ -786,14 +592,7 @@ async fn delete_user(
 
 // ---- servers -------------------------------------------------------------------------------
 
-async fn start_server(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn start_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.require("servers", Some(&name))?;
     let _options: serde_json::Map<String, Value> = body(&raw)?;
     user_or_404(&app, &name).await?;
@@ -812,9 +611,8 @@ async fn start_server(
     };
     let mut rx = app.servers.subscribe(&name);
     if let Err(refused) = app.servers.start(user) {
-        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, refused.retry_after().into());
-        return Ok(r);
+        let answer = ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response();
+        return Ok(crate::error::with_retry_after(answer, refused.retry_after()));
     }
     tracing::info!(user = %name, by = %caller_name(&caller), "server start requested through the API");
     let outcome = tokio::time::timeout(SLOW_TIMEOUT, async {
@@ -840,13 +638,7 @@ async fn start_server(
     }
 }
 
-async fn stop_server(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn stop_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
     caller.require("delete:servers", Some(&name))?;
     user_or_404(&app, &name).await?;
     match app.servers.snapshot(&name).state {
@@ -867,19 +659,13 @@ async fn stop_server(
 }
 
 /// Spawn progress as server-sent events in JupyterHub's format (see
-/// [`crate::web::progress_stream`]); needs `read:servers` for the user.
-async fn progress(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+/// [`crate::progress::progress_stream`]); needs `read:servers` for the user.
+async fn progress(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
     caller.require("read:servers", Some(&name))?;
     let url = format!("/user/{name}/");
     let rx = app.servers.subscribe(&name);
     let mut closing = app.closing.subscribe();
-    let stream = futures_util::StreamExt::take_until(crate::web::progress_stream(rx, url), async move {
+    let stream = futures_util::StreamExt::take_until(crate::progress::progress_stream(rx, url), async move {
         let _ = closing.wait_for(|c| *c).await;
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
@@ -898,14 +684,7 @@ struct ServerActivity {
     last_activity: String,
 }
 
-async fn user_activity(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn user_activity(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.require("users:activity", Some(&name))?;
     let req: Activity = body(&raw)?;
     user_or_404(&app, &name).await?;
@@ -951,11 +730,10 @@ async fn group_or_404(app: &AppState, name: &str) -> Result<GroupRecord, ApiErro
 
 async fn list_groups(
     State(app): State<AppState>,
-    method: Method,
+    caller: Caller,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
     caller.require("list:groups", None)?;
     let groups = app.store.list_groups().await?;
     let (offset, limit) = page_bounds(&app, &q)?;
@@ -963,13 +741,7 @@ async fn list_groups(
     paginate(&app, &headers, "/hub/api/groups", &q, groups.len(), page)
 }
 
-async fn get_group(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn get_group(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
     caller.require("read:groups", None)?;
     Ok(axum::Json(group_model(&group_or_404(&app, &name).await?)).into_response())
 }
@@ -996,14 +768,7 @@ async fn existing_users(app: &AppState, names: &[String]) -> Result<(), ApiError
     }
 }
 
-async fn create_group(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    raw: Bytes,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn create_group(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
     caller.require("admin:groups", None)?;
     let req: GroupUsers = body(&raw)?;
     valid_group_name(&name)?;
@@ -1015,13 +780,7 @@ async fn create_group(
     Ok((StatusCode::CREATED, axum::Json(group_model(&group_or_404(&app, &name).await?))).into_response())
 }
 
-async fn delete_group(
-    State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn delete_group(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
     caller.require("delete:groups", None)?;
     if !app.store.delete_group(&name).await? {
         return Err(ApiError::not_found(format!("No such group: {name}")));
@@ -1030,15 +789,7 @@ async fn delete_group(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn change_group_users(
-    app: AppState,
-    method: Method,
-    headers: HeaderMap,
-    name: String,
-    raw: Bytes,
-    add: bool,
-) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn change_group_users(app: AppState, caller: Caller, name: String, raw: Bytes, add: bool) -> ApiResult {
     caller.require("groups", None)?;
     let req: GroupUsers = body(&raw)?;
     if req.users.is_empty() {
@@ -1054,22 +805,20 @@ async fn change_group_users(
 
 async fn add_group_users(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
     raw: Bytes,
 ) -> ApiResult {
-    change_group_users(app, method, headers, name, raw, true).await
+    change_group_users(app, caller, name, raw, true).await
 }
 
 async fn remove_group_users(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
     raw: Bytes,
 ) -> ApiResult {
-    change_group_users(app, method, headers, name, raw, false).await
+    change_group_users(app, caller, name, raw, false).await
 }
 
 // ---- proxy ---------------------------------------------------------------------------------
@@ -1077,8 +826,7 @@ async fn remove_group_users(
 /// The routing table in configurable-http-proxy's shape: the hub at `/`, each running server
 /// at `/user/<name>/` with its target: `http://127.0.0.1:<port>`, or for a server on a Unix
 /// socket `http+unix://<percent-encoded path>` (see [`hub_servers::servers::Endpoint::url`]).
-async fn proxy_routes(State(app): State<AppState>, method: Method, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &method, &headers).await?;
+async fn proxy_routes(State(app): State<AppState>, caller: Caller) -> ApiResult {
     caller.require("proxy", None)?;
     let mut table = serde_json::Map::new();
     table.insert(

@@ -7,141 +7,27 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use super::{ApiError, Caller, Identity, body, caller_name, token_model, user_or_404};
-use crate::web::AppState;
-use hub_config::{ServiceConfig, TokenSource};
-use hub_core::scopes::{self, Requested, ScopeSet};
-use hub_core::unix_now;
-use hub_store::TokenRecord;
+use super::{ApiError, body, caller_name, token_model, user_or_404};
+use crate::caller::{Caller, PREFIX_LEN, hash};
 
-/// Characters of a token kept in clear to narrow the lookup.
-pub const PREFIX_LEN: usize = 4;
 /// Longest accepted expiry of a new token: ten years, in seconds.
 const MAX_EXPIRES_IN: i64 = 10 * 365 * 86_400;
-/// A token's last use is written at most this often (seconds).
-const TOUCH_INTERVAL: i64 = 60;
 
-/// The hex SHA-256 of `token`.
-pub fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+use crate::state::AppState;
+use hub_core::scopes::{self, ScopeSet};
+use hub_core::unix_now;
+use hub_store::TokenRecord;
 
 /// A new random token: 48 lower-case hex characters.
 pub fn generate() -> String {
     let mut b = [0u8; 24];
     rand::fill(&mut b[..]);
     hex::encode(b)
-}
-
-/// A service whose token has been read.
-#[derive(Debug, Clone)]
-pub struct ServiceToken {
-    /// The service's name.
-    pub name: String,
-    hash: [u8; 32],
-    scopes: Vec<Requested>,
-}
-
-/// Reads each service's token. Errors name the service and the fix: a missing or empty
-/// token, a token file readable by group or others, a token shorter than 32 characters.
-pub fn load_services(services: &[ServiceConfig]) -> anyhow::Result<Vec<ServiceToken>> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for s in services {
-        let token = match &s.token {
-            TokenSource::File(path) => {
-                let meta = std::fs::metadata(path).map_err(|e| {
-                    anyhow::anyhow!("[[services]] {}: cannot read api_token_file {}: {e}", s.name, path.display())
-                })?;
-                if meta.uid() != 0 {
-                    anyhow::bail!(
-                        "[[services]] {}: api_token_file {} is owned by uid {}, not root; run `chown root {}` (its owner could change the token)",
-                        s.name,
-                        path.display(),
-                        meta.uid(),
-                        path.display()
-                    );
-                }
-                if meta.mode() & 0o077 != 0 {
-                    anyhow::bail!(
-                        "[[services]] {}: api_token_file {} is readable by others (mode {:o}); chmod 600 it",
-                        s.name,
-                        path.display(),
-                        meta.mode() & 0o777
-                    );
-                }
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("[[services]] {}: cannot read {}: {e}", s.name, path.display()))?
-            }
-            TokenSource::Env(var) => std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("[[services]] {}: the environment variable {var} (api_token_env) is not set", s.name)
-            })?,
-        };
-        let token = token.trim();
-        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            anyhow::bail!(
-                "[[services]] {}: the token must be at least 32 characters with no spaces; generate one with `openssl rand -hex 32`",
-                s.name
-            );
-        }
-        let scopes = scopes::parse_all(&s.scopes).map_err(|e| anyhow::anyhow!("[[services]] {}: {e}", s.name))?;
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        out.push(ServiceToken { name: s.name.clone(), hash, scopes });
-    }
-    Ok(out)
-}
-
-fn invalid() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "invalid or expired API token")
-}
-
-/// The caller a token stands for: a service, or a user whose token is known and unexpired.
-pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, ApiError> {
-    if token.len() < 8 || token.len() > 256 || !token.is_ascii() {
-        return Err(invalid());
-    }
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    for s in &app.services {
-        if bool::from(s.hash.ct_eq(&digest)) {
-            return Ok(Caller {
-                identity: Identity::Service { name: s.name.clone() },
-                scopes: ScopeSet::expand(&s.scopes, None),
-                token_id: None,
-                session_id: None,
-            });
-        }
-    }
-    let hex_digest = hex::encode(digest);
-    let now = unix_now();
-    let found = app
-        .store
-        .tokens_with_prefix(&token[..PREFIX_LEN])
-        .await?
-        .into_iter()
-        .find(|t| bool::from(t.hash.as_bytes().ct_eq(hex_digest.as_bytes())));
-    let Some(t) = found else { return Err(invalid()) };
-    if t.expires_at.is_some_and(|e| e <= now) {
-        return Err(invalid());
-    }
-    if t.last_activity.is_none_or(|l| now - l >= TOUCH_INTERVAL) {
-        app.store.touch_token(t.id, now).await?;
-    }
-    let admin = crate::web::is_admin_name(app, &t.username).await;
-    let owner = ScopeSet::for_user(&t.username, admin);
-    let requested = scopes::parse_all(&t.scopes).map_err(ApiError::internal)?;
-    Ok(Caller {
-        scopes: ScopeSet::for_token(&requested, &t.username, &owner),
-        identity: Identity::User { name: t.username.clone(), admin },
-        token_id: Some(format!("a{}", t.id)),
-        session_id: None,
-    })
 }
 
 /// `"a12"` → 12; anything else is "no such token".
@@ -153,11 +39,9 @@ fn token_id(raw: &str) -> Result<i64, ApiError> {
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = super::authenticate(&app, &method, &headers).await?;
     caller.require("read:tokens", Some(&name))?;
     user_or_404(&app, &name).await?;
     let tokens: Vec<_> = app.store.tokens_of(&name).await?.iter().map(token_model).collect();
@@ -166,11 +50,9 @@ pub(super) async fn list(
 
 pub(super) async fn get_one(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let caller = super::authenticate(&app, &method, &headers).await?;
     caller.require("read:tokens", Some(&name))?;
     let id = token_id(&id)?;
     let t = app.store.tokens_of(&name).await?.into_iter().find(|t| t.id == id);
@@ -180,11 +62,9 @@ pub(super) async fn get_one(
 
 pub(super) async fn delete(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let caller = super::authenticate(&app, &method, &headers).await?;
     caller.require("tokens", Some(&name))?;
     let id = token_id(&id)?;
     if !app.store.delete_token(&name, id).await? {
@@ -206,12 +86,10 @@ struct NewToken {
 
 pub(super) async fn create(
     State(app): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = super::authenticate(&app, &method, &headers).await?;
     caller.require("tokens", Some(&name))?;
     let req: NewToken = body(&raw)?;
     let owner = user_or_404(&app, &name).await?;
@@ -286,37 +164,5 @@ mod tests {
         assert_ne!(a, b);
         // SHA-256("abc"), FIPS 180-2 appendix B.1.
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
-
-    #[test]
-    fn service_tokens_must_be_private_and_long() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("t");
-        std::fs::write(&path, format!("{}\n", "x".repeat(40))).expect("write");
-        let svc = |scopes: &[&str]| ServiceConfig {
-            name: "culler".into(),
-            token: TokenSource::File(path.clone()),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = load_services(&[svc(&["list:users"])]).expect_err("world-readable");
-        assert!(e.to_string().contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let loaded = load_services(&[svc(&["list:users"])]).expect("private file");
-        assert_eq!(loaded[0].name, "culler");
-        // Private but not root's: its owner could change the token.
-        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown (tests run as root)");
-        let e = load_services(&[svc(&["list:users"])]).expect_err("not root's");
-        assert!(e.to_string().contains("not root") && e.to_string().contains("chown root"), "{e}");
-        std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
-        std::fs::write(&path, "short").expect("write");
-        assert!(load_services(&[svc(&[])]).expect_err("short").to_string().contains("at least 32"));
-        let env = ServiceConfig {
-            name: "e".into(),
-            token: TokenSource::Env("HUB_TEST_UNSET_TOKEN_VAR".into()),
-            scopes: vec![],
-        };
-        assert!(load_services(&[env]).expect_err("unset").to_string().contains("is not set"));
     }
 }

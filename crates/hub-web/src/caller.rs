@@ -1,0 +1,279 @@
+//! Who is calling the REST API (or `/hub/metrics`): the authenticated [`Caller`], found from an
+//! API token (a user's, in the store, or a service's from `[[services]]`) or the session
+//! cookie, with the scopes it holds (`hub_core::scopes`).
+//!
+//! API tokens: users' tokens are kept in the store as a SHA-256 hash and a 4-character lookup
+//! prefix (the norm for high-entropy tokens); service tokens are read once at start from a
+//! root-only file or an environment variable. A token's expiry is checked on every use; its
+//! last use is written at most once a minute.
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use hub_config::{ServiceConfig, TokenSource};
+use hub_core::scopes::{self, Requested, ScopeSet};
+use hub_core::unix_now;
+
+use crate::error::ApiError;
+use crate::guard::{self, XsrfProof};
+use crate::state::AppState;
+
+/// Characters of a token kept in clear to narrow the lookup.
+pub const PREFIX_LEN: usize = 4;
+/// A token's last use is written at most this often (seconds).
+const TOUCH_INTERVAL: i64 = 60;
+
+/// The hex SHA-256 of `token`.
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A hub user (by token or session).
+    User {
+        /// User name.
+        name: String,
+        /// Whether they are an admin now.
+        admin: bool,
+    },
+    /// A `[[services]]` entry.
+    Service {
+        /// Service name.
+        name: String,
+    },
+}
+
+/// An authenticated caller and what it may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub identity: Identity,
+    /// Effective scopes (a token's own scopes within its owner's rights).
+    pub scopes: ScopeSet,
+    /// `"a<id>"` of the user token used, if any.
+    pub token_id: Option<String>,
+    /// The session id, for cookie-authenticated requests.
+    pub session_id: Option<String>,
+}
+
+impl Caller {
+    /// `Ok` if the caller holds `scope` (for `user`, if given); else 404 when the caller may
+    /// not even see `user`, 403 otherwise.
+    pub fn require(&self, scope: &str, user: Option<&str>) -> Result<(), ApiError> {
+        if self.scopes.allows(scope, user) {
+            return Ok(());
+        }
+        // A caller that may see the user but not do this gets 403; one that may not even see
+        // the user gets 404, as JupyterHub answers, so names do not leak.
+        match user {
+            Some(u) if !self.may_see(u) => Err(ApiError::not_found(format!("No such user: {u}"))),
+            Some(u) => Err(ApiError::forbidden(&format!("{scope}!user={u}"))),
+            None => Err(ApiError::forbidden(scope)),
+        }
+    }
+
+    /// Whether the caller may see that `user` exists.
+    pub fn may_see(&self, user: &str) -> bool {
+        ["read:users:name", "list:users", "read:users:activity", "read:servers", "read:tokens", "users:activity"]
+            .iter()
+            .any(|s| self.scopes.allows(s, Some(user)))
+    }
+}
+
+/// The authenticated caller of an API handler: [`authenticate`]'s answer for the request, or
+/// the one [`credentials_before_body`] already found for a request with a body. Rejects with
+/// the same 403 `ApiError` (JupyterHub's JSON shape).
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.remove::<Caller>() {
+            return Ok(caller);
+        }
+        authenticate(app, &parts.method, &parts.headers).await
+    }
+}
+
+/// Authenticates an API request: a token in `Authorization`, else the session cookie (with
+/// the XSRF and origin checks for state-changing methods). Errors are 403, as JupyterHub's.
+pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the Authorization header must be `token <API token>` or `Bearer <API token>`",
+                )
+            })?;
+        return caller_for_token(app, token).await;
+    }
+    let Some(session) = app.session_of(headers).await else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Missing or invalid credentials: send `Authorization: token <API token>` (create one with POST /hub/api/users/<name>/tokens)",
+        ));
+    };
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let sent = headers.get("x-xsrftoken").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let proof = XsrfProof::Session { session: &session, sent };
+        guard::check(app, headers, proof, "a cookie-authenticated API request")
+            .map_err(|r| ApiError::new(StatusCode::FORBIDDEN, r.message()))?;
+    }
+    let admin = app.is_admin(&session.username).await;
+    Ok(Caller {
+        scopes: ScopeSet::for_user(&session.username, admin),
+        identity: Identity::User { name: session.username.clone(), admin },
+        token_id: None,
+        session_id: Some(session.id.clone()),
+    })
+}
+
+/// A service whose token has been read.
+#[derive(Debug, Clone)]
+pub struct ServiceToken {
+    /// The service's name.
+    pub name: String,
+    hash: [u8; 32],
+    scopes: Vec<Requested>,
+}
+
+/// Reads each service's token. Errors name the service and the fix: a missing or empty
+/// token, a token file readable by group or others, a token shorter than 32 characters.
+pub fn load_services(services: &[ServiceConfig]) -> anyhow::Result<Vec<ServiceToken>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for s in services {
+        let token = match &s.token {
+            TokenSource::File(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    anyhow::anyhow!("[[services]] {}: cannot read api_token_file {}: {e}", s.name, path.display())
+                })?;
+                if meta.uid() != 0 {
+                    anyhow::bail!(
+                        "[[services]] {}: api_token_file {} is owned by uid {}, not root; run `chown root {}` (its owner could change the token)",
+                        s.name,
+                        path.display(),
+                        meta.uid(),
+                        path.display()
+                    );
+                }
+                if meta.mode() & 0o077 != 0 {
+                    anyhow::bail!(
+                        "[[services]] {}: api_token_file {} is readable by others (mode {:o}); chmod 600 it",
+                        s.name,
+                        path.display(),
+                        meta.mode() & 0o777
+                    );
+                }
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("[[services]] {}: cannot read {}: {e}", s.name, path.display()))?
+            }
+            TokenSource::Env(var) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("[[services]] {}: the environment variable {var} (api_token_env) is not set", s.name)
+            })?,
+        };
+        let token = token.trim();
+        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            anyhow::bail!(
+                "[[services]] {}: the token must be at least 32 characters with no spaces; generate one with `openssl rand -hex 32`",
+                s.name
+            );
+        }
+        let scopes = scopes::parse_all(&s.scopes).map_err(|e| anyhow::anyhow!("[[services]] {}: {e}", s.name))?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        out.push(ServiceToken { name: s.name.clone(), hash, scopes });
+    }
+    Ok(out)
+}
+
+fn invalid() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "invalid or expired API token")
+}
+
+/// The caller a token stands for: a service, or a user whose token is known and unexpired.
+pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if token.len() < 8 || token.len() > 256 || !token.is_ascii() {
+        return Err(invalid());
+    }
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    for s in &app.services {
+        if bool::from(s.hash.ct_eq(&digest)) {
+            return Ok(Caller {
+                identity: Identity::Service { name: s.name.clone() },
+                scopes: ScopeSet::expand(&s.scopes, None),
+                token_id: None,
+                session_id: None,
+            });
+        }
+    }
+    let hex_digest = hex::encode(digest);
+    let now = unix_now();
+    let found = app
+        .store
+        .tokens_with_prefix(&token[..PREFIX_LEN])
+        .await?
+        .into_iter()
+        .find(|t| bool::from(t.hash.as_bytes().ct_eq(hex_digest.as_bytes())));
+    let Some(t) = found else { return Err(invalid()) };
+    if t.expires_at.is_some_and(|e| e <= now) {
+        return Err(invalid());
+    }
+    if t.last_activity.is_none_or(|l| now - l >= TOUCH_INTERVAL) {
+        app.store.touch_token(t.id, now).await?;
+    }
+    let admin = app.is_admin(&t.username).await;
+    let owner = ScopeSet::for_user(&t.username, admin);
+    let requested = scopes::parse_all(&t.scopes).map_err(ApiError::internal)?;
+    Ok(Caller {
+        scopes: ScopeSet::for_token(&requested, &t.username, &owner),
+        identity: Identity::User { name: t.username.clone(), admin },
+        token_id: Some(format!("a{}", t.id)),
+        session_id: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_tokens_must_be_private_and_long() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t");
+        std::fs::write(&path, format!("{}\n", "x".repeat(40))).expect("write");
+        let svc = |scopes: &[&str]| ServiceConfig {
+            name: "culler".into(),
+            token: TokenSource::File(path.clone()),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = load_services(&[svc(&["list:users"])]).expect_err("world-readable");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let loaded = load_services(&[svc(&["list:users"])]).expect("private file");
+        assert_eq!(loaded[0].name, "culler");
+        // Private but not root's: its owner could change the token.
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown (tests run as root)");
+        let e = load_services(&[svc(&["list:users"])]).expect_err("not root's");
+        assert!(e.to_string().contains("not root") && e.to_string().contains("chown root"), "{e}");
+        std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
+        std::fs::write(&path, "short").expect("write");
+        assert!(load_services(&[svc(&[])]).expect_err("short").to_string().contains("at least 32"));
+        let env = ServiceConfig {
+            name: "e".into(),
+            token: TokenSource::Env("HUB_TEST_UNSET_TOKEN_VAR".into()),
+            scopes: vec![],
+        };
+        assert!(load_services(&[env]).expect_err("unset").to_string().contains("is not set"));
+    }
+}

@@ -1,0 +1,46 @@
+//! HTML helpers of the hub's pages: the page frame, the error page, escaping.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use hub_auth::session::Session;
+
+use crate::state::App;
+
+/// `s` escaped for HTML text and attribute values.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_safe(s)
+}
+
+/// 429 Too Many Requests with `Retry-After`, for a refused spawn.
+pub fn too_many(refused: &hub_servers::servers::SpawnRefused) -> Response {
+    let page =
+        error_page(StatusCode::TOO_MANY_REQUESTS, "Please wait", &format!("Your server cannot start yet: {refused}."));
+    crate::error::with_retry_after(page, refused.retry_after())
+}
+
+/// A plain error page with `status`.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let e = esc;
+    let body = format!(r#"<h1>{}</h1><p class="card">{}</p><p><a href="/hub/home">Home</a></p>"#, e(title), e(message));
+    (status, page(title, &body)).into_response()
+}
+
+/// A hub page for the signed-in `s`: the navigation bar (name, Home, Sign out) above `body`.
+pub fn page_with_user(app: &App, title: &str, body: &str, s: &Session) -> Html<String> {
+    let nav = format!(
+        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
+        html_escape::encode_safe(&s.username),
+        crate::guard::xsrf_field(app, s)
+    );
+    page(title, &format!("{nav}{body}"))
+}
+
+/// A hub page: `title` (escaped) and `body` (HTML, already escaped by the caller).
+pub fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · hub</title><link rel="stylesheet" href="/hub/static/hub.css"></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
+        html_escape::encode_safe(title)
+    ))
+}
