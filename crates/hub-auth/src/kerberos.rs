@@ -188,11 +188,11 @@ impl std::fmt::Debug for LoginCredentials {
 impl LoginCredentials {
     /// Writes the credentials to a new FILE credential cache at `path` (blocking; GSS-API
     /// `gss_store_cred_into`). The caller fixes owner and mode and renames it into place.
-    pub fn store(&self, path: &Path) -> Result<(), String> {
+    pub fn store(&self, path: &Path) -> Result<(), GssError> {
         let mechs = GSS_MECH_KRB5;
-        self.0
-            .store_into(&format!("FILE:{}", path.display()), true, true, CredUsage::Initiate, Some(mechs))
-            .map_err(|e| format!("storing the credentials in {}: {e}", path.display()))
+        self.0.store_into(&format!("FILE:{}", path.display()), true, true, CredUsage::Initiate, Some(mechs)).map_err(
+            |source| GssError::Gss { context: format!("storing the credentials in {}", path.display()), source },
+        )
     }
 }
 
@@ -201,7 +201,7 @@ impl LoginCredentials {
 /// never touched). Only tickets for `principal` (`[auth] service_principal`) are accepted with
 /// it: a keytab that also holds keys of other services does not make the hub accept tickets for
 /// them (with `GSS_C_NO_NAME` it would accept any principal in the keytab).
-fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, String> {
+fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, GssError> {
     use libgssapi_sys::{
         _GSS_C_INDEFINITE, GSS_C_ACCEPT, GSS_S_COMPLETE, OM_uint32, gss_OID_desc, gss_acquire_cred_from,
         gss_buffer_desc, gss_cred_id_t, gss_import_name, gss_key_value_element_desc, gss_key_value_set_desc,
@@ -209,7 +209,8 @@ fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, String> {
     };
     /// GSS_KRB5_NT_PRINCIPAL_NAME, 1.2.840.113554.1.2.2.1 (RFC 1964 §2.1.1), DER-encoded.
     static KRB5_NT_PRINCIPAL_NAME: [u8; 10] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x01];
-    let value = CString::new(format!("FILE:{}", keytab.display())).map_err(|_| "keytab path has a NUL byte")?;
+    let value = CString::new(format!("FILE:{}", keytab.display()))
+        .map_err(|_| GssError::Invalid("the service keytab's path has a NUL byte".into()))?;
     let mut element = gss_key_value_element_desc { key: c"keytab".as_ptr(), value: value.as_ptr() };
     let store = gss_key_value_set_desc { count: 1, elements: &mut element };
     let mut minor: OM_uint32 = 0;
@@ -221,7 +222,10 @@ fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, String> {
     let major = unsafe { gss_import_name(&mut minor, &mut buf, &mut oid, &mut name) };
     if major != GSS_S_COMPLETE {
         let e = libgssapi::error::Error { major: libgssapi::error::MajorFlags::from_bits_retain(major), minor };
-        return Err(format!("[auth] service_principal {principal:?} is not a Kerberos principal name: {e}"));
+        return Err(GssError::Gss {
+            context: format!("[auth] service_principal {principal:?} is not a Kerberos principal name"),
+            source: e,
+        });
     }
     let mut cred: gss_cred_id_t = ptr::null_mut();
     // SAFETY: every pointer is valid for the call; `store`, `value` and `name` outlive it; on
@@ -244,16 +248,36 @@ fn acceptor_cred(keytab: &Path, principal: &str) -> Result<Cred, String> {
     unsafe { gss_release_name(&mut release_minor, &mut name) };
     if major != GSS_S_COMPLETE {
         let e = libgssapi::error::Error { major: libgssapi::error::MajorFlags::from_bits_retain(major), minor };
-        return Err(format!("cannot use the keys of {principal} in the service keytab {}: {e}", keytab.display()));
+        return Err(GssError::Gss {
+            context: format!("cannot use the keys of {principal} in the service keytab {}", keytab.display()),
+            source: e,
+        });
     }
     // SAFETY: `cred` came from a successful gss_acquire_cred_from.
     Ok(unsafe { Cred::from_c(cred) })
 }
 
 /// A GSS name's display form (for Kerberos: `name[/instance]@REALM`).
-fn name_string(n: &Name) -> Result<String, String> {
-    let buf = n.display_name().map_err(|e| e.to_string())?;
-    String::from_utf8(buf.to_vec()).map_err(|_| "the principal name is not UTF-8".to_string())
+fn name_string(n: &Name) -> Result<String, GssError> {
+    let buf =
+        n.display_name().map_err(|source| GssError::Gss { context: "reading the principal's name".into(), source })?;
+    String::from_utf8(buf.to_vec()).map_err(|_| GssError::Invalid("the principal name is not UTF-8".into()))
+}
+
+/// A GSS-API step that failed, or a value it gave that the hub cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum GssError {
+    /// A GSS-API call failed; `context` says which and for what.
+    #[error("{context}: {source}")]
+    Gss {
+        /// What the hub was doing.
+        context: String,
+        /// The GSS-API major and minor status.
+        source: libgssapi::error::Error,
+    },
+    /// The exchange ended without an answer, or gave something unusable.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The Kerberos password authenticator (`[auth] method = "kerberos"`).
@@ -293,7 +317,7 @@ fn password_login(s: &KerberosSettings, principal: &str, password: &str) -> Resu
             (f, format!("getting a ticket for {}: {e}", s.service_principal))
         })?
         .ok_or_else(|| validation("the GSS-API client produced no token".into()))?;
-    let acceptor = acceptor_cred(&s.service_keytab, &s.service_principal).map_err(validation)?;
+    let acceptor = acceptor_cred(&s.service_keytab, &s.service_principal).map_err(|e| validation(e.to_string()))?;
     let mut server = ServerCtx::new(Some(acceptor));
     server.step(&token, None).map_err(|e| {
         validation(format!(
@@ -302,7 +326,11 @@ fn password_login(s: &KerberosSettings, principal: &str, password: &str) -> Resu
             s.service_keytab.display()
         ))
     })?;
-    let who = server.source_name().map_err(|e| e.to_string()).and_then(|n| name_string(&n)).map_err(validation)?;
+    let who = server
+        .source_name()
+        .map_err(|source| GssError::Gss { context: "reading the ticket's client".into(), source })
+        .and_then(|n| name_string(&n))
+        .map_err(|e| validation(e.to_string()))?;
     if who != principal {
         return Err(validation(format!("the ticket names {who:?}, not {principal:?}")));
     }
@@ -344,12 +372,15 @@ pub enum Negotiated {
 /// Accepts one SPNEGO token (the decoded `Authorization: Negotiate` value), blocking.
 ///
 /// Errors: the token is malformed, is for another service, or does not decrypt with the keytab.
-pub fn accept_negotiate(keytab: &Path, service_principal: &str, token: &[u8]) -> Result<Negotiated, String> {
+pub fn accept_negotiate(keytab: &Path, service_principal: &str, token: &[u8]) -> Result<Negotiated, GssError> {
     let acceptor = acceptor_cred(keytab, service_principal)?;
     let mut ctx = ServerCtx::new(Some(acceptor));
     match ctx.step(token, None) {
         Ok(reply) if ctx.is_complete() => {
-            let principal = name_string(&ctx.source_name().map_err(|e| e.to_string())?)?;
+            let client = ctx
+                .source_name()
+                .map_err(|source| GssError::Gss { context: "reading the SPNEGO client's name".into(), source })?;
+            let principal = name_string(&client)?;
             Ok(Negotiated::Done {
                 principal,
                 reply: reply.map(|b| b.to_vec()),
@@ -357,8 +388,8 @@ pub fn accept_negotiate(keytab: &Path, service_principal: &str, token: &[u8]) ->
             })
         }
         Ok(Some(more)) => Ok(Negotiated::Continue(more.to_vec())),
-        Ok(None) => Err("the SPNEGO context did not complete".into()),
-        Err(e) => Err(e.to_string()),
+        Ok(None) => Err(GssError::Invalid("the SPNEGO context did not complete".into())),
+        Err(source) => Err(GssError::Gss { context: "accepting the SPNEGO token".into(), source }),
     }
 }
 

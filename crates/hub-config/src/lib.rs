@@ -21,7 +21,7 @@ pub use hub::{Bind, HubConfig, MAX_SOCKET_PATH};
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
 pub use spawner::{SpawnerConfig, Transport};
-pub use template::{Template, TemplateVars};
+pub use template::{Template, TemplateError, TemplateVars};
 
 use std::collections::BTreeMap;
 use std::fmt;

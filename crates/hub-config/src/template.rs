@@ -1,6 +1,25 @@
 //! Templates: strings with `{placeholder}`s, checked when hub.toml is loaded against the
 //! names each key allows, and expanded per user.
 
+/// Why a template is not valid; the text completes "`key` ..." in the config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `}` with no `{` before it.
+    #[error("has a '}}' without a matching '{{' (write '}}}}' for a literal brace)")]
+    UnmatchedClose,
+    /// A `{` with no `}` after it.
+    #[error("has a '{{' that is never closed (write '{{{{' for a literal brace)")]
+    Unclosed,
+    /// A placeholder the key does not allow.
+    #[error("uses the unknown placeholder {{{name}}}; allowed here: {allowed}")]
+    UnknownPlaceholder {
+        /// The placeholder's name.
+        name: String,
+        /// The placeholders allowed, as `{a}, {b}`.
+        allowed: String,
+    },
+}
+
 /// A string with `{placeholder}`s, checked at load time against the names its key allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template(String);
@@ -32,7 +51,7 @@ pub struct TemplateVars<'a> {
 impl Template {
     /// Parses `s`, accepting only the `allowed` placeholder names. `{{` and `}}` are literal
     /// braces. Errors name the offending placeholder.
-    pub(crate) fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str, allowed: &[&str]) -> Result<Self, TemplateError> {
         let mut rest = s;
         while let Some(i) = rest.find(['{', '}']) {
             let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
@@ -41,17 +60,17 @@ impl Template {
                 continue;
             }
             if c == b'}' {
-                return Err("has a '}' without a matching '{' (write '}}' for a literal brace)".into());
+                return Err(TemplateError::UnmatchedClose);
             }
             let Some(end) = after.find('}') else {
-                return Err("has a '{' that is never closed (write '{{' for a literal brace)".into());
+                return Err(TemplateError::Unclosed);
             };
             let name = &after[..end];
             if !allowed.contains(&name) {
-                return Err(format!(
-                    "uses the unknown placeholder {{{name}}}; allowed here: {}",
-                    allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ")
-                ));
+                return Err(TemplateError::UnknownPlaceholder {
+                    name: name.to_string(),
+                    allowed: allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", "),
+                });
             }
             rest = &after[end + 1..];
         }

@@ -123,37 +123,57 @@ impl fmt::Display for Requested {
     }
 }
 
+/// Why a scope string is not one the hub understands; the text names the scope and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// `!server=` names something other than a user's default server.
+    #[error("scope {0:?}: only a user's default server can be named, as !server=NAME/")]
+    NamedServer(String),
+    /// A filter other than `!user=` or `!server=`.
+    #[error("scope {0:?}: unsupported filter; use !user=NAME or !server=NAME/")]
+    UnsupportedFilter(String),
+    /// The filter's user name is empty, too long or has control characters.
+    #[error("scope {0:?}: the filter names no valid user")]
+    InvalidUser(String),
+    /// `inherit!...`.
+    #[error("scope \"inherit\" takes no filter")]
+    FilteredInherit,
+    /// Not a scope name the hub knows.
+    #[error("unknown scope {0:?}; see docs/api.md for the scopes this hub understands")]
+    Unknown(String),
+}
+
 /// Parses one scope string. Errors say what is wrong, e.g. `unknown scope "read:userz"`.
-pub fn parse(s: &str) -> Result<Requested, String> {
+pub fn parse(s: &str) -> Result<Requested, ScopeError> {
     let (name, filter) = match s.split_once('!') {
         None => (s, Filter::All),
         Some((name, f)) => {
             let user = if let Some(u) = f.strip_prefix("user=") {
                 u
             } else if let Some(u) = f.strip_prefix("server=") {
-                u.strip_suffix('/').filter(|u| !u.contains('/')).ok_or_else(|| {
-                    format!("scope {s:?}: only a user's default server can be named, as !server=NAME/")
-                })?
+                u.strip_suffix('/')
+                    .filter(|u| !u.contains('/'))
+                    .ok_or_else(|| ScopeError::NamedServer(s.to_string()))?
             } else {
-                return Err(format!("scope {s:?}: unsupported filter; use !user=NAME or !server=NAME/"));
+                return Err(ScopeError::UnsupportedFilter(s.to_string()));
             };
             if user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_control()) {
-                return Err(format!("scope {s:?}: the filter names no valid user"));
+                return Err(ScopeError::InvalidUser(s.to_string()));
             }
             (name, Filter::User(user.to_string()))
         }
     };
     if name == "inherit" && filter != Filter::All {
-        return Err("scope \"inherit\" takes no filter".into());
+        return Err(ScopeError::FilteredInherit);
     }
     if name != "self" && name != "inherit" && !KNOWN.contains(&name) {
-        return Err(format!("unknown scope {name:?}; see docs/api.md for the scopes this hub understands"));
+        return Err(ScopeError::Unknown(name.to_string()));
     }
     Ok(Requested { name: name.to_string(), filter })
 }
 
 /// Parses a list of scope strings.
-pub fn parse_all<S: AsRef<str>>(list: &[S]) -> Result<Vec<Requested>, String> {
+pub fn parse_all<S: AsRef<str>>(list: &[S]) -> Result<Vec<Requested>, ScopeError> {
     list.iter().map(|s| parse(s.as_ref())).collect()
 }
 
@@ -269,9 +289,9 @@ mod tests {
     fn parsing_names_and_filters() {
         assert_eq!(parse("servers!user=ann").expect("ok").filter, Filter::User("ann".into()));
         assert_eq!(parse("servers!server=ann/").expect("ok").filter, Filter::User("ann".into()));
-        assert!(parse("read:userz").expect_err("unknown").contains("unknown scope"));
-        assert!(parse("servers!server=ann/gpu").expect_err("named").contains("default server"));
-        assert!(parse("servers!group=x").expect_err("group").contains("unsupported filter"));
+        assert!(parse("read:userz").expect_err("unknown").to_string().contains("unknown scope"));
+        assert!(parse("servers!server=ann/gpu").expect_err("named").to_string().contains("default server"));
+        assert!(parse("servers!group=x").expect_err("group").to_string().contains("unsupported filter"));
         assert!(parse("servers!user=").is_err());
         assert!(parse("inherit!user=ann").is_err());
     }

@@ -276,14 +276,31 @@ fn own_cgroup(matches: impl Fn(&str) -> bool) -> Option<String> {
     })
 }
 
-fn detect_v2() -> Result<Mechanism, String> {
+/// Why a cgroup hierarchy cannot be used for servers' limits (logged when the hub falls back).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unavailable(String);
+
+impl From<String> for Unavailable {
+    fn from(why: String) -> Self {
+        Unavailable(why)
+    }
+}
+
+impl From<&str> for Unavailable {
+    fn from(why: &str) -> Self {
+        Unavailable(why.to_string())
+    }
+}
+
+fn detect_v2() -> Result<Mechanism, Unavailable> {
     let root = Path::new("/sys/fs/cgroup");
     let available = fs::read_to_string(root.join("cgroup.controllers"))
         .map_err(|_| "/sys/fs/cgroup is not a cgroup v2 (unified) hierarchy".to_string())?;
     let missing: Vec<&str> =
         CONTROLLERS.iter().copied().filter(|c| !available.split_whitespace().any(|a| a == *c)).collect();
     if !missing.is_empty() {
-        return Err(format!("cgroup v2 lacks the controllers {missing:?} (bound to cgroup v1?)"));
+        return Err(format!("cgroup v2 lacks the controllers {missing:?} (bound to cgroup v1?)").into());
     }
     let own = own_cgroup(|c| c.is_empty()).ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
     let own_dir = root.join(own.trim_start_matches('/'));
@@ -308,7 +325,7 @@ fn detect_v2() -> Result<Mechanism, String> {
     Ok(Mechanism::V2 { base })
 }
 
-fn detect_v1() -> Result<Mechanism, String> {
+fn detect_v1() -> Result<Mechanism, Unavailable> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
     // proc(5): "... mount-point ... - fstype source super-options"
     let mount_of = |controller: &str| -> Option<PathBuf> {
@@ -339,7 +356,7 @@ fn detect_v1() -> Result<Mechanism, String> {
         }
     }
     if found.is_empty() {
-        return Err(problems.join("; "));
+        return Err(problems.join("; ").into());
     }
     for p in &problems {
         tracing::warn!(problem = %p, "a cgroup v1 controller is not usable; its limit falls back to an rlimit or is not enforced");

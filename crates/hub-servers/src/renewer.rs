@@ -135,7 +135,10 @@ pub struct UserKerberos {
 }
 
 /// Writes login credentials into the given (new, temporary) ccache path; blocking.
-pub type LoginWriter = Box<dyn FnOnce(&Path) -> Result<(), String> + Send + 'static>;
+pub type LoginWriter = Box<dyn FnOnce(&Path) -> Result<(), LoginWriteError> + Send + 'static>;
+
+/// Why a login's credentials could not be written (the writer's own error, e.g. GSS-API's).
+pub type LoginWriteError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A failed renewal.
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +325,7 @@ impl Renewer {
     pub async fn install_login_ccache(
         &self,
         owner: &TicketOwner,
-        write: impl FnOnce(&Path) -> Result<(), String> + Send + 'static,
+        write: impl FnOnce(&Path) -> Result<(), LoginWriteError> + Send + 'static,
     ) -> Result<(), RenewError> {
         if !self.cfg.enabled {
             return Ok(());
@@ -666,7 +669,7 @@ impl Renewer {
             Ok(Ok(())) => Self::publish(owner, &tmp, &p.ccache),
             Ok(Err(e)) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(RenewError::Login(e))
+                Err(RenewError::Login(e.to_string()))
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -786,28 +789,35 @@ fn open_keytab(path: &Path, uid: u32) -> Result<std::fs::File, RenewError> {
         Err(e) => return Err(err(e.to_string())),
     };
     let meta = f.metadata().map_err(|e| err(e.to_string()))?;
-    check_owner_and_mode(&meta, uid, path).map_err(err)?;
+    check_owner_and_mode(&meta, uid, path).map_err(|e| err(e.to_string()))?;
     Ok(f)
 }
 
 /// The rules for a file root reads on a user's behalf: a regular file owned by `uid` or root
 /// with no group or other permission bits. The error names the fix.
-fn check_owner_and_mode(meta: &std::fs::Metadata, uid: u32, path: &Path) -> Result<(), String> {
+fn check_owner_and_mode(meta: &std::fs::Metadata, uid: u32, path: &Path) -> Result<(), UnsafeFile> {
     if !meta.is_file() {
-        return Err("is not a regular file".into());
+        return Err(UnsafeFile::NotRegular);
     }
     if meta.uid() != uid && meta.uid() != 0 {
-        return Err(format!(
-            "is owned by uid {}, not by the user (uid {uid}) or root; run `chown {uid} {}`",
-            meta.uid(),
-            path.display()
-        ));
+        return Err(UnsafeFile::WrongOwner { found: meta.uid(), uid, path: path.to_path_buf() });
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!("is readable by group or others (mode {mode:o}); run `chmod 600 {}`", path.display()));
+        return Err(UnsafeFile::TooOpen { mode, path: path.to_path_buf() });
     }
     Ok(())
+}
+
+/// Why root will not read a file on a user's behalf; the text completes "<path> ...".
+#[derive(Debug, thiserror::Error)]
+enum UnsafeFile {
+    #[error("is not a regular file")]
+    NotRegular,
+    #[error("is owned by uid {found}, not by the user (uid {uid}) or root; run `chown {uid} {}`", path.display())]
+    WrongOwner { found: u32, uid: u32, path: PathBuf },
+    #[error("is readable by group or others (mode {mode:o}); run `chmod 600 {}`", path.display())]
+    TooOpen { mode: u32, path: PathBuf },
 }
 
 /// Copies the user's login ccache at `live` into the new root-owned file `tmp` (mode 0600,

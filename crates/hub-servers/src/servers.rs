@@ -130,6 +130,21 @@ struct ServerSlot {
     running_since: AtomicI64,
 }
 
+/// Why a spawn failed: the message for the user (the spawn page, the API, the admin page) and
+/// the last lines of the server's log, if it got as far as writing one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+struct SpawnFailure {
+    message: String,
+    log_tail: String,
+}
+
+impl SpawnFailure {
+    fn new(message: impl Into<String>, log_tail: String) -> Self {
+        SpawnFailure { message: message.into(), log_tail }
+    }
+}
+
 /// Why a spawn was refused (HTTP 429, as JupyterHub answers).
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnRefused {
@@ -316,7 +331,7 @@ impl Servers {
             this.spawn_duration.with_label_values(&[status]).observe(secs);
             match outcome {
                 Ok(()) => tracing::info!(user = %name, secs, "server ready"),
-                Err((message, log_tail)) => {
+                Err(SpawnFailure { message, log_tail }) => {
                     tracing::warn!(user = %name, reason = %message, "spawn failed");
                     slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail });
                     this.record(&name, "failed", None, Some(message)).await;
@@ -326,7 +341,7 @@ impl Servers {
         Ok(())
     }
 
-    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<ServerSlot>, user: LinuxUser) -> Result<(), (String, String)> {
+    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<ServerSlot>, user: LinuxUser) -> Result<(), SpawnFailure> {
         let name = user.name.clone();
         let owner = TicketOwner::from(&user);
         let progress = |p: u8, m: &str| {
@@ -342,20 +357,26 @@ impl Servers {
         progress(30, "Starting the server process");
         let logs = self.config.hub.data_dir.join("logs");
         if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&logs) {
-            return Err((format!("cannot create the log directory {}: {e}", logs.display()), String::new()));
+            return Err(SpawnFailure::new(
+                format!("cannot create the log directory {}: {e}", logs.display()),
+                String::new(),
+            ));
         }
         let log_path = self.log_path(&name);
-        let endpoint = self.endpoint_for(&user).map_err(|e| (e, String::new()))?;
+        let endpoint = self.endpoint_for(&user)?;
         let mut token = [0u8; 32];
         rand::fill(&mut token);
         let token = hex::encode(token);
         let Some(server_token) = ServerToken::new(&token) else {
-            return Err(("internal error: the new server token is not a valid header value".into(), String::new()));
+            return Err(SpawnFailure::new(
+                "internal error: the new server token is not a valid header value",
+                String::new(),
+            ));
         };
         let spec = self.spawn_spec(&user, &endpoint, &token, log_path.clone());
         let process = match self.spawner.start(spec).await {
             Ok(p) => p,
-            Err(e) => return Err((e.to_string(), log_tail(&log_path))),
+            Err(e) => return Err(SpawnFailure::new(e.to_string(), log_tail(&log_path))),
         };
         let pid = process.pid();
         let start_ticks = process.start_ticks();
@@ -370,18 +391,18 @@ impl Servers {
         let mut step = 0u32;
         loop {
             if slot.cancel.load(Ordering::SeqCst) {
-                return Err(("The spawn was cancelled".into(), log_tail(&log_path)));
+                return Err(SpawnFailure::new("The spawn was cancelled", log_tail(&log_path)));
             }
             let how = exited.borrow().clone();
             if let Some(how) = how {
                 slot.process.lock().await.take();
-                return Err((format!("The server {how} during start-up"), log_tail(&log_path)));
+                return Err(SpawnFailure::new(format!("The server {how} during start-up"), log_tail(&log_path)));
             }
             if Instant::now() >= deadline {
                 if let Some(p) = slot.process.lock().await.take() {
                     p.stop(self.config.spawner.term_timeout).await;
                 }
-                return Err((
+                return Err(SpawnFailure::new(
                     format!(
                         "The server did not answer within {} (spawner.start_timeout)",
                         humantime::format_duration(self.config.spawner.start_timeout)
@@ -397,7 +418,7 @@ impl Servers {
                     if let Some(p) = slot.process.lock().await.take() {
                         p.stop(self.config.spawner.term_timeout).await;
                     }
-                    return Err((
+                    return Err(SpawnFailure::new(
                         format!(
                             "The server could not be reached safely: {why}. Start it again (it gets a new address)"
                         ),
@@ -460,9 +481,11 @@ impl Servers {
     /// owned by the user, so only the user's processes can create the socket there and only
     /// they and root can reach it) and removes a socket an earlier server left behind.
     /// Errors name the path and the cause.
-    fn endpoint_for(&self, user: &LinuxUser) -> Result<Endpoint, String> {
+    fn endpoint_for(&self, user: &LinuxUser) -> Result<Endpoint, SpawnFailure> {
         match self.config.spawner.transport {
-            Transport::Tcp => free_port().map(Endpoint::Tcp).map_err(|e| format!("no free port on 127.0.0.1: {e}")),
+            Transport::Tcp => free_port()
+                .map(Endpoint::Tcp)
+                .map_err(|e| SpawnFailure::new(format!("no free port on 127.0.0.1: {e}"), String::new())),
             Transport::Unix => {
                 let path = self.config.hub.server_socket(&user.name);
                 let dir = path.parent().unwrap_or(Path::new("/"));
@@ -487,8 +510,12 @@ impl Servers {
                         _ => Ok(()),
                     }
                 };
-                prepare()
-                    .map_err(|e| format!("cannot prepare the server's socket directory {}: {e}", dir.display()))?;
+                prepare().map_err(|e| {
+                    SpawnFailure::new(
+                        format!("cannot prepare the server's socket directory {}: {e}", dir.display()),
+                        String::new(),
+                    )
+                })?;
                 Ok(Endpoint::Unix(Arc::from(path.as_path())))
             }
         }
@@ -609,14 +636,14 @@ impl Servers {
     /// a deleted user; server logs stay. Call it with no server running. Neither directory
     /// can be a link the user planted (both parents are root's, 0711), and `remove_dir_all`
     /// does not follow links inside. Errors other than "not there" are returned with the path.
-    pub async fn remove_user_files(&self, name: &str) -> Result<(), String> {
+    pub async fn remove_user_files(&self, name: &str) -> std::io::Result<()> {
         let socket_dir = self.config.hub.server_socket(name).parent().map(Path::to_path_buf);
         let kernelspecs = self.config.hub.kernelspec_root(name);
         tokio::task::spawn_blocking(move || {
             for dir in socket_dir.into_iter().chain([kernelspecs]) {
                 match std::fs::remove_dir_all(&dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(format!("cannot remove {}: {e}", dir.display()));
+                        return Err(std::io::Error::new(e.kind(), format!("cannot remove {}: {e}", dir.display())));
                     }
                     _ => {}
                 }
@@ -624,7 +651,7 @@ impl Servers {
             Ok(())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(std::io::Error::other)?
     }
 
     /// How many processes of `name`'s current server the OOM killer ended at its memory limit

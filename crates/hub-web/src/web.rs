@@ -426,7 +426,7 @@ async fn finish_login(
         Some(c) if app.renewer.enabled() && !app.renewer.has_keytab(&owner) => {
             // No keytab: the login's own ticket becomes the ccache (before the server starts,
             // so that it starts with it), renewed with kinit -R.
-            match app.renewer.install_login_ccache(&owner, move |tmp| c.store(tmp)).await {
+            match app.renewer.install_login_ccache(&owner, move |tmp| c.store(tmp).map_err(Into::into)).await {
                 Ok(()) => tracing::info!(user = %user, "the sign-in's ticket is the user's credential cache"),
                 Err(e) => tracing::warn!(user = %user, error = %e, "could not keep the login ticket"),
             }

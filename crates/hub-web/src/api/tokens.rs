@@ -108,7 +108,7 @@ pub(super) async fn create(
         return Err(ApiError::bad("note must be at most 1000 characters with no control characters"));
     }
     let written = req.scopes.unwrap_or_else(|| vec!["inherit".into()]);
-    let requested = scopes::parse_all(&written).map_err(ApiError::bad)?;
+    let requested = scopes::parse_all(&written).map_err(|e| ApiError::bad(e.to_string()))?;
     // JupyterHub's rule: a token may hold only what both its owner and its requester hold.
     let owner_admin = owner.admin || app.config.auth.admin_users.contains(&owner.name);
     let owner_rights = ScopeSet::for_user(&owner.name, owner_admin);
