@@ -134,18 +134,62 @@ async fn execute(ws: &mut KernelWs, session: &str, code: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn main_job_end_to_end() {
-    require_root();
-    let pam = PamService::create();
-    let kdc = Kdc::start();
-    let ann = TestUser::create();
-    let bob = TestUser::create(); // has no keytab: login and spawn must still work
-    kdc.add_user_with_keytab(&ann);
-    // Every open and save renews (event_min_interval = 0), as in the field report.
-    let opts = HubOptions { kerberos: "event_min_interval = \"0s\"".into(), ..Default::default() };
-    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
+/// The world of the main job: a KDC, ann (with a keytab) and bob (without one: login and
+/// spawn must still work), and a hub where every notebook open and save renews
+/// (`event_min_interval = 0`), as in the field report.
+struct MainWorld {
+    hub: TestHub,
+    kdc: Kdc,
+    ann: TestUser,
+    bob: TestUser,
+    _pam: PamService,
+}
 
+impl MainWorld {
+    async fn start() -> Self {
+        require_root();
+        let pam = PamService::create();
+        let kdc = Kdc::start();
+        let ann = TestUser::create();
+        let bob = TestUser::create();
+        kdc.add_user_with_keytab(&ann);
+        let opts = HubOptions { kerberos: "event_min_interval = \"0s\"".into(), ..Default::default() };
+        let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
+        MainWorld { hub, kdc, ann, bob, _pam: pam }
+    }
+
+    /// ann signed in with her server ready: her client and her session's cookie pair.
+    async fn ann_ready(&self) -> (reqwest::Client, String) {
+        let c = self.hub.client();
+        let cookie_pair = self.hub.login_cookie(&c, &self.ann).await;
+        self.hub.wait_ready(&c, &self.ann.name).await;
+        (c, cookie_pair)
+    }
+
+    /// ann's credential cache.
+    fn ccache(&self) -> std::path::PathBuf {
+        self.hub.data_dir.path().join(format!("ccache/krb5cc_{}", self.ann.uid))
+    }
+
+    /// Stops the hub; no password may have reached the log. Hands back ann and bob (whose
+    /// accounts are removed when they are dropped).
+    async fn stop(self) -> (TestUser, TestUser) {
+        self.hub.stop().await;
+        let logs = support::logs();
+        assert!(
+            !logs.contains(&self.ann.password) && !logs.contains(&self.bob.password),
+            "passwords must never be logged"
+        );
+        (self.ann, self.bob)
+    }
+}
+
+/// Login as ann (the cookie's flags, the spawn page), the spawn through the proxy, and a server that runs as ann (uid, gid, groups) on a socket only she can reach, refusing requests without the hub's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ann_logs_in_and_her_server_runs_as_her_on_a_private_socket() {
+    let w = MainWorld::start().await;
+    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
+    let _ = (kdc, bob);
     // -- Login as ann: a session cookie, a redirect to the spawn page.
     let c = hub.client();
     let r = hub.login(&c, &ann.name, &ann.password).await;
@@ -156,7 +200,6 @@ async fn main_job_end_to_end() {
         assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
     }
     assert!(!set_cookie.contains("Secure"), "http public_url must not set Secure");
-    let cookie_pair = set_cookie.split(';').next().expect("pair").to_string();
     let r = c.get(hub.url("/hub/spawn")).send().await.expect("spawn page");
     assert_eq!(r.status(), 200);
     assert!(r.text().await.expect("body").contains("<progress"), "spawn page shows progress");
@@ -208,14 +251,24 @@ async fn main_job_end_to_end() {
         raw.starts_with("HTTP/1.1 403"),
         "the server must refuse requests that did not come through the hub: {raw}"
     );
+    w.stop().await;
+}
 
+/// Login ran kinit into ann's 0600 ccache; each notebook save and open through the hub renews the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_saves_and_opens_renew_the_ticket() {
+    let w = MainWorld::start().await;
+    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
+    let _ = (kdc, bob);
+    let (c, cookie_pair) = w.ann_ready().await;
+    let _ = &cookie_pair;
+    let ccache = w.ccache();
     // -- Login ran kinit: the ccache is ann's, 0600, and holds her principal.
-    let ccache = hub.data_dir.path().join(format!("ccache/krb5cc_{}", ann.uid));
     let meta = std::fs::metadata(&ccache).expect("ccache exists after login");
     assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (ann.uid, ann.gid, 0o600));
     let klist = String::from_utf8_lossy(&kdc.klist(&ccache).stdout).into_owned();
     assert!(klist.contains(&format!("{}@{}", ann.name, kdc.realm)), "{klist}");
-    let t0 = ticket_start(&kdc, &ccache);
+    let t0 = ticket_start(kdc, &ccache);
 
     // -- Save a notebook through the hub: the file is ann's, and the save renews the ticket.
     next_second().await;
@@ -224,22 +277,33 @@ async fn main_job_end_to_end() {
     assert_eq!(r.status(), 201, "new notebook");
     let file = ann.home.join("x.ipynb");
     assert_eq!(std::fs::metadata(&file).expect("notebook on disk").uid(), ann.uid);
-    let t1 = wait_new_ticket(&kdc, &ccache, &t0).await;
+    let t1 = wait_new_ticket(kdc, &ccache, &t0).await;
     next_second().await;
     let r = c.put(&nb_url).json(&notebook("2+2")).send().await.expect("second save");
     assert_eq!(r.status(), 200, "overwrite");
-    let t2 = wait_new_ticket(&kdc, &ccache, &t1).await;
+    let t2 = wait_new_ticket(kdc, &ccache, &t1).await;
     // -- Opening the notebook (as JupyterLab does) renews it too.
     next_second().await;
     let r = c.get(format!("{nb_url}?type=notebook&content=1&hash=0")).send().await.expect("open");
     assert_eq!(r.status(), 200);
-    wait_new_ticket(&kdc, &ccache, &t2).await;
+    wait_new_ticket(kdc, &ccache, &t2).await;
     let meta = std::fs::metadata(&ccache).expect("ccache");
     assert_eq!((meta.uid(), meta.mode() & 0o777), (ann.uid, 0o600), "still ann's and 0600 after renewals");
+    w.stop().await;
+}
 
+/// A kernel over the WebSocket tunnel: it computes, sees ann's ccache, runs as ann, and a large message passes untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_runs_over_the_websocket_tunnel_as_ann_with_her_ticket() {
+    let w = MainWorld::start().await;
+    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
+    let _ = (kdc, bob);
+    let (c, cookie_pair) = w.ann_ready().await;
+    let _ = &cookie_pair;
+    let ccache = w.ccache();
     // -- A kernel over the WebSocket tunnel: 1+1, and it sees the ccache and runs as ann.
     let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
-    let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel_id, &cookie_pair).await;
+    let (mut ws, session) = kernel_channels(hub, &ann.name, &kernel_id, &cookie_pair).await;
     assert_eq!(execute(&mut ws, &session, "1+1").await, "2");
     let env = execute(&mut ws, &session, "import os; (os.environ.get('KRB5CCNAME'), os.getuid())").await;
     assert_eq!(env, format!("('FILE:{}', {})", ccache.display(), ann.uid));
@@ -247,7 +311,15 @@ async fn main_job_end_to_end() {
     let big = execute(&mut ws, &session, "len('x' * 3_000_000 + 'y')").await;
     assert_eq!(big, "3000001");
     ws.close(None).await.expect("close");
+    w.stop().await;
+}
 
+/// bob (no keytab) logs in and spawns; the kinit failure is logged and shown; he cannot reach ann's server, and without a session the proxy sends to the login page; shutting the hub down stops his server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bob_without_a_keytab_spawns_and_cannot_reach_anns_server() {
+    let w = MainWorld::start().await;
+    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
+    let _ = (kdc, bob);
     // -- Bob (no keytab) logs in: spawn works, the kinit failure is logged and shown.
     let cb = hub.client();
     assert_eq!(hub.login(&cb, &bob.name, &bob.password).await.status(), 303);
@@ -274,6 +346,21 @@ async fn main_job_end_to_end() {
         format!("/hub/login?next=/user/{}/lab%3Freset", ann.name)
     );
 
+    // -- Shutting the hub down stops bob's server too.
+    let (_ann, bob) = w.stop().await;
+    assert_eq!(bob.processes(), Vec::<u32>::new(), "no process of bob may remain after shutdown");
+}
+
+/// Home shows the running server; Stop ends it and every process of ann's (ccache and socket removed); logout revokes the session, even for a copied cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_every_process_of_the_server_and_logout_revokes_the_session() {
+    let w = MainWorld::start().await;
+    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
+    let _ = (kdc, bob);
+    let (c, cookie_pair) = w.ann_ready().await;
+    let _ = &cookie_pair;
+    let ccache = w.ccache();
+    let sock = hub.data_dir.path().join(format!("sockets/{}/server.sock", ann.name));
     // -- Home shows the running server; Stop ends it and every process of ann's.
     let home = c.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("body");
     assert!(home.contains("data-state=\"running\"") && home.contains("valid until"), "{home}");
@@ -292,12 +379,7 @@ async fn main_job_end_to_end() {
     assert_eq!(r.status(), 303);
     let r = hub.client().get(hub.url("/hub/home")).header("cookie", &cookie_pair).send().await.expect("old cookie");
     assert_eq!(r.status(), 303, "a logged-out session must not work");
-
-    // -- Shutting the hub down stops bob's server too.
-    hub.stop().await;
-    assert_eq!(bob.processes(), Vec::<u32>::new(), "no process of bob may remain after shutdown");
-    let logs = support::logs();
-    assert!(!logs.contains(&ann.password) && !logs.contains(&bob.password), "passwords must never be logged");
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

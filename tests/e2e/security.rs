@@ -41,22 +41,47 @@ async fn ws_status(hub: &TestHub, path: &str, headers: &[(&'static str, &str)]) 
     }
 }
 
-/// Sessions, cross-user and cross-site requests, XSRF, smuggling, sizes, headers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attacks_are_refused_and_the_hub_keeps_answering() {
-    require_root();
-    let pam = PamService::create();
-    let (a, b) = (TestUser::create(), TestUser::create());
-    // A stand-in server that never becomes ready: every check here happens before the proxy
-    // would forward anything.
-    let opts = HubOptions { cmd: Some(r#"["/bin/sleep", "600"]"#.into()), ..Default::default() };
-    let hub = TestHub::start_with(&pam, None, opts).await;
-    let base = hub.url("");
-    let ca = client_for(&base);
-    let cookie_a = hub.login_cookie(&ca, &a).await;
-    let cb = client_for(&base);
-    hub.login_cookie(&cb, &b).await;
+/// A client that does not follow redirects (to see the hub's 303s).
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
 
+/// The world of the attack tests: two signed-in users, A and B, whose servers are a stand-in
+/// that never becomes ready, so every check here happens before the proxy would forward
+/// anything.
+struct AttackWorld {
+    hub: TestHub,
+    a: TestUser,
+    b: TestUser,
+    base: String,
+    ca: reqwest::Client,
+    cb: reqwest::Client,
+    cookie_a: String,
+    _pam: PamService,
+}
+
+impl AttackWorld {
+    async fn start() -> Self {
+        require_root();
+        let pam = PamService::create();
+        let (a, b) = (TestUser::create(), TestUser::create());
+        let opts = HubOptions { cmd: Some(r#"["/bin/sleep", "600"]"#.into()), ..Default::default() };
+        let hub = TestHub::start_with(&pam, None, opts).await;
+        let base = hub.url("");
+        let ca = client_for(&base);
+        let cookie_a = hub.login_cookie(&ca, &a).await;
+        let cb = client_for(&base);
+        hub.login_cookie(&cb, &b).await;
+        AttackWorld { hub, a, b, base, ca, cb, cookie_a, _pam: pam }
+    }
+}
+
+/// Hub pages carry a strict Content-Security-Policy and the other security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_are_on_hub_pages() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Security headers on hub pages.
     let r = reqwest::get(hub.url("/hub/login")).await.expect("login page");
     let h = r.headers();
@@ -65,9 +90,16 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "same-origin");
+    w.hub.stop().await;
+}
 
+/// Forged, altered, expired, unsigned and foreign-key session tokens, and a real session id under another name, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_altered_and_foreign_session_tokens_are_refused() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Forged, altered, expired, unsigned and foreign-key session tokens.
-    let plain = || reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let token_a = cookie_a.split_once('=').expect("pair").1.to_string();
     let key = std::fs::read(hub.data_dir.path().join("jwt.key")).expect("key");
     let sid = {
@@ -119,8 +151,16 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
     let r =
         plain().get(hub.url("/hub/home")).header("cookie", format!("hub-session={swapped}")).send().await.expect("r");
     assert_eq!(r.status(), 303, "a session id under another user's name");
-    assert_alive(&hub).await;
+    assert_alive(hub).await;
+    w.hub.stop().await;
+}
 
+/// A's cookie on B's server: HTTP and WebSocket get 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_cookie_does_not_open_another_users_server() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- A's cookie on B's server: HTTP and WebSocket.
     for path in ["/", "/api/status", "/api/contents"] {
         let r = ca.get(hub.url(&format!("/user/{}{path}", b.name))).send().await.expect("cross-user");
@@ -129,12 +169,20 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
     let r = ca.post(hub.url(&format!("/user/{}/api/kernels", b.name))).send().await.expect("cross-user post");
     assert_eq!(r.status(), 403);
     let ws_path = format!("/user/{}/api/kernels/k/channels", b.name);
-    assert_eq!(ws_status(&hub, &ws_path, &[("cookie", &cookie_a), ("origin", &base)]).await, 403, "A's WebSocket to B");
+    assert_eq!(ws_status(hub, &ws_path, &[("cookie", &cookie_a), ("origin", &base)]).await, 403, "A's WebSocket to B");
+    w.hub.stop().await;
+}
 
+/// Cross-origin and origin-less WebSockets and writes to A's own server, and same-origin writes without the XSRF double-submit, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_to_ones_own_server_are_refused() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Cross-origin and origin-less WebSockets and POSTs to A's own server.
     let own_ws = format!("/user/{}/api/kernels/k/channels", a.name);
-    assert_eq!(ws_status(&hub, &own_ws, &[("cookie", &cookie_a), ("origin", "http://evil.example")]).await, 403);
-    assert_eq!(ws_status(&hub, &own_ws, &[("cookie", &cookie_a)]).await, 403, "no Origin");
+    assert_eq!(ws_status(hub, &own_ws, &[("cookie", &cookie_a), ("origin", "http://evil.example")]).await, 403);
+    assert_eq!(ws_status(hub, &own_ws, &[("cookie", &cookie_a)]).await, 403, "no Origin");
     let evil = |m: reqwest::Method, origin: Option<&str>| {
         let mut r = plain()
             .request(m, hub.url(&format!("/user/{}/api/contents/x.ipynb", a.name)))
@@ -173,6 +221,15 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
         .await
         .expect("wrong xsrf");
     assert_eq!(r.status(), 403, "PUT with a mismatched X-XSRFToken");
+    w.hub.stop().await;
+}
+
+/// Hub forms: no token, a wrong token, another origin, another session's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_forms_need_the_sessions_token_and_origin() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Hub forms: no token, a wrong token, another origin.
     let r = ca.post(hub.url("/hub/home/stop")).form(&[("_xsrf", "")]).send().await.expect("no token");
     assert_eq!(r.status(), 403);
@@ -192,8 +249,16 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
     let r =
         cb.post(hub.url("/hub/home/stop")).form(&[("_xsrf", token.as_str())]).send().await.expect("b with a's token");
     assert_eq!(r.status(), 403, "A's token does not work in B's session");
-    assert_alive(&hub).await;
+    assert_alive(hub).await;
+    w.hub.stop().await;
+}
 
+/// Request smuggling attempts: both framings, and conflicting lengths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_is_refused() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Request smuggling attempts: both framings, and conflicting lengths.
     let path = format!("/user/{}/api/contents", a.name);
     let attempts = [
@@ -214,8 +279,16 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
         );
         assert!(out.matches("HTTP/1.1 ").count() <= 1, "no second (smuggled) response: {out}");
     }
-    assert_alive(&hub).await;
+    assert_alive(hub).await;
+    w.hub.stop().await;
+}
 
+/// Size limits: a huge header, a huge login body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Size limits: a huge header, a huge login body.
     let big_header = format!("GET /hub/login HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1024 * 1024));
     let out = raw(hub.addr, big_header.as_bytes());
@@ -229,18 +302,26 @@ async fn attacks_are_refused_and_the_hub_keeps_answering() {
         .await
         .expect("big body");
     assert_eq!(r.status(), 413, "a 3 MiB login body");
-    assert_alive(&hub).await;
+    assert_alive(hub).await;
+    w.hub.stop().await;
+}
 
+/// Log out everywhere: a second session of A ends too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_ends_every_session() {
+    let w = AttackWorld::start().await;
+    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
+    let _ = (a, b, &base, ca, cb, &cookie_a);
     // -- Log out everywhere: a second session of A ends too.
     let ca2 = client_for(&base);
-    let cookie_a2 = hub.login_cookie(&ca2, &a).await;
-    let r = post_form(&base, &ca, "/hub/logout/everywhere").await;
+    let cookie_a2 = hub.login_cookie(&ca2, a).await;
+    let r = post_form(&base, ca, "/hub/logout/everywhere").await;
     assert_eq!(r.status(), 303);
     for c in [&cookie_a, &cookie_a2] {
         let r = plain().get(hub.url("/hub/home")).header("cookie", c).send().await.expect("after");
         assert_eq!(r.status(), 303, "every session of A is revoked");
     }
-    hub.stop().await;
+    w.hub.stop().await;
 }
 
 /// User names that try to escape, brute force per name and per address, and the same answer
