@@ -26,93 +26,12 @@ use libgssapi::credential::{Cred, CredUsage};
 use libgssapi::name::Name;
 use libgssapi::oid::{GSS_MECH_KRB5, GSS_NT_KRB5_PRINCIPAL, OidSet};
 
-use crate::{AuthError, Authenticated, Authenticator};
+pub use crate::authenticator::KerberosFailure;
+use crate::authenticator::code;
+use crate::authenticator::{AuthError, Authenticated, Authenticator};
+pub use crate::credentials::{GssError, LoginCredentials};
 use hub_config::PrincipalRule;
 use hub_core::user::normalize_username;
-
-/// MIT krb5 error codes (com_err table `krb5`, `krb5/krb5.h`) that a login can end with.
-mod code {
-    pub const NAME_EXP: i64 = -1765328383; // KRB5KDC_ERR_NAME_EXP: principal expired
-    pub const C_PRINCIPAL_UNKNOWN: i64 = -1765328378; // KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN
-    pub const S_PRINCIPAL_UNKNOWN: i64 = -1765328377; // KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN
-    pub const POLICY: i64 = -1765328372; // KRB5KDC_ERR_POLICY
-    pub const CLIENT_REVOKED: i64 = -1765328366; // KRB5KDC_ERR_CLIENT_REVOKED: locked/disabled
-    pub const KEY_EXP: i64 = -1765328361; // KRB5KDC_ERR_KEY_EXP: password expired
-    pub const PREAUTH_FAILED: i64 = -1765328360; // KRB5KDC_ERR_PREAUTH_FAILED
-    pub const BAD_INTEGRITY: i64 = -1765328353; // KRB5KRB_AP_ERR_BAD_INTEGRITY (no preauth)
-    pub const SKEW: i64 = -1765328347; // KRB5KRB_AP_ERR_SKEW
-    pub const REALM_UNKNOWN: i64 = -1765328230; // KRB5_REALM_UNKNOWN
-    pub const KDC_UNREACH: i64 = -1765328228; // KRB5_KDC_UNREACH
-    pub const PREAUTH_FAILED_LIB: i64 = -1765328174; // KRB5_PREAUTH_FAILED
-    pub const REALM_CANT_RESOLVE: i64 = -1765328164; // KRB5_REALM_CANT_RESOLVE
-}
-
-/// Why a Kerberos password login failed, from the KDC's answer. The log gets the variant and
-/// the GSS-API text; the user gets [`KerberosFailure::user_message`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KerberosFailure {
-    /// The password is wrong (preauthentication failed).
-    WrongPassword,
-    /// The KDC does not know the principal.
-    UnknownPrincipal,
-    /// The principal has expired or is locked (disabled) in the KDC.
-    Locked,
-    /// The principal's password has expired and must be changed.
-    PasswordExpired,
-    /// No KDC for the realm answered.
-    KdcUnreachable,
-    /// The hub's and the KDC's clocks differ by more than the allowed skew.
-    ClockSkew,
-    /// The KDC issued a TGT, but the hub's keytab could not accept a ticket from it: the KDC
-    /// is not the realm's genuine one, or the keytab is stale.
-    ValidationFailed,
-    /// Anything else.
-    Other,
-}
-
-impl KerberosFailure {
-    fn from_minor(minor: u32) -> Self {
-        // GSS-API minor codes carry the com_err code as an unsigned 32-bit value.
-        match i64::from(minor as i32) {
-            code::PREAUTH_FAILED | code::BAD_INTEGRITY | code::PREAUTH_FAILED_LIB => Self::WrongPassword,
-            code::C_PRINCIPAL_UNKNOWN => Self::UnknownPrincipal,
-            code::NAME_EXP | code::CLIENT_REVOKED | code::POLICY => Self::Locked,
-            code::KEY_EXP => Self::PasswordExpired,
-            code::KDC_UNREACH | code::REALM_UNKNOWN | code::REALM_CANT_RESOLVE => Self::KdcUnreachable,
-            code::SKEW => Self::ClockSkew,
-            _ => Self::Other,
-        }
-    }
-
-    /// A short tag for the log line (`reason=`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WrongPassword => "wrong_password",
-            Self::UnknownPrincipal => "unknown_principal",
-            Self::Locked => "principal_expired_or_locked",
-            Self::PasswordExpired => "password_expired",
-            Self::KdcUnreachable => "kdc_unreachable",
-            Self::ClockSkew => "clock_skew",
-            Self::ValidationFailed => "kdc_validation_failed",
-            Self::Other => "other",
-        }
-    }
-
-    /// What the login page says. Wrong password and unknown principal say the same thing,
-    /// so that the page does not tell which user names exist.
-    pub fn user_message(self) -> &'static str {
-        match self {
-            Self::WrongPassword | Self::UnknownPrincipal => super::LOGIN_REFUSED,
-            Self::Locked => "This Kerberos account is expired or locked; ask an admin to unlock it.",
-            Self::PasswordExpired => "Your Kerberos password has expired; change it with kpasswd, then sign in again.",
-            Self::KdcUnreachable => {
-                "The Kerberos server (KDC) cannot be reached right now; please try again in a few minutes."
-            }
-            Self::ClockSkew => "The hub's clock and the Kerberos server's clock disagree; please tell an admin.",
-            Self::ValidationFailed | Self::Other => "Sign-in is not working right now; please tell an admin.",
-        }
-    }
-}
 
 /// The settings both Kerberos logins need, from `[auth]`.
 #[derive(Clone, Debug)]
@@ -171,28 +90,6 @@ pub fn principal_to_username(
     match normalize_username(&mapped) {
         Ok(n) if n == mapped => Ok(n),
         _ => Err(AuthError::InvalidName(format!("principal {principal:?} maps to {mapped:?}, not a valid user name"))),
-    }
-}
-
-/// Credentials obtained at login (a TGT from a password login, or a client's delegated
-/// credentials from SPNEGO), which can be written to a credential cache file.
-#[derive(Clone)]
-pub struct LoginCredentials(Cred);
-
-impl std::fmt::Debug for LoginCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LoginCredentials(..)")
-    }
-}
-
-impl LoginCredentials {
-    /// Writes the credentials to a new FILE credential cache at `path` (blocking; GSS-API
-    /// `gss_store_cred_into`). The caller fixes owner and mode and renames it into place.
-    pub fn store(&self, path: &Path) -> Result<(), GssError> {
-        let mechs = GSS_MECH_KRB5;
-        self.0.store_into(&format!("FILE:{}", path.display()), true, true, CredUsage::Initiate, Some(mechs)).map_err(
-            |source| GssError::Gss { context: format!("storing the credentials in {}", path.display()), source },
-        )
     }
 }
 
@@ -262,22 +159,6 @@ fn name_string(n: &Name) -> Result<String, GssError> {
     let buf =
         n.display_name().map_err(|source| GssError::Gss { context: "reading the principal's name".into(), source })?;
     String::from_utf8(buf.to_vec()).map_err(|_| GssError::Invalid("the principal name is not UTF-8".into()))
-}
-
-/// A GSS-API step that failed, or a value it gave that the hub cannot use.
-#[derive(Debug, thiserror::Error)]
-pub enum GssError {
-    /// A GSS-API call failed; `context` says which and for what.
-    #[error("{context}: {source}")]
-    Gss {
-        /// What the hub was doing.
-        context: String,
-        /// The GSS-API major and minor status.
-        source: libgssapi::error::Error,
-    },
-    /// The exchange ended without an answer, or gave something unusable.
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// The Kerberos password authenticator (`[auth] method = "kerberos"`).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 
 /// `[api]`: the JupyterHub-compatible REST API under `/hub/api`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 
 /// Where `hub serve` listens (`[hub] bind`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,7 +222,7 @@ pub(crate) fn parse(src: &Source<'_>, f: &FileHub) -> Result<HubConfig, ConfigEr
     };
     let mut public_origins: Vec<String> = Vec::new();
     let mut add_origin = |u: &str| {
-        if let Some(o) = crate::origin_of(u).filter(|o| !public_origins.contains(o)) {
+        if let Some(o) = origin_of(u).filter(|o| !public_origins.contains(o)) {
             public_origins.push(o);
         }
     };
@@ -318,4 +318,11 @@ pub(crate) fn parse(src: &Source<'_>, f: &FileHub) -> Result<HubConfig, ConfigEr
         header_read_timeout,
         body_min_rate,
     })
+}
+
+/// The RFC 6454 origin of `url` (`scheme://host[:port]`, lower case, default port dropped),
+/// or `None` if it is not an absolute http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    matches!(u.scheme(), "http" | "https").then(|| u.origin().ascii_serialization())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 
 use crate::template::Template;
 

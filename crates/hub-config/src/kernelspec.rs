@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::source::{ConfigError, Source};
 use crate::template::Template;
-use crate::{ConfigError, Source};
 
 /// A `[[kernelspec]]` entry: a kernel.json the hub writes for each user's server
 /// (Jupyter kernelspec format, <https://jupyter-client.readthedocs.io/en/stable/kernels.html>).

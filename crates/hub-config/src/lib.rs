@@ -12,12 +12,16 @@ mod hub;
 mod kerberos;
 mod kernelspec;
 pub mod limits;
+mod source;
 mod spawner;
 mod template;
 
+pub use source::ConfigError;
+use source::Source;
+
 pub use api::{ApiConfig, ServiceConfig, TokenSource};
 pub use auth::{AuthConfig, AuthMethod, PrincipalRule};
-pub use hub::{Bind, HubConfig, MAX_SOCKET_PATH};
+pub use hub::{Bind, HubConfig, MAX_SOCKET_PATH, origin_of};
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
 pub use spawner::{SpawnerConfig, Transport};
@@ -26,22 +30,14 @@ pub use template::{Template, TemplateError, TemplateVars};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
 /// The commented example configuration shipped as `config/hub.toml`.
 pub const EXAMPLE: &str = include_str!("../../../config/hub.toml");
 
 /// Default location of the configuration file when neither `--config` nor `HUB_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/hub/hub.toml";
-
-/// A configuration error, already formatted for the admin: it names the file, the line and the
-/// key, and says what is expected.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
 
 /// The validated configuration.
 #[derive(Clone)]
@@ -117,37 +113,6 @@ struct FileConfig {
     limits: limits::FileLimitsTable,
 }
 
-/// Turns byte offsets into "line N" for messages.
-pub(crate) struct Source<'a> {
-    pub(crate) path: &'a Path,
-    pub(crate) text: &'a str,
-}
-
-impl Source<'_> {
-    pub(crate) fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
-    }
-
-    pub(crate) fn err<T>(&self, key: &str, spanned: &Spanned<T>, problem: impl fmt::Display) -> ConfigError {
-        ConfigError(format!("{}: line {}: `{key}` {problem}", self.path.display(), self.line_of(spanned.span().start)))
-    }
-
-    pub(crate) fn duration(
-        &self,
-        key: &str,
-        v: &Option<Spanned<String>>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let Some(v) = v else { return Ok(default) };
-        humantime::parse_duration(v.get_ref())
-            .map_err(|e| self.err(key, v, format!("is not a duration ({e}); write e.g. \"60s\", \"5m\" or \"1h 30m\"")))
-    }
-
-    pub(crate) fn template(&self, key: &str, v: &Spanned<String>, allowed: &[&str]) -> Result<Template, ConfigError> {
-        Template::parse(v.get_ref(), allowed).map_err(|e| self.err(key, v, e))
-    }
-}
-
 impl Config {
     /// Reads and validates the file at `path`.
     ///
@@ -205,15 +170,10 @@ impl Config {
     }
 }
 
-/// The RFC 6454 origin of `url` (`scheme://host[:port]`, lower case, default port dropped),
-/// or `None` if it is not an absolute http(s) URL.
-pub fn origin_of(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    matches!(u.scheme(), "http" | "https").then(|| u.origin().ascii_serialization())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 
 /// Limits for one server. `None`: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

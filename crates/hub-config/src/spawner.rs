@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 
 use crate::hub::MAX_SOCKET_PATH;
 use crate::template::Template;

@@ -1,7 +1,7 @@
 //! Behaviour every [`Store`] backend must show, written once and run against each backend's
 //! fresh, migrated database.
 
-use super::{ServerRecord, SessionRecord, Store, TicketRecord, TokenRecord};
+use crate::model::{ServerRecord, SessionRecord, Store, TicketRecord, TokenRecord, UserRecord};
 
 /// Users, groups and tokens: creation, conflicts, listing order, cascades on user deletion.
 pub async fn users_groups_tokens(store: &dyn Store) {
@@ -53,7 +53,7 @@ pub async fn users_groups_tokens(store: &dyn Store) {
     // Paging in the database: order, offsets, the total, the filter taken literally.
     let batch: Vec<String> = ["c_1", "bob", "c%2", "cx3", "c_1"].iter().map(|s| s.to_string()).collect();
     assert_eq!(store.create_users(&batch, false, 30).await.expect("batch"), ["c_1", "c%2", "cx3"], "only new ones");
-    let names = |p: &(Vec<super::UserRecord>, i64)| p.0.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    let names = |p: &(Vec<UserRecord>, i64)| p.0.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
     let all = store.users_page("", false, 0, 100).await.expect("page");
     assert_eq!((names(&all), all.1), (vec!["ann".into(), "bob".into(), "c%2".into(), "c_1".into(), "cx3".into()], 5));
     let p = store.users_page("", true, 1, 2).await.expect("page");

@@ -13,7 +13,8 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{StoreError, redact_url};
+use crate::model::StoreError;
+use hub_core::redact_url;
 
 /// The PostgreSQL migrations from `migrations/postgres`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -116,7 +117,8 @@ impl Drop for TestDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Store, conformance};
+    use crate::conformance;
+    use crate::model::Store;
 
     #[tokio::test]
     async fn migrate_is_idempotent_and_checked() {

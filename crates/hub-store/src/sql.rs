@@ -13,18 +13,18 @@
 macro_rules! store_queries {
     ($store:ty, $row:ty, $migrator:path) => {
         #[async_trait::async_trait]
-        impl $crate::Store for $store {
-            async fn migrate(&self) -> Result<usize, $crate::StoreError> {
+        impl $crate::model::Store for $store {
+            async fn migrate(&self) -> Result<usize, $crate::model::StoreError> {
                 let before = self.applied().await?.len();
                 $migrator.run(&self.pool).await?;
                 Ok(self.applied().await?.len() - before)
             }
 
-            async fn check_schema(&self) -> Result<(), $crate::StoreError> {
-                $crate::check_applied(&$migrator, &self.applied().await?, &self.url)
+            async fn check_schema(&self) -> Result<(), $crate::model::StoreError> {
+                $crate::model::check_applied(&$migrator, &self.applied().await?, &self.url)
             }
 
-            async fn upsert_user(&self, name: &str, group_admin: bool, now: i64) -> Result<(), $crate::StoreError> {
+            async fn upsert_user(&self, name: &str, group_admin: bool, now: i64) -> Result<(), $crate::model::StoreError> {
                 sqlx::query(
                     "INSERT INTO users (name, admin, admin_from_groups, created) VALUES ($1, FALSE, $2, $3)
                      ON CONFLICT(name) DO UPDATE SET admin_from_groups = excluded.admin_from_groups",
@@ -37,7 +37,7 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn create_session(&self, s: &$crate::SessionRecord) -> Result<(), $crate::StoreError> {
+            async fn create_session(&self, s: &$crate::model::SessionRecord) -> Result<(), $crate::model::StoreError> {
                 sqlx::query("INSERT INTO sessions (id, username, created, expires) VALUES ($1, $2, $3, $4)")
                     .bind(&s.id)
                     .bind(&s.username)
@@ -48,14 +48,14 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn get_session(&self, id: &str) -> Result<Option<$crate::SessionRecord>, $crate::StoreError> {
+            async fn get_session(&self, id: &str) -> Result<Option<$crate::model::SessionRecord>, $crate::model::StoreError> {
                 let row = sqlx::query("SELECT id, username, created, expires FROM sessions WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(match row {
                     None => None,
-                    Some(r) => Some($crate::SessionRecord {
+                    Some(r) => Some($crate::model::SessionRecord {
                         id: r.try_get("id")?,
                         username: r.try_get("username")?,
                         created: r.try_get("created")?,
@@ -64,23 +64,23 @@ macro_rules! store_queries {
                 })
             }
 
-            async fn delete_session(&self, id: &str) -> Result<(), $crate::StoreError> {
+            async fn delete_session(&self, id: &str) -> Result<(), $crate::model::StoreError> {
                 sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.pool).await?;
                 Ok(())
             }
 
-            async fn is_admin(&self, name: &str) -> Result<bool, $crate::StoreError> {
+            async fn is_admin(&self, name: &str) -> Result<bool, $crate::model::StoreError> {
                 let row: Option<(bool,)> =
                     sqlx::query_as("SELECT (admin OR admin_from_groups) FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
                 Ok(row.is_some_and(|r| r.0))
             }
 
-            async fn delete_sessions_of(&self, username: &str) -> Result<u64, $crate::StoreError> {
+            async fn delete_sessions_of(&self, username: &str) -> Result<u64, $crate::model::StoreError> {
                 let r = sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(&self.pool).await?;
                 Ok(r.rows_affected())
             }
 
-            async fn put_server(&self, s: &$crate::ServerRecord) -> Result<(), $crate::StoreError> {
+            async fn put_server(&self, s: &$crate::model::ServerRecord) -> Result<(), $crate::model::StoreError> {
                 sqlx::query(
                     "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid, socket)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -106,7 +106,7 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn get_server(&self, username: &str) -> Result<Option<$crate::ServerRecord>, $crate::StoreError> {
+            async fn get_server(&self, username: &str) -> Result<Option<$crate::model::ServerRecord>, $crate::model::StoreError> {
                 let row = sqlx::query(
                     "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
                      FROM servers WHERE username = $1",
@@ -117,7 +117,7 @@ macro_rules! store_queries {
                 row.map(|r| server_row(&r)).transpose()
             }
 
-            async fn active_servers(&self) -> Result<Vec<$crate::ServerRecord>, $crate::StoreError> {
+            async fn active_servers(&self) -> Result<Vec<$crate::model::ServerRecord>, $crate::model::StoreError> {
                 let rows = sqlx::query(
                     "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
                      FROM servers WHERE state IN ('starting', 'running') ORDER BY username",
@@ -127,7 +127,7 @@ macro_rules! store_queries {
                 rows.iter().map(server_row).collect()
             }
 
-            async fn record_activity(&self, items: &[(String, i64)]) -> Result<(), $crate::StoreError> {
+            async fn record_activity(&self, items: &[(String, i64)]) -> Result<(), $crate::model::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 for (name, at) in items {
                     sqlx::query("UPDATE users SET last_activity = $2 WHERE name = $1 AND (last_activity IS NULL OR last_activity < $2)")
@@ -140,7 +140,7 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn put_ticket(&self, t: &$crate::TicketRecord) -> Result<(), $crate::StoreError> {
+            async fn put_ticket(&self, t: &$crate::model::TicketRecord) -> Result<(), $crate::model::StoreError> {
                 sqlx::query(
                     "INSERT INTO tickets (username, principal, ccache, valid_from, valid_until, renew_until,
                        last_success, last_error, consecutive_failures, next_renewal)
@@ -166,7 +166,7 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn get_ticket(&self, username: &str) -> Result<Option<$crate::TicketRecord>, $crate::StoreError> {
+            async fn get_ticket(&self, username: &str) -> Result<Option<$crate::model::TicketRecord>, $crate::model::StoreError> {
                 let row = sqlx::query(
                     "SELECT username, principal, ccache, valid_from, valid_until, renew_until, last_success, last_error,
                        consecutive_failures, next_renewal FROM tickets WHERE username = $1",
@@ -176,7 +176,7 @@ macro_rules! store_queries {
                 .await?;
                 Ok(match row {
                     None => None,
-                    Some(r) => Some($crate::TicketRecord {
+                    Some(r) => Some($crate::model::TicketRecord {
                         username: r.try_get("username")?,
                         principal: r.try_get("principal")?,
                         ccache: r.try_get("ccache")?,
@@ -191,7 +191,7 @@ macro_rules! store_queries {
                 })
             }
 
-            async fn get_user(&self, name: &str) -> Result<Option<$crate::UserRecord>, $crate::StoreError> {
+            async fn get_user(&self, name: &str) -> Result<Option<$crate::model::UserRecord>, $crate::model::StoreError> {
                 let row = sqlx::query("SELECT name, (admin OR admin_from_groups) AS admin, created, last_activity FROM users WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&self.pool)
@@ -202,7 +202,7 @@ macro_rules! store_queries {
                         .bind(name)
                         .fetch_all(&self.pool)
                         .await?;
-                Ok(Some($crate::UserRecord {
+                Ok(Some($crate::model::UserRecord {
                     name: r.try_get("name")?,
                     admin: r.try_get("admin")?,
                     created: r.try_get("created")?,
@@ -211,7 +211,7 @@ macro_rules! store_queries {
                 }))
             }
 
-            async fn list_users(&self) -> Result<Vec<$crate::UserRecord>, $crate::StoreError> {
+            async fn list_users(&self) -> Result<Vec<$crate::model::UserRecord>, $crate::model::StoreError> {
                 Ok(self.users_page("", false, 0, i64::MAX).await?.0)
             }
 
@@ -221,7 +221,7 @@ macro_rules! store_queries {
             descending: bool,
             offset: i64,
             limit: i64,
-        ) -> Result<(Vec<$crate::UserRecord>, i64), $crate::StoreError> {
+        ) -> Result<(Vec<$crate::model::UserRecord>, i64), $crate::model::StoreError> {
             // LIKE with `\` as the escape character, so `%` and `_` in the needle are literal.
             let pattern = format!(
                 "%{}%",
@@ -259,7 +259,7 @@ macro_rules! store_queries {
                 .iter()
                 .map(|r| {
                     let name: String = r.try_get("name")?;
-                    Ok($crate::UserRecord {
+                    Ok($crate::model::UserRecord {
                         admin: r.try_get("admin")?,
                         created: r.try_get("created")?,
                         last_activity: r.try_get("last_activity")?,
@@ -267,11 +267,11 @@ macro_rules! store_queries {
                         name,
                     })
                 })
-                .collect::<Result<Vec<_>, $crate::StoreError>>()?;
+                .collect::<Result<Vec<_>, $crate::model::StoreError>>()?;
             Ok((users, total))
         }
 
-        async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, $crate::StoreError> {
+        async fn create_user(&self, name: &str, admin: bool, now: i64) -> Result<bool, $crate::model::StoreError> {
                 let r =
                     sqlx::query("INSERT INTO users (name, admin, created) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING")
                         .bind(name)
@@ -287,7 +287,7 @@ macro_rules! store_queries {
             names: &[String],
             admin: bool,
             now: i64,
-        ) -> Result<Vec<String>, $crate::StoreError> {
+        ) -> Result<Vec<String>, $crate::model::StoreError> {
             let mut tx = self.pool.begin().await?;
             let mut created = Vec::new();
             for name in names {
@@ -307,7 +307,7 @@ macro_rules! store_queries {
             Ok(created)
         }
 
-        async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, $crate::StoreError> {
+        async fn set_admin(&self, name: &str, admin: bool) -> Result<bool, $crate::model::StoreError> {
                 let r = sqlx::query("UPDATE users SET admin = $2 WHERE name = $1")
                     .bind(name)
                     .bind(admin)
@@ -316,12 +316,12 @@ macro_rules! store_queries {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn delete_user(&self, name: &str) -> Result<bool, $crate::StoreError> {
+            async fn delete_user(&self, name: &str) -> Result<bool, $crate::model::StoreError> {
                 let r = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&self.pool).await?;
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn list_groups(&self) -> Result<Vec<$crate::GroupRecord>, $crate::StoreError> {
+            async fn list_groups(&self) -> Result<Vec<$crate::model::GroupRecord>, $crate::model::StoreError> {
                 let names: Vec<String> =
                     sqlx::query_scalar("SELECT name FROM groups ORDER BY name").fetch_all(&self.pool).await?;
                 let members: Vec<(String, String)> =
@@ -332,10 +332,10 @@ macro_rules! store_queries {
                 for (g, u) in members {
                     by_group.entry(g).or_default().push(u);
                 }
-                Ok(names.into_iter().map(|n| $crate::GroupRecord { users: by_group.remove(&n).unwrap_or_default(), name: n }).collect())
+                Ok(names.into_iter().map(|n| $crate::model::GroupRecord { users: by_group.remove(&n).unwrap_or_default(), name: n }).collect())
             }
 
-            async fn create_group(&self, name: &str, users: &[String], now: i64) -> Result<bool, $crate::StoreError> {
+            async fn create_group(&self, name: &str, users: &[String], now: i64) -> Result<bool, $crate::model::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let r = sqlx::query("INSERT INTO groups (name, created) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING")
                     .bind(name)
@@ -356,12 +356,12 @@ macro_rules! store_queries {
                 Ok(true)
             }
 
-            async fn delete_group(&self, name: &str) -> Result<bool, $crate::StoreError> {
+            async fn delete_group(&self, name: &str) -> Result<bool, $crate::model::StoreError> {
                 let r = sqlx::query("DELETE FROM groups WHERE name = $1").bind(name).execute(&self.pool).await?;
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn change_members(&self, group: &str, users: &[String], add: bool) -> Result<(), $crate::StoreError> {
+            async fn change_members(&self, group: &str, users: &[String], add: bool) -> Result<(), $crate::model::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 for u in users {
                     let q = if add {
@@ -375,7 +375,7 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            async fn insert_token(&self, t: &$crate::TokenRecord) -> Result<i64, $crate::StoreError> {
+            async fn insert_token(&self, t: &$crate::model::TokenRecord) -> Result<i64, $crate::model::StoreError> {
                 let scopes = serde_json::to_string(&t.scopes).unwrap_or_else(|_| "[]".into());
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO api_tokens (prefix, hash, username, scopes, note, created, expires_at, last_activity)
@@ -394,7 +394,7 @@ macro_rules! store_queries {
                 Ok(id)
             }
 
-            async fn tokens_of(&self, username: &str) -> Result<Vec<$crate::TokenRecord>, $crate::StoreError> {
+            async fn tokens_of(&self, username: &str) -> Result<Vec<$crate::model::TokenRecord>, $crate::model::StoreError> {
                 let rows = sqlx::query(
                     "SELECT id, prefix, hash, username, scopes, note, created, expires_at, last_activity
                      FROM api_tokens WHERE username = $1 ORDER BY id",
@@ -405,7 +405,7 @@ macro_rules! store_queries {
                 rows.iter().map(token_row).collect()
             }
 
-            async fn tokens_with_prefix(&self, prefix: &str) -> Result<Vec<$crate::TokenRecord>, $crate::StoreError> {
+            async fn tokens_with_prefix(&self, prefix: &str) -> Result<Vec<$crate::model::TokenRecord>, $crate::model::StoreError> {
                 let rows = sqlx::query(
                     "SELECT id, prefix, hash, username, scopes, note, created, expires_at, last_activity
                      FROM api_tokens WHERE prefix = $1",
@@ -416,7 +416,7 @@ macro_rules! store_queries {
                 rows.iter().map(token_row).collect()
             }
 
-            async fn delete_token(&self, username: &str, id: i64) -> Result<bool, $crate::StoreError> {
+            async fn delete_token(&self, username: &str, id: i64) -> Result<bool, $crate::model::StoreError> {
                 let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND username = $2")
                     .bind(id)
                     .bind(username)
@@ -425,7 +425,7 @@ macro_rules! store_queries {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn touch_token(&self, id: i64, at: i64) -> Result<(), $crate::StoreError> {
+            async fn touch_token(&self, id: i64, at: i64) -> Result<(), $crate::model::StoreError> {
                 sqlx::query("UPDATE api_tokens SET last_activity = $2 WHERE id = $1")
                     .bind(id)
                     .bind(at)
@@ -435,15 +435,15 @@ macro_rules! store_queries {
             }
         }
 
-        fn token_row(r: &$row) -> Result<$crate::TokenRecord, $crate::StoreError> {
+        fn token_row(r: &$row) -> Result<$crate::model::TokenRecord, $crate::model::StoreError> {
             let scopes: String = r.try_get("scopes")?;
-            Ok($crate::TokenRecord {
+            Ok($crate::model::TokenRecord {
                 id: r.try_get("id")?,
                 prefix: r.try_get("prefix")?,
                 hash: r.try_get("hash")?,
                 username: r.try_get("username")?,
                 scopes: serde_json::from_str(&scopes)
-                    .map_err(|e| $crate::StoreError::Db(sqlx::Error::Decode(format!("api_tokens.scopes: {e}").into())))?,
+                    .map_err(|e| $crate::model::StoreError::Db(sqlx::Error::Decode(format!("api_tokens.scopes: {e}").into())))?,
                 note: r.try_get("note")?,
                 created: r.try_get("created")?,
                 expires_at: r.try_get("expires_at")?,
@@ -451,8 +451,8 @@ macro_rules! store_queries {
             })
         }
 
-        fn server_row(r: &$row) -> Result<$crate::ServerRecord, $crate::StoreError> {
-            Ok($crate::ServerRecord {
+        fn server_row(r: &$row) -> Result<$crate::model::ServerRecord, $crate::model::StoreError> {
+            Ok($crate::model::ServerRecord {
                 username: r.try_get("username")?,
                 state: r.try_get("state")?,
                 pid: r.try_get("pid")?,

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::StoreError;
+use crate::model::StoreError;
 
 /// The SQLite migrations from `migrations/sqlite`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -67,7 +67,8 @@ super::sql::store_queries!(SqliteStore, sqlx::sqlite::SqliteRow, MIGRATOR);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Store, conformance};
+    use crate::conformance;
+    use crate::model::Store;
 
     async fn fresh(dir: &tempfile::TempDir) -> (SqliteStore, String) {
         let url = format!("sqlite://{}/hub.sqlite", dir.path().display());

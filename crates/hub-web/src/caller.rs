@@ -11,8 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use hub_config::{ServiceConfig, TokenSource};
-use hub_core::scopes::{self, Requested, ScopeSet};
+use hub_core::scopes::{self, ScopeSet};
 use hub_core::unix_now;
 
 use crate::error::ApiError;
@@ -137,64 +136,6 @@ pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) 
     })
 }
 
-/// A service whose token has been read.
-#[derive(Debug, Clone)]
-pub struct ServiceToken {
-    /// The service's name.
-    pub name: String,
-    hash: [u8; 32],
-    scopes: Vec<Requested>,
-}
-
-/// Reads each service's token. Errors name the service and the fix: a missing or empty
-/// token, a token file readable by group or others, a token shorter than 32 characters.
-pub fn load_services(services: &[ServiceConfig]) -> anyhow::Result<Vec<ServiceToken>> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for s in services {
-        let token = match &s.token {
-            TokenSource::File(path) => {
-                let meta = std::fs::metadata(path).map_err(|e| {
-                    anyhow::anyhow!("[[services]] {}: cannot read api_token_file {}: {e}", s.name, path.display())
-                })?;
-                if meta.uid() != 0 {
-                    anyhow::bail!(
-                        "[[services]] {}: api_token_file {} is owned by uid {}, not root; run `chown root {}` (its owner could change the token)",
-                        s.name,
-                        path.display(),
-                        meta.uid(),
-                        path.display()
-                    );
-                }
-                if meta.mode() & 0o077 != 0 {
-                    anyhow::bail!(
-                        "[[services]] {}: api_token_file {} is readable by others (mode {:o}); chmod 600 it",
-                        s.name,
-                        path.display(),
-                        meta.mode() & 0o777
-                    );
-                }
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("[[services]] {}: cannot read {}: {e}", s.name, path.display()))?
-            }
-            TokenSource::Env(var) => std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("[[services]] {}: the environment variable {var} (api_token_env) is not set", s.name)
-            })?,
-        };
-        let token = token.trim();
-        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            anyhow::bail!(
-                "[[services]] {}: the token must be at least 32 characters with no spaces; generate one with `openssl rand -hex 32`",
-                s.name
-            );
-        }
-        let scopes = scopes::parse_all(&s.scopes).map_err(|e| anyhow::anyhow!("[[services]] {}: {e}", s.name))?;
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        out.push(ServiceToken { name: s.name.clone(), hash, scopes });
-    }
-    Ok(out)
-}
-
 fn invalid() -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "invalid or expired API token")
 }
@@ -206,10 +147,10 @@ pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, Api
     }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     for s in &app.services {
-        if bool::from(s.hash.ct_eq(&digest)) {
+        if s.matches(&digest) {
             return Ok(Caller {
                 identity: Identity::Service { name: s.name.clone() },
-                scopes: ScopeSet::expand(&s.scopes, None),
+                scopes: ScopeSet::expand(s.scopes(), None),
                 token_id: None,
                 session_id: None,
             });
@@ -239,41 +180,4 @@ pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, Api
         token_id: Some(format!("a{}", t.id)),
         session_id: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_tokens_must_be_private_and_long() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("t");
-        std::fs::write(&path, format!("{}\n", "x".repeat(40))).expect("write");
-        let svc = |scopes: &[&str]| ServiceConfig {
-            name: "culler".into(),
-            token: TokenSource::File(path.clone()),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let e = load_services(&[svc(&["list:users"])]).expect_err("world-readable");
-        assert!(e.to_string().contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let loaded = load_services(&[svc(&["list:users"])]).expect("private file");
-        assert_eq!(loaded[0].name, "culler");
-        // Private but not root's: its owner could change the token.
-        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown (tests run as root)");
-        let e = load_services(&[svc(&["list:users"])]).expect_err("not root's");
-        assert!(e.to_string().contains("not root") && e.to_string().contains("chown root"), "{e}");
-        std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
-        std::fs::write(&path, "short").expect("write");
-        assert!(load_services(&[svc(&[])]).expect_err("short").to_string().contains("at least 32"));
-        let env = ServiceConfig {
-            name: "e".into(),
-            token: TokenSource::Env("HUB_TEST_UNSET_TOKEN_VAR".into()),
-            scopes: vec![],
-        };
-        assert!(load_services(&[env]).expect_err("unset").to_string().contains("is not set"));
-    }
 }

@@ -111,11 +111,6 @@ fn origin_allowed(app: &App, h: &HeaderMap) -> bool {
     }
 }
 
-/// The hidden XSRF field of a hub form for `session`.
-pub fn xsrf_field(app: &App, session: &Session) -> String {
-    format!(r#"<input type="hidden" name="_xsrf" value="{}">"#, app.sessions.xsrf_token(session))
-}
-
 /// The double-submit XSRF check for a cookie-authenticated, state-changing request to a
 /// user's server: the `_xsrf` cookie (set by jupyter-server, Tornado's XSRF cookie) must be
 /// present and equal to the `X-XSRFToken` header (what JupyterLab sends) or to an `_xsrf`

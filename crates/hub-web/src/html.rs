@@ -31,7 +31,7 @@ pub fn page_with_user(app: &App, title: &str, body: &str, s: &Session) -> Html<S
     let nav = format!(
         r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
         html_escape::encode_safe(&s.username),
-        crate::guard::xsrf_field(app, s)
+        xsrf_field(app, s)
     );
     page(title, &format!("{nav}{body}"))
 }
@@ -43,4 +43,9 @@ pub fn page(title: &str, body: &str) -> Html<String> {
 <title>{} · hub</title><link rel="stylesheet" href="/hub/static/hub.css"></head><body><header><strong>hub</strong></header><main>{body}</main></body></html>"#,
         html_escape::encode_safe(title)
     ))
+}
+
+/// The hidden XSRF field of a hub form for `session`.
+pub fn xsrf_field(app: &App, session: &Session) -> String {
+    format!(r#"<input type="hidden" name="_xsrf" value="{}">"#, app.sessions.xsrf_token(session))
 }

@@ -1,7 +1,7 @@
 //! `hub-web`: the hub's HTTP surface.
 //!
 //! Shared modules, which every feature module may use:
-//! [`state`] (the application state), [`caller`] (the API's authenticated caller and its
+//! [`state`] (the application state), [`collectors`] (its Prometheus collectors), [`caller`] (the API's authenticated caller and its
 //! extractor), [`guard`] (the one Origin + XSRF check), [`error`] (the one error policy and
 //! JSON error body), [`progress`] (the spawn progress stream), [`html`] (page frame, error
 //! page, escaping).
@@ -9,9 +9,10 @@
 //! Feature modules, which use only the shared ones, never each other:
 //! [`web`] (the hub's pages: login, home, spawn, logout, admin), [`api`] (the REST API),
 //! [`proxy`] (`/user/<name>/...` to the user's server), [`metrics`] (`/hub/metrics`).
-//! [`router`] names them all.
+//! [`router()`] (`router.rs`) names them all.
 
 pub mod caller;
+pub mod collectors;
 pub mod error;
 pub mod guard;
 pub mod html;
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod web;
 
-pub use web::router;
+mod router;
+pub use router::router;

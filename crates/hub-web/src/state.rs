@@ -36,9 +36,9 @@ pub struct App {
     /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Prometheus collectors for `/hub/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::collectors::Metrics,
     /// `[[services]]` with their tokens read (hashed).
-    pub services: Vec<crate::caller::ServiceToken>,
+    pub services: Vec<hub_auth::service::ServiceToken>,
     /// The background check of the servers a previous hub left running; `serve_state`
     /// reports readiness to systemd once it is done.
     pub adoption: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::{Form, Json};
 use serde::Deserialize;
 
@@ -22,17 +22,17 @@ use hub_servers::renewer::Trigger;
 use hub_servers::servers::ServerState;
 
 use crate::guard::{self, XsrfProof};
-use crate::html::{error_page, esc, page, page_with_user, too_many};
+use crate::html::{error_page, esc, page, page_with_user, too_many, xsrf_field};
 use crate::state::AppState;
 use hub_core::{percent_encode, unix_now};
 
 /// Largest hub form body, in bytes (64 KiB; larger ones get 413).
 pub const FORM_BODY_LIMIT: usize = 64 * 1024;
 
-/// Builds the router: the hub's pages and API under `/hub/` (request durations recorded for
-/// `/hub/metrics`), the proxy under `/user/` (not timed: it is the hot path).
-pub fn router(state: AppState) -> Router {
-    let hub = Router::new()
+/// The hub's own pages under `/hub/` (the router in `crate::router` adds the API, metrics and
+/// the proxy).
+pub fn pages() -> Router<AppState> {
+    Router::new()
         .route("/", get(root))
         .route("/hub", get(root))
         .route("/hub/", get(root))
@@ -50,21 +50,6 @@ pub fn router(state: AppState) -> Router {
         .route("/hub/static/admin.js", get(static_admin_js))
         .route("/hub/admin", get(admin_page))
         .route("/hub/admin/logs/{name}", get(admin_log))
-        .route("/hub/metrics", get(crate::metrics::handler))
-        // Hub forms are small; the login form is the one body an unauthenticated client may
-        // send, so this is all such a client can make the hub hold per request.
-        .layer(axum::extract::DefaultBodyLimit::max(FORM_BODY_LIMIT))
-        .route("/hub/api/", get(crate::api::root))
-        .nest("/hub/api", crate::api::router(state.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track_requests));
-    Router::new()
-        .merge(hub)
-        .route("/user", any(crate::proxy::handle))
-        .route("/user/", any(crate::proxy::handle))
-        .route("/user/{*rest}", any(crate::proxy::handle))
-        .fallback(|| async { error_page(StatusCode::NOT_FOUND, "Not found", "There is no page here.") })
-        .layer(axum::middleware::from_fn(security_headers))
-        .with_state(state)
 }
 
 /// The logged-in user of a hub page. Rejects with a redirect to the login page that comes
@@ -468,7 +453,7 @@ async fn logout_page(State(app): State<AppState>, headers: HeaderMap) -> Respons
     };
     let body = format!(
         r#"<h1>Sign out</h1><form method="post" action="/hub/logout" class="card">{}<button>Sign out</button></form>"#,
-        guard::xsrf_field(&app, &s)
+        xsrf_field(&app, &s)
     );
     page_with_user(&app, "Sign out", &body, &s).into_response()
 }
@@ -535,7 +520,7 @@ async fn admin_logout_user(
 async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Response {
     let e = esc;
     let name = &s.username;
-    let x = guard::xsrf_field(&app, &s);
+    let x = xsrf_field(&app, &s);
     let state = app.servers.state(name);
     let server = match &state {
         ServerState::Running { pid, .. } => format!(
@@ -707,7 +692,7 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
 <form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}"><button id="start-button">Start my server</button></form>
 </section>
 <script src="/hub/static/spawn.js"></script>"#,
-        x = guard::xsrf_field(app, s),
+        x = xsrf_field(app, s),
         t = e(target),
         auto = autostart,
     );

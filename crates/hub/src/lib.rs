@@ -121,7 +121,7 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
     // re-adopted or cleaned up.
     let adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
-    let services = hub_web::caller::load_services(&config.services)?;
+    let services = auth::service::load_services(&config.services)?;
     let metrics = metrics::Metrics::new(&servers.spawn_duration);
     Ok(hub_web::state::AppState(Arc::new(hub_web::state::App {
         metrics,
@@ -264,7 +264,7 @@ pub async fn serve_state(
     // worth a warning, not an error in the hub's log.
     let trace = tower_http::trace::TraceLayer::new_for_http()
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN));
-    let router = web::router(state.clone()).layer(trace);
+    let router = hub_web::router(state.clone()).layer(trace);
     // Requests for users' servers go straight to the proxy: no routing table, request span or
     // hub-page headers on the hot path (the proxy logs its own refusals and failures). Each
     // browser connection gets a service of its own, holding its upstream connection.

@@ -11,7 +11,10 @@
 //! Hub-specific information, the Kerberos ticket state, is in the extra user-model field
 //! `kerberos`.
 
+mod common;
 pub mod tokens;
+
+use common::{body, caller_name, iso, iso_opt, user_or_404};
 
 use std::time::Duration;
 
@@ -23,7 +26,6 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use crate::caller::{Caller, Identity, authenticate};
@@ -33,7 +35,7 @@ use hub_core::LinuxUser;
 use hub_core::unix_now;
 use hub_core::user::LookupError;
 use hub_servers::servers::ServerState;
-use hub_store::{GroupRecord, TokenRecord, UserRecord};
+use hub_store::{GroupRecord, UserRecord};
 
 /// The JupyterHub release whose REST API this follows; `GET /hub/api/` reports it as
 /// `version` so that clients which check it (e.g. for the `state` filter, added in 1.3) work.
@@ -96,21 +98,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
         .layer(axum::middleware::map_response(crate::error::json_errors))
-}
-
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(text)
-        .map_err(|e| ApiError::bad(format!("the request body is not valid JSON for this endpoint: {e}")))
-}
-
-/// RFC 3339 UTC with seconds, as JupyterHub's timestamps (`2026-11-21T14:32:05Z`).
-pub fn iso(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)).to_string()
-}
-
-fn iso_opt(unix: Option<i64>) -> Value {
-    unix.filter(|t| *t > 0).map_or(Value::Null, |t| Value::String(iso(t)))
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into unix seconds.
@@ -305,10 +292,6 @@ fn group_model(g: &GroupRecord) -> Value {
     json!({"kind": "group", "name": g.name, "users": g.users, "properties": {}, "roles": []})
 }
 
-async fn user_or_404(app: &AppState, name: &str) -> Result<UserRecord, ApiError> {
-    app.store.get_user(name).await?.ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
-}
-
 // ---- hub -----------------------------------------------------------------------------------
 
 /// `GET /hub/api/`: the JupyterHub version this API follows (no authentication, as in JupyterHub).
@@ -481,13 +464,6 @@ async fn create_users(State(app): State<AppState>, caller: Caller, raw: Bytes) -
         out.push(user_model(&app, &u, &caller, false).await);
     }
     Ok((StatusCode::CREATED, axum::Json(Value::Array(out))).into_response())
-}
-
-fn caller_name(c: &Caller) -> String {
-    match &c.identity {
-        Identity::User { name, .. } => name.clone(),
-        Identity::Service { name } => format!("service:{name}"),
-    }
 }
 
 #[derive(Deserialize)]
@@ -846,20 +822,4 @@ async fn proxy_routes(State(app): State<AppState>, caller: Caller) -> ApiResult 
         );
     }
     Ok(axum::Json(Value::Object(table)).into_response())
-}
-
-/// For [`tokens`]: a token's API model (`"a<id>"` ids, RFC 3339 times).
-fn token_model(t: &TokenRecord) -> Value {
-    json!({
-        "id": format!("a{}", t.id),
-        "kind": "api_token",
-        "user": t.username,
-        "roles": [],
-        "scopes": t.scopes,
-        "note": t.note,
-        "created": iso(t.created),
-        "expires_at": iso_opt(t.expires_at),
-        "last_activity": iso_opt(t.last_activity),
-        "session_id": null,
-    })
 }

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, body, caller_name, token_model, user_or_404};
+use super::common::{body, caller_name, token_model, user_or_404};
 use crate::caller::{Caller, PREFIX_LEN, hash};
+use crate::error::ApiError;
 
 /// Longest accepted expiry of a new token: ten years, in seconds.
 const MAX_EXPIRES_IN: i64 = 10 * 365 * 86_400;
