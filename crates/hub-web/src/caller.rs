@@ -124,7 +124,7 @@ pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) 
     if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         let sent = headers.get("x-xsrftoken").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let proof = XsrfProof::Session { session: &session, sent };
-        guard::check(app, headers, proof, "a cookie-authenticated API request")
+        guard::check(app, headers, proof, format_args!("a cookie-authenticated API request"))
             .map_err(|r| ApiError::new(StatusCode::FORBIDDEN, r.message()))?;
     }
     let admin = app.is_admin(&session.username).await;

@@ -91,8 +91,8 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if state_changing || is_upgrade(req.headers()) {
         let proof = if state_changing { XsrfProof::DoubleSubmit { query: uri.query() } } else { XsrfProof::OriginOnly };
-        let what = format!("{} {path} (user {name})", req.method());
-        if let Err(refusal) = guard::check(app, req.headers(), proof, &what) {
+        let what = format_args!("{} {path} (user {name})", req.method());
+        if let Err(refusal) = guard::check(app, req.headers(), proof, what) {
             return refusal.json();
         }
     }

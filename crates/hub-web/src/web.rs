@@ -241,7 +241,7 @@ async fn login_submit(
     let next = safe_next(Some(&f.next));
     let next_s = next.clone().unwrap_or_default();
     let shown_name: String = f.username.chars().take(64).collect();
-    if let Err(refusal) = guard::check(&app, &headers, XsrfProof::OriginOnly, "a login") {
+    if let Err(refusal) = guard::check(&app, &headers, XsrfProof::OriginOnly, format_args!("a login")) {
         return refusal.page();
     }
     if f.username.trim().is_empty() || f.password.is_empty() {
@@ -444,7 +444,9 @@ struct XsrfForm {
 
 /// Checks a hub form post: Origin from the hub's own addresses and the session's XSRF token.
 fn form_allowed(app: &AppState, headers: &HeaderMap, s: &Session, xsrf: &str, what: &str) -> Option<Response> {
-    guard::check(app, headers, XsrfProof::Session { session: s, sent: xsrf }, what).err().map(|r| r.page())
+    guard::check(app, headers, XsrfProof::Session { session: s, sent: xsrf }, format_args!("{what}"))
+        .err()
+        .map(|r| r.page())
 }
 
 async fn logout_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
