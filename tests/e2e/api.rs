@@ -118,8 +118,7 @@ impl ApiWorld {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_callers_see_only_the_version() {
     let w = ApiWorld::start().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
+    let hub = &w.hub;
     // -- Unauthenticated: the version only.
     let (s, v) = api(hub, Method::GET, "/hub/api/", None, None).await;
     assert_eq!((s, v["version"].as_str()), (200, Some(hub::api::JUPYTERHUB_API_VERSION)));
@@ -135,8 +134,7 @@ async fn unauthenticated_callers_see_only_the_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_makes_tokens_only_with_its_xsrf_token() {
     let w = ApiWorld::start().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
+    let (hub, ann) = (&w.hub, &w.ann);
     // -- ann (admin) signs in and makes a token with her session: needs the XSRF token.
     let c = client_for(&hub.url(""));
     assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
@@ -168,9 +166,8 @@ async fn a_session_makes_tokens_only_with_its_xsrf_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_created_for_linux_accounts_only_and_refusals_are_json() {
     let w = ApiWorld::signed_in().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
+    let (hub, bob, carl) = (&w.hub, &w.bob, &w.carl);
+    let ann_token = &w.ann_token;
     let t = Some(ann_token.as_str());
     // -- Users: create (Linux accounts only), conflicts, bad names.
     let (s, v) = api(hub, Method::GET, &format!("/hub/api/users/{}", bob.name), t, None).await;
@@ -233,8 +230,7 @@ async fn users_are_created_for_linux_accounts_only_and_refusals_are_json() {
 async fn lists_paginate_with_an_absolute_next_url() {
     let w = ApiWorld::signed_in().await;
     let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
+    let ann_token = &w.ann_token;
     let t = Some(ann_token.as_str());
     // -- Pagination: plain list by default, the paged form on request, with an absolute next URL.
     let (s, v) = api(hub, Method::GET, "/hub/api/users?limit=2", t, None).await;
@@ -279,9 +275,7 @@ async fn lists_paginate_with_an_absolute_next_url() {
 async fn tokens_never_exceed_their_owner_and_services_keep_their_scopes() {
     let w = ApiWorld::signed_in().await;
     let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
-    let t = Some(ann_token.as_str());
+    let t = Some(w.ann_token.as_str());
     // -- Tokens for another user never exceed what that user holds; a scoped token sees only
     //    its own user.
     let bob_tokens = format!("/hub/api/users/{}/tokens", bob.name);
@@ -325,10 +319,8 @@ async fn tokens_never_exceed_their_owner_and_services_keep_their_scopes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_managed_through_the_api() {
     let w = ApiWorld::signed_in().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
-    let t = Some(ann_token.as_str());
+    let (hub, bob, carl) = (&w.hub, &w.bob, &w.carl);
+    let t = Some(w.ann_token.as_str());
     // -- Groups.
     let (s, v) = api(hub, Method::POST, "/hub/api/groups/team", t, Some(json!({"users": [bob.name]}))).await;
     assert_eq!((s, v["users"].clone()), (201, json!([bob.name])));
@@ -355,9 +347,8 @@ async fn groups_are_managed_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_starts_reports_progress_and_stops_through_the_api() {
     let w = ApiWorld::signed_in().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
+    let (hub, bob, carl) = (&w.hub, &w.bob, &w.carl);
+    let ann_token = &w.ann_token;
     let t = Some(ann_token.as_str());
     // -- A server through the API: start, progress events, ready filter, routing table, stop.
     let server = format!("/hub/api/users/{}/server", bob.name);
@@ -419,9 +410,7 @@ async fn a_server_starts_reports_progress_and_stops_through_the_api() {
 async fn activity_is_reported_and_tokens_expire_and_are_revoked() {
     let w = ApiWorld::signed_in().await;
     let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
-    let t = Some(ann_token.as_str());
+    let t = Some(w.ann_token.as_str());
     let path = format!("/hub/api/users/{}/tokens", ann.name);
     // -- Activity reported by a client moves last_activity; a bad timestamp is a 400.
     let activity = format!("/hub/api/users/{}/activity", carl.name);
@@ -469,10 +458,8 @@ async fn activity_is_reported_and_tokens_expire_and_are_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_deleted_but_not_oneself() {
     let w = ApiWorld::signed_in().await;
-    let (hub, ann, bob, carl) = (&w.hub, &w.ann, &w.bob, &w.carl);
-    let _ = (ann, bob, carl);
-    let ann_token = w.ann_token.clone();
-    let t = Some(ann_token.as_str());
+    let (hub, ann, carl) = (&w.hub, &w.ann, &w.carl);
+    let t = Some(w.ann_token.as_str());
     // -- Deleting a user; ann cannot delete herself.
     let (s, _) = api(hub, Method::DELETE, &format!("/hub/api/users/{}", carl.name), t, None).await;
     assert_eq!(s, 204);

@@ -188,8 +188,7 @@ impl MainWorld {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ann_logs_in_and_her_server_runs_as_her_on_a_private_socket() {
     let w = MainWorld::start().await;
-    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
-    let _ = (kdc, bob);
+    let (hub, ann, bob) = (&w.hub, &w.ann, &w.bob);
     // -- Login as ann: a session cookie, a redirect to the spawn page.
     let c = hub.client();
     let r = hub.login(&c, &ann.name, &ann.password).await;
@@ -258,10 +257,8 @@ async fn ann_logs_in_and_her_server_runs_as_her_on_a_private_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_saves_and_opens_renew_the_ticket() {
     let w = MainWorld::start().await;
-    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
-    let _ = (kdc, bob);
-    let (c, cookie_pair) = w.ann_ready().await;
-    let _ = &cookie_pair;
+    let (hub, kdc, ann) = (&w.hub, &w.kdc, &w.ann);
+    let (c, _) = w.ann_ready().await;
     let ccache = w.ccache();
     // -- Login ran kinit: the ccache is ann's, 0600, and holds her principal.
     let meta = std::fs::metadata(&ccache).expect("ccache exists after login");
@@ -296,10 +293,8 @@ async fn login_saves_and_opens_renew_the_ticket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_runs_over_the_websocket_tunnel_as_ann_with_her_ticket() {
     let w = MainWorld::start().await;
-    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
-    let _ = (kdc, bob);
+    let (hub, ann) = (&w.hub, &w.ann);
     let (c, cookie_pair) = w.ann_ready().await;
-    let _ = &cookie_pair;
     let ccache = w.ccache();
     // -- A kernel over the WebSocket tunnel: 1+1, and it sees the ccache and runs as ann.
     let kernel_id = hub.start_kernel(&c, &ann.name, "python3").await;
@@ -318,8 +313,7 @@ async fn a_kernel_runs_over_the_websocket_tunnel_as_ann_with_her_ticket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_without_a_keytab_spawns_and_cannot_reach_anns_server() {
     let w = MainWorld::start().await;
-    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
-    let _ = (kdc, bob);
+    let (hub, ann, bob) = (&w.hub, &w.ann, &w.bob);
     // -- Bob (no keytab) logs in: spawn works, the kinit failure is logged and shown.
     let cb = hub.client();
     assert_eq!(hub.login(&cb, &bob.name, &bob.password).await.status(), 303);
@@ -355,10 +349,8 @@ async fn bob_without_a_keytab_spawns_and_cannot_reach_anns_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_every_process_of_the_server_and_logout_revokes_the_session() {
     let w = MainWorld::start().await;
-    let (hub, kdc, ann, bob) = (&w.hub, &w.kdc, &w.ann, &w.bob);
-    let _ = (kdc, bob);
+    let (hub, ann) = (&w.hub, &w.ann);
     let (c, cookie_pair) = w.ann_ready().await;
-    let _ = &cookie_pair;
     let ccache = w.ccache();
     let sock = hub.data_dir.path().join(format!("sockets/{}/server.sock", ann.name));
     // -- Home shows the running server; Stop ends it and every process of ann's.

@@ -80,8 +80,7 @@ impl AttackWorld {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_are_on_hub_pages() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let hub = &w.hub;
     // -- Security headers on hub pages.
     let r = reqwest::get(hub.url("/hub/login")).await.expect("login page");
     let h = r.headers();
@@ -97,8 +96,7 @@ async fn security_headers_are_on_hub_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_altered_and_foreign_session_tokens_are_refused() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, a, b, cookie_a) = (&w.hub, &w.a, &w.b, w.cookie_a.clone());
     // -- Forged, altered, expired, unsigned and foreign-key session tokens.
     let token_a = cookie_a.split_once('=').expect("pair").1.to_string();
     let key = std::fs::read(hub.data_dir.path().join("jwt.key")).expect("key");
@@ -159,8 +157,7 @@ async fn forged_altered_and_foreign_session_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_cookie_does_not_open_another_users_server() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, b, base, ca, cookie_a) = (&w.hub, &w.b, w.base.clone(), &w.ca, w.cookie_a.clone());
     // -- A's cookie on B's server: HTTP and WebSocket.
     for path in ["/", "/api/status", "/api/contents"] {
         let r = ca.get(hub.url(&format!("/user/{}{path}", b.name))).send().await.expect("cross-user");
@@ -177,8 +174,7 @@ async fn a_users_cookie_does_not_open_another_users_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_to_ones_own_server_are_refused() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, a, base, cookie_a) = (&w.hub, &w.a, w.base.clone(), w.cookie_a.clone());
     // -- Cross-origin and origin-less WebSockets and POSTs to A's own server.
     let own_ws = format!("/user/{}/api/kernels/k/channels", a.name);
     assert_eq!(ws_status(hub, &own_ws, &[("cookie", &cookie_a), ("origin", "http://evil.example")]).await, 403);
@@ -228,8 +224,7 @@ async fn cross_site_requests_to_ones_own_server_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_forms_need_the_sessions_token_and_origin() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, ca, cb, cookie_a) = (&w.hub, &w.ca, &w.cb, w.cookie_a.clone());
     // -- Hub forms: no token, a wrong token, another origin.
     let r = ca.post(hub.url("/hub/home/stop")).form(&[("_xsrf", "")]).send().await.expect("no token");
     assert_eq!(r.status(), 403);
@@ -257,8 +252,7 @@ async fn hub_forms_need_the_sessions_token_and_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_smuggling_is_refused() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, a, b, cookie_a) = (&w.hub, &w.a, &w.b, w.cookie_a.clone());
     // -- Request smuggling attempts: both framings, and conflicting lengths.
     let path = format!("/user/{}/api/contents", a.name);
     let attempts = [
@@ -287,8 +281,7 @@ async fn request_smuggling_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_are_refused() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, a, ca) = (&w.hub, &w.a, &w.ca);
     // -- Size limits: a huge header, a huge login body.
     let big_header = format!("GET /hub/login HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1024 * 1024));
     let out = raw(hub.addr, big_header.as_bytes());
@@ -310,8 +303,7 @@ async fn oversized_requests_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_out_everywhere_ends_every_session() {
     let w = AttackWorld::start().await;
-    let (hub, a, b, base, ca, cb, cookie_a) = (&w.hub, &w.a, &w.b, w.base.clone(), &w.ca, &w.cb, w.cookie_a.clone());
-    let _ = (a, b, &base, ca, cb, &cookie_a);
+    let (hub, a, base, ca, cookie_a) = (&w.hub, &w.a, w.base.clone(), &w.ca, w.cookie_a.clone());
     // -- Log out everywhere: a second session of A ends too.
     let ca2 = client_for(&base);
     let cookie_a2 = hub.login_cookie(&ca2, a).await;
