@@ -6,8 +6,10 @@
 //! - [`server`]: where a single-user server listens ([`Endpoint`]) and its token
 //!   ([`ServerToken`]).
 //! - [`scopes`]: JupyterHub's scopes, parsed and expanded.
+//! - [`process`]: processes through `/proc`: identity, state, the tree.
 //! - here: the clock ([`unix_now`]), URL helpers, and [`Recover`], the one lock-poison policy.
 
+pub mod process;
 pub mod scopes;
 pub mod server;
 pub mod user;

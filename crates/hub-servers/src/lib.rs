@@ -8,6 +8,7 @@
 //!   ticket times with [`ccache`].
 
 pub mod ccache;
+pub mod environment;
 pub mod limits;
 pub mod renewer;
 pub mod servers;

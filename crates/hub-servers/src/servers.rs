@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
 
+use crate::environment::{UserEnvironment, user_environment};
 use crate::renewer::{Renewer, Trigger};
 use crate::spawner::{ServerProcess, SpawnSpec, Spawner};
-use hub_config::{Config, TemplateVars, Transport};
+use hub_config::{Config, Transport};
 use hub_core::unix_now;
 use hub_core::{Endpoint, LinuxUser, Recover, ServerToken, TicketOwner};
 use hub_net::probe::{Probe, probe};
@@ -523,46 +524,9 @@ impl Servers {
 
     fn spawn_spec(&self, user: &LinuxUser, endpoint: &Endpoint, token: &str, log_path: PathBuf) -> SpawnSpec {
         let sc = &self.config.spawner;
-        let owner = TicketOwner::from(user);
-        let krb = self.renewer.paths(&owner);
-        let ccache = krb.ccache.display().to_string();
-        let keytab = krb.keytab.display().to_string();
-        let vars = TemplateVars {
-            username: &user.name,
-            uid: user.uid,
-            realm: &self.config.kerberos.realm,
-            principal: Some(&krb.principal),
-            ccache: Some(&ccache),
-            keytab: Some(&keytab),
-        };
-        let mut env: Vec<(String, String)> = vec![
-            ("HOME".into(), user.home.display().to_string()),
-            ("USER".into(), user.name.clone()),
-            ("LOGNAME".into(), user.name.clone()),
-            ("SHELL".into(), user.shell.display().to_string()),
-            ("PATH".into(), sc.path.clone()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("JUPYTER_TOKEN".into(), token.to_string()),
-        ];
-        if self.renewer.enabled() {
-            env.push(("KRB5CCNAME".into(), format!("FILE:{ccache}")));
-            if let Some(k) = self.renewer.krb5_config() {
-                env.push(("KRB5_CONFIG".into(), k.display().to_string()));
-            }
-        }
-        for (k, v) in &sc.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.expand(&vars)));
-        }
-        if !self.config.kernelspecs.is_empty() {
-            match self.write_kernelspecs(user, &vars) {
-                Ok(dir) => {
-                    env.retain(|(k, _)| k != "JUPYTER_PATH");
-                    env.push(("JUPYTER_PATH".into(), dir.display().to_string()));
-                }
-                Err(e) => tracing::error!(user = %user.name, error = %e, "could not write the kernelspecs"),
-            }
-        }
+        let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user);
+        env.retain(|(k, _)| k != "JUPYTER_TOKEN");
+        env.push(("JUPYTER_TOKEN".into(), token.to_string()));
         let mut argv = sc.cmd.clone();
         argv.push(format!("--ServerApp.base_url=/user/{}/", user.name));
         match endpoint {
@@ -583,52 +547,7 @@ impl Servers {
             "--ServerApp.allow_remote_access=True".into(),
         ]);
         argv.extend(sc.args.iter().cloned());
-        // The user's Unix groups that [limits.groups] names (looked up by name, so that only
-        // configured groups cost a lookup).
-        let groups: Vec<String> = self
-            .config
-            .limits
-            .groups
-            .keys()
-            .filter(|g| {
-                nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|gr| user.groups.contains(&gr.gid.as_raw()))
-            })
-            .cloned()
-            .collect();
-        let limits = self.config.limits.for_user(&user.name, &groups);
-        SpawnSpec { user: user.clone(), argv, env, log_path, limits }
-    }
-
-    /// Writes each `[[kernelspec]]` as `<data_dir>/jupyter/<user>/kernels/<name>/kernel.json`
-    /// (Jupyter's kernelspec format) and returns `<data_dir>/jupyter/<user>`, the directory to
-    /// put on the server's `JUPYTER_PATH`. The per-user directory is root-owned, group the
-    /// user's primary group, mode 0750: the user reads it, other users do not, nobody but the
-    /// hub writes it. It is rewritten on every spawn, so a removed entry disappears.
-    fn write_kernelspecs(&self, user: &LinuxUser, vars: &TemplateVars<'_>) -> std::io::Result<PathBuf> {
-        let root = self.config.hub.kernelspec_root(&user.name);
-        if let Some(base) = root.parent() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
-        }
-        if root.exists() {
-            std::fs::remove_dir_all(&root)?;
-        }
-        std::fs::DirBuilder::new().mode(0o750).create(&root)?;
-        std::os::unix::fs::chown(&root, Some(0), Some(user.gid))?;
-        for ks in &self.config.kernelspecs {
-            let dir = root.join("kernels").join(&ks.name);
-            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
-            let env: serde_json::Map<String, serde_json::Value> =
-                ks.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expand(vars)))).collect();
-            let spec = serde_json::json!({
-                "argv": ks.argv.iter().map(|a| a.expand(vars)).collect::<Vec<_>>(),
-                "display_name": ks.display_name,
-                "language": ks.language,
-                "env": env,
-                "metadata": { "hub": { "managed": true } },
-            });
-            std::fs::write(dir.join("kernel.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default())?;
-        }
-        Ok(root)
+        SpawnSpec { user: user.clone(), argv, env, log_path, limits, unit: user.name.clone() }
     }
 
     /// Removes what the hub made on disk for `name`'s servers: the socket directory

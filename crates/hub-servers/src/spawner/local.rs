@@ -6,7 +6,6 @@
 //! `initgroups` is not async-signal-safe), `setgid`, `setuid`, then a check that UID 0 cannot
 //! be regained. `Command::uid/gid` are not used: std would clear the supplementary groups.
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -22,6 +21,8 @@ use tokio::sync::watch;
 
 use super::{ServerProcess, SpawnError, SpawnSpec, Spawner};
 use crate::limits::Enforcer;
+use hub_core::process::proc_state;
+pub use hub_core::process::{descendants, is_same_process, owner_uid, start_ticks};
 use std::sync::Arc;
 
 /// Starts servers as local processes, each in its own cgroups (or under rlimits) from
@@ -39,7 +40,8 @@ impl LocalSpawner {
 }
 
 struct LocalProcess {
-    user: String,
+    /// The cgroup name ([`SpawnSpec::unit`]).
+    unit: String,
     pid: u32,
     uid: u32,
     start_ticks: Option<i64>,
@@ -71,7 +73,7 @@ impl Spawner for LocalSpawner {
         let groups: Vec<libc::gid_t> = u.groups.clone();
         let placement = self
             .enforcer
-            .prepare(&u.name, &spec.limits)
+            .prepare(&spec.unit, &spec.limits)
             .map_err(|source| SpawnError::Limits { limits: spec.limits.describe(), source })?;
         let mut cmd = std::process::Command::new(&spec.argv[0]);
         cmd.args(&spec.argv[1..])
@@ -110,7 +112,7 @@ impl Spawner for LocalSpawner {
         let pid = child.id().unwrap_or_default();
         let start_ticks = start_ticks(pid);
         let (tx, rx) = watch::channel(None);
-        let (enforcer, name) = (self.enforcer.clone(), u.name.clone());
+        let (enforcer, name) = (self.enforcer.clone(), spec.unit.clone());
         tokio::spawn(async move {
             let mut how = match child.wait().await {
                 Ok(s) => match (s.code(), s.signal()) {
@@ -130,7 +132,7 @@ impl Spawner for LocalSpawner {
             let _ = tx.send(Some(how));
         });
         Ok(Box::new(LocalProcess {
-            user: u.name.clone(),
+            unit: spec.unit.clone(),
             pid,
             uid,
             start_ticks,
@@ -166,7 +168,7 @@ impl Spawner for LocalSpawner {
             let _ = tx.send(Some("exited (status unknown: adopted after a hub restart)".to_string()));
         });
         Some(Box::new(LocalProcess {
-            user: user.to_string(),
+            unit: user.to_string(),
             pid,
             uid,
             start_ticks: Some(ticks),
@@ -174,28 +176,6 @@ impl Spawner for LocalSpawner {
             enforcer: self.enforcer.clone(),
         }))
     }
-}
-
-/// Whether `pid` is a live (not zombie) process of `uid` that started at `ticks`.
-pub fn is_same_process(pid: u32, uid: u32, ticks: i64) -> bool {
-    start_ticks(pid) == Some(ticks) && owner_uid(pid) == Some(uid) && !matches!(proc_state(pid), Some('Z' | 'X') | None)
-}
-
-/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`, for n >= 3. The command name in
-/// field 2 may contain spaces and parentheses, so fields are counted after the last `)`.
-fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(n.checked_sub(3)?).map(str::to_string)
-}
-
-/// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22).
-pub fn start_ticks(pid: u32) -> Option<i64> {
-    stat_field(pid, 22)?.parse().ok()
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    stat_field(pid, 3)?.chars().next()
 }
 
 #[async_trait]
@@ -213,7 +193,7 @@ impl ServerProcess for LocalProcess {
     }
 
     fn oom_kills(&self) -> u64 {
-        self.enforcer.oom_kills(&self.user)
+        self.enforcer.oom_kills(&self.unit)
     }
 
     async fn stop(&self, term_timeout: Duration) -> String {
@@ -242,7 +222,7 @@ impl ServerProcess for LocalProcess {
             }
         }
         // Anything still in the server's cgroups (a daemon that left the tree) goes too.
-        let (enforcer, user) = (self.enforcer.clone(), self.user.clone());
+        let (enforcer, user) = (self.enforcer.clone(), self.unit.clone());
         let _ = tokio::task::spawn_blocking(move || {
             let n = enforcer.kill_all(&user);
             if n > 0 {
@@ -256,46 +236,10 @@ impl ServerProcess for LocalProcess {
     }
 }
 
-/// Every process descended from `root` (not including it), from `/proc/*/stat`.
-pub fn descendants(root: u32) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            if let Some(ppid) = parent_pid(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            out.push(c);
-            stack.push(c);
-        }
-    }
-    out
-}
-
-/// The parent pid (`/proc/PID/stat` field 4).
-fn parent_pid(pid: u32) -> Option<u32> {
-    stat_field(pid, 4)?.parse().ok()
-}
-
-/// The real UID of a live process, from `/proc/PID/status` (`Uid:` line), or `None` if gone.
-pub fn owner_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hub_core::process::parent_pid;
 
     #[test]
     fn finds_own_children() {

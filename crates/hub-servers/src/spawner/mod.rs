@@ -60,6 +60,10 @@ pub struct SpawnSpec {
     pub log_path: PathBuf,
     /// Resource limits for the server and everything it starts.
     pub limits: hub_config::limits::Limits,
+    /// The name of the process's cgroup (under the hub's base): the user's name for their
+    /// server, `<user>.run-<id>` for a notebook run, so that stopping one never kills the
+    /// other.
+    pub unit: String,
 }
 
 /// A started server process.
@@ -88,8 +92,9 @@ pub trait Spawner: Send + Sync + 'static {
     /// Starts the server described by `spec`. Returns once the process exists; readiness is
     /// checked by the caller.
     async fn start(&self, spec: SpawnSpec) -> Result<Box<dyn ServerProcess>, SpawnError>;
-    /// Takes over a server started by an earlier hub process: `None` unless `pid` is alive,
+    /// Takes over a server (or run) started by an earlier hub process, in the cgroup named
+    /// `unit` ([`SpawnSpec::unit`]): `None` unless `pid` is alive,
     /// runs as `uid` and started at `start_ticks` (so a reused pid is never adopted, nor
     /// signalled).
-    async fn adopt(&self, user: &str, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
+    async fn adopt(&self, unit: &str, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
 }
