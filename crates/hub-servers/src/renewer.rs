@@ -63,10 +63,12 @@ pub enum Trigger {
     Save,
     /// The renewal timer (ticket near its end, or a retry after a failure).
     Timer,
+    /// A notebook run of the user's is about to start.
+    Job,
 }
 
 impl Trigger {
-    /// Lower-case name for logs: `login`, `spawn`, `open`, `save`, `timer`.
+    /// Lower-case name for logs: `login`, `spawn`, `open`, `save`, `timer`, `job`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Login => "login",
@@ -74,6 +76,7 @@ impl Trigger {
             Trigger::Open => "open",
             Trigger::Save => "save",
             Trigger::Timer => "timer",
+            Trigger::Job => "job",
         }
     }
 }
@@ -233,8 +236,13 @@ struct UserState {
     /// Held while a kinit runs for the user (single-flight).
     running: Arc<tokio::sync::Mutex<()>>,
     status: TicketStatus,
-    /// Set while the user's server runs: the timer keeps this user's ticket fresh.
+    /// Set while the user's server or one of their runs is going: the timer keeps this
+    /// user's ticket fresh.
     owner: Option<TicketOwner>,
+    /// The user's server is running ([`Renewer::activate`]).
+    server: bool,
+    /// How many of the user's notebook runs are going ([`Renewer::hold`]).
+    runs: usize,
     /// The user's entry in the timer queue.
     scheduled: Option<i64>,
     /// After a failure: no event starts another kinit before this time (unix seconds), the
@@ -430,6 +438,16 @@ impl Renewer {
     /// Puts `owner` on the timer (their server is running). Schedules from the ccache's
     /// times, or at once if there is no valid ticket.
     pub fn activate(&self, owner: &TicketOwner) {
+        self.put_on_timer(owner, |u| u.server = true);
+    }
+
+    /// Puts `owner` on the timer for one notebook run, as [`Renewer::activate`] does for a
+    /// server; each `hold` is matched by one [`Renewer::release`] when the run ends.
+    pub fn hold(&self, owner: &TicketOwner) {
+        self.put_on_timer(owner, |u| u.runs += 1);
+    }
+
+    fn put_on_timer(&self, owner: &TicketOwner, mark: impl FnOnce(&mut UserState)) {
         if !self.cfg.enabled {
             return;
         }
@@ -441,21 +459,38 @@ impl Renewer {
         };
         let mut inner = self.lock();
         let u = inner.users.entry(owner.username.clone()).or_default();
+        mark(u);
         u.owner = Some(owner.clone());
+        // Keep an earlier renewal already queued (a run joining a running server).
+        let at = u.scheduled.map_or(at, |s| s.min(at));
         Self::schedule_locked(&mut inner, &owner.username, Some(at));
         drop(inner);
         self.wake.notify_one();
     }
 
-    /// Takes `owner` off the timer (their server stopped) and removes the ccache if
+    /// Takes `owner`'s server off the timer (it stopped). Once none of their runs is going
+    /// either, the user leaves the timer and the ccache is removed if
     /// `remove_ccache_on_stop`.
     pub fn deactivate(&self, owner: &TicketOwner) {
+        self.take_off_timer(owner, |u| u.server = false);
+    }
+
+    /// Ends one [`Renewer::hold`]: as [`Renewer::deactivate`], for a run.
+    pub fn release(&self, owner: &TicketOwner) {
+        self.take_off_timer(owner, |u| u.runs = u.runs.saturating_sub(1));
+    }
+
+    fn take_off_timer(&self, owner: &TicketOwner, unmark: impl FnOnce(&mut UserState)) {
         if !self.cfg.enabled {
             return;
         }
         {
             let mut inner = self.lock();
             if let Some(u) = inner.users.get_mut(&owner.username) {
+                unmark(u);
+                if u.server || u.runs > 0 {
+                    return;
+                }
                 u.owner = None;
             }
             Self::schedule_locked(&mut inner, &owner.username, None);
@@ -962,5 +997,36 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&d, &link).expect("symlink");
         assert!(ensure_ccache_dir(&link).is_err());
+    }
+
+    #[test]
+    fn a_run_keeps_the_ticket_on_the_timer_after_the_server_stops() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = format!(
+            "[spawner]\ncmd = [\"/bin/true\"]\n[kerberos]\nenabled = true\nrealm = \"R\"\nccache = \"{}/{{username}}.cc\"\nremove_ccache_on_stop = true\n",
+            dir.path().display()
+        );
+        let cfg = hub_config::Config::parse(Path::new("hub.toml"), &toml).expect("config").kerberos;
+        let r = Renewer::new(cfg, None);
+        let ann = TicketOwner { username: "ann".into(), uid: 4242, gid: 4242 };
+        let cc = dir.path().join("ann.cc");
+        let on_timer =
+            |r: &Renewer| r.lock().users.get("ann").is_some_and(|u| u.owner.is_some() && u.scheduled.is_some());
+        // Server, then a run; the server stops first: the run still needs the ticket.
+        std::fs::write(&cc, "ticket").expect("write");
+        r.activate(&ann);
+        r.hold(&ann);
+        r.deactivate(&ann);
+        assert!(on_timer(&r) && cc.exists());
+        r.release(&ann);
+        assert!(!on_timer(&r) && !cc.exists(), "nothing of ann's runs: off the timer, ccache removed");
+        // Two runs and no server: on the timer until the last one ends.
+        std::fs::write(&cc, "ticket").expect("write");
+        r.hold(&ann);
+        r.hold(&ann);
+        r.release(&ann);
+        assert!(on_timer(&r) && cc.exists());
+        r.release(&ann);
+        assert!(!on_timer(&r) && !cc.exists());
     }
 }
