@@ -30,9 +30,10 @@ ALLOWED = {
     "hub-store": {"hub-core"},
     "hub-auth": {"hub-core", "hub-config", "hub-store"},
     "hub-net": {"hub-core"},
-    "hub-servers": {"hub-core", "hub-config", "hub-store", "hub-net"},
-    "hub-web": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-servers"},
-    "hub": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-servers", "hub-web"},
+    "hub-runner": {"hub-core"},
+    "hub-servers": {"hub-core", "hub-config", "hub-store", "hub-net", "hub-runner"},
+    "hub-web": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers"},
+    "hub": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers", "hub-web"},
 }
 
 
