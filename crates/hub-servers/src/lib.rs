@@ -4,6 +4,8 @@
 //!   user's UID), with [`limits`] (cgroups or rlimits).
 //! - [`servers`]: each user's server from "starting" to "stopped": readiness, exits,
 //!   re-adoption after a hub restart, the culler, server logs.
+//! - [`environment`]: the environment and limits a user's server and runs share.
+//! - [`runs`]: notebook runs started as the owner (the runner process, its ticket, its log).
 //! - [`renewer`]: the ticket renewer (kinit into each user's credential cache), reading
 //!   ticket times with [`ccache`].
 
@@ -11,5 +13,6 @@ pub mod ccache;
 pub mod environment;
 pub mod limits;
 pub mod renewer;
+pub mod runs;
 pub mod servers;
 pub mod spawner;

@@ -6,9 +6,11 @@
 //! for how the modules fit.
 //!
 //! The binary is thin: [`migrate`] and [`serve`] are what `hub migrate` and `hub serve` call,
-//! and what the tests call with a listener on port 0.
+//! and what the tests call with a listener on port 0; [`run_cli`] is `hub run`, and
+//! [`runner::main`] is the runner it starts as the notebook's owner.
 
 pub mod logging;
+pub mod run_cli;
 
 pub use hub_auth as auth;
 pub use hub_auth::{jwt, session};
@@ -16,7 +18,8 @@ pub use hub_config as config;
 pub use hub_core as core;
 pub use hub_core::{percent_encode, unix_now};
 pub use hub_net::{accept, body, peer, splice};
-pub use hub_servers::{ccache, limits, renewer, servers, spawner};
+pub use hub_runner as runner;
+pub use hub_servers::{ccache, limits, renewer, runs, servers, spawner};
 pub use hub_store as store;
 pub use hub_web::{api, metrics, proxy, state, web};
 

@@ -37,6 +37,44 @@ enum Command {
     ExampleConfig,
     /// Check hub.toml and print the validated configuration.
     CheckConfig,
+    /// Run a user's notebook headless, as that user, and write the executed notebook.
+    ///
+    /// Exit status: 0 when every cell succeeded, 1 when a cell failed, 2 when the run was
+    /// refused before anything ran, 3 on a timeout, 4 when cancelled.
+    Run(RunCmd),
+    /// The notebook runner, started by the hub as the notebook's owner (not run by hand).
+    #[command(hide = true)]
+    Runner,
+}
+
+#[derive(clap::Args)]
+struct RunCmd {
+    /// The Linux user to run as.
+    #[arg(long)]
+    user: String,
+    /// The notebook: relative to the user's home, or absolute inside it.
+    notebook: PathBuf,
+    /// A parameter, `name=value` (repeatable), injected papermill-style. Values are typed:
+    /// integers, floats, true/false, none, JSON for text starting with [ { or ", else text.
+    #[arg(short = 'p', long = "parameter", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    parameters: Vec<(String, serde_json::Value)>,
+    /// The kernelspec to run (default: the one the notebook names, else python3).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Where to write the executed notebook, relative to the user's home (default:
+    /// <notebook>.out.ipynb beside the input). Written after every cell.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Time limit for the whole run, e.g. 2h, 30m, 90s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Time limit for each cell, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cell_timeout: Option<std::time::Duration>,
+}
+
+fn parse_parameter(s: &str) -> Result<(String, serde_json::Value), String> {
+    hub::runner::params::parse_cli(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -45,6 +83,10 @@ fn main() -> ExitCode {
     if let Command::ExampleConfig = cli.command {
         print!("{EXAMPLE}");
         return ExitCode::SUCCESS;
+    }
+    if let Command::Runner = cli.command {
+        // As the notebook's owner, with no hub.toml to read.
+        return ExitCode::from(hub::runner::main());
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -80,22 +122,35 @@ fn main() -> ExitCode {
                 } else {
                     println!("applied {n} migration(s) to {}", hub::store::redact_url(&config.hub.database_url));
                 }
-                Ok(())
+                Ok(0)
             }
             Command::Serve => {
                 let listener = hub::listen(&config).await?;
-                hub::serve(config, listener, shutdown_signal()).await
+                hub::serve(config, listener, shutdown_signal()).await.map(|()| 0)
             }
             Command::CheckConfig => {
                 // Config's Debug shows every section with secrets redacted.
                 println!("{config:#?}");
-                Ok(())
+                Ok(0)
             }
-            Command::ExampleConfig => Ok(()),
+            Command::Run(r) => {
+                let args = hub::run_cli::RunArgs {
+                    user: r.user,
+                    notebook: r.notebook,
+                    parameters: r.parameters,
+                    kernel: r.kernel,
+                    output: r.output,
+                    timeout: r.timeout,
+                    cell_timeout: r.cell_timeout,
+                };
+                hub::run_cli::run_notebook(&config, args).await
+            }
+            Command::ExampleConfig | Command::Runner => Ok(0u8),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("hub: {e:#}");
             ExitCode::FAILURE
