@@ -11,6 +11,7 @@ mod limits;
 mod nginx;
 mod postgres;
 mod renewer;
+mod runs;
 mod security;
 mod support;
 

@@ -18,7 +18,7 @@ use hub::config::Config;
 use hub::state::AppState;
 
 /// The tests' log filter: debug for every crate of the hub, info for the rest.
-const HUB_DEBUG_LOG: &str = "info,hub=debug,hub_core=debug,hub_config=debug,hub_store=debug,hub_auth=debug,hub_net=debug,hub_servers=debug,hub_web=debug";
+const HUB_DEBUG_LOG: &str = "info,hub=debug,hub_core=debug,hub_config=debug,hub_store=debug,hub_auth=debug,hub_net=debug,hub_servers=debug,hub_runner=debug,hub_web=debug";
 
 /// The Jupyter venv made by scripts/setup.sh.
 pub fn venv() -> PathBuf {
@@ -326,6 +326,103 @@ impl Kdc {
 impl Drop for Kdc {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A throwaway PostgreSQL cluster that authenticates with Kerberos (GSSAPI): the
+/// `postgres/localhost` service principal's key in `krb_server_keyfile`, `gss` lines in
+/// pg_hba.conf for TCP on loopback, role names without the realm. It stands in for the
+/// Kerberos-secured services (HDFS, Hive) a notebook talks to as its user. Superuser `hub`
+/// reaches it over its Unix socket only (trust), to create roles.
+pub struct GssPostgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl GssPostgres {
+    pub fn start(kdc: &Kdc) -> Self {
+        let bin = PathBuf::from(std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
+        assert!(bin.join("initdb").exists(), "no PostgreSQL at {}: run `bash scripts/setup.sh`", bin.display());
+        let dir = tempfile::Builder::new().prefix("hub-gss-pg-").tempdir().expect("tmp");
+        let d = dir.path();
+        let pg = nix::unistd::User::from_name("postgres").expect("getpwnam").expect("the postgres user exists");
+        std::os::unix::fs::chown(d, Some(pg.uid.as_raw()), Some(pg.gid.as_raw())).expect("chown");
+        let keytab = d.join("postgres.keytab");
+        kdc.add_principals(&["postgres/localhost".to_string()], &keytab);
+        std::os::unix::fs::chown(&keytab, Some(pg.uid.as_raw()), Some(pg.gid.as_raw())).expect("chown keytab");
+        let as_postgres = |program: &Path| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "env"])
+                .arg(format!("KRB5_CONFIG={}", kdc.krb5_conf().display()))
+                .arg(program);
+            c
+        };
+        run(as_postgres(&bin.join("initdb")).arg("-D").arg(d.join("data")).args([
+            "-U",
+            "hub",
+            "--auth-local=trust",
+            "--auth-host=reject",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]));
+        std::fs::write(
+            d.join("data/pg_hba.conf"),
+            format!("local all hub trust\nhost all all 127.0.0.1/32 gss include_realm=0 krb_realm={}\n", kdc.realm),
+        )
+        .expect("pg_hba.conf");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        run(as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(d.join("data"))
+            .arg("-l")
+            .arg(d.join("server.log"))
+            .args(["-w", "-t", "30", "-o"])
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c krb_server_keyfile=FILE:{}",
+                d.display(),
+                keytab.display()
+            ))
+            .arg("start"));
+        Self { dir, port, bin }
+    }
+
+    /// Creates a login role `name` (no password: it can only come in with a ticket).
+    pub fn create_role(&self, name: &str) {
+        run(Command::new("runuser").args(["-u", "postgres", "--"]).arg(self.bin.join("psql")).args([
+            "-h",
+            &self.dir.path().display().to_string(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "hub",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE ROLE \"{name}\" LOGIN"),
+        ]));
+    }
+
+    /// The libpq connection string a notebook of `user` uses (Kerberos, over TCP).
+    pub fn conninfo(&self, user: &str) -> String {
+        format!("host=localhost hostaddr=127.0.0.1 port={} dbname=postgres user={user}", self.port)
+    }
+}
+
+impl Drop for GssPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Notebook {
 pub const PARAMETERS_TAG: &str = "parameters";
 /// The tag of the cell the parameters are injected in.
 pub const INJECTED_TAG: &str = "injected-parameters";
+/// The tag of a cell whose error does not stop the run (nbclient's and papermill's rule).
+pub const RAISES_TAG: &str = "raises-exception";
 /// The tag of the banner cell added at the top when the run fails.
 pub const ERROR_TAG: &str = "hub-error";
 
@@ -134,7 +136,8 @@ impl Notebook {
         }
     }
 
-    fn has_tag(&self, i: usize, tag: &str) -> bool {
+    /// Whether cell `i`'s `metadata.tags` has `tag`.
+    pub fn has_tag(&self, i: usize, tag: &str) -> bool {
         self.cells()
             .get(i)
             .and_then(|c| c.get("metadata")?.get("tags")?.as_array())

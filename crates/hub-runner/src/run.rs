@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::home::{Home, OutputFile};
 use crate::kernel::{CellError, Interrupted, Kernel, Outputs};
 use crate::kernelspec::{self, KernelSpec};
-use crate::notebook::Notebook;
+use crate::notebook::{Notebook, RAISES_TAG};
 use crate::params;
 use crate::spec::{CellStatus, Event, Outcome, RunSpec};
 
@@ -118,6 +118,11 @@ pub async fn run(spec: &RunSpec, env: &[(String, String)], mut cancel: watch::Re
         cells_run += 1;
         let (status, execution_count) = match &result {
             Ok(r) if r.status == "ok" || r.status.is_empty() => (CellStatus::Ok, r.execution_count),
+            // A cell tagged raises-exception is expected to fail: its error is kept, the run
+            // goes on (as nbclient and papermill do).
+            Ok(r) if r.status == "error" && p.notebook.has_tag(index, RAISES_TAG) => {
+                (CellStatus::Ok, r.execution_count)
+            }
             Ok(r) => (CellStatus::Error, r.execution_count),
             Err(Interrupted::TimedOut) => (CellStatus::TimedOut, None),
             Err(Interrupted::Cancelled) => (CellStatus::Cancelled, None),

@@ -169,7 +169,8 @@ fn print_progress(e: &Event) {
                         (Some(n), Some(v)) if !message.contains(n.as_str()) => format!(" ({n}: {v})"),
                         _ => String::new(),
                     };
-                    writeln!(out, "{}: {message}{detail} after {secs:.2} s", outcome.as_str().replace('_', " "))
+                    let after = if *cells_run > 0 { format!(" after {secs:.2} s") } else { String::new() };
+                    writeln!(out, "{}: {message}{detail}{after}", outcome.as_str().replace('_', " "))
                 }
             }
         }
