@@ -1,7 +1,7 @@
 //! Behaviour every [`Store`] backend must show, written once and run against each backend's
 //! fresh, migrated database.
 
-use crate::model::{ServerRecord, SessionRecord, Store, TicketRecord, TokenRecord, UserRecord};
+use crate::model::{JobRecord, RunRecord, ServerRecord, SessionRecord, Store, TicketRecord, TokenRecord, UserRecord};
 
 /// Users, groups and tokens: creation, conflicts, listing order, cascades on user deletion.
 pub async fn users_groups_tokens(store: &dyn Store) {
@@ -160,4 +160,78 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
     assert!(store.delete_user("ann").await.expect("delete"));
     assert_eq!(store.get_server("ann").await.expect("get"), None, "the server row goes with the user");
     assert_eq!(store.get_ticket("ann").await.expect("get"), None, "the ticket row goes with the user");
+}
+
+/// Jobs and runs: one name per owner, the guards against doubled runs, paging, pruning,
+/// cascades.
+pub async fn jobs_runs(store: &dyn Store) {
+    store.create_user("ann", false, 1).await.expect("ann");
+    store.create_user("bob", false, 1).await.expect("bob");
+    let job = |user: &str, name: &str| JobRecord {
+        username: user.into(),
+        name: name.into(),
+        definition: "{\"notebook\": \"a.ipynb\"}".into(),
+        created: 5,
+        updated: 5,
+        next_due: Some(60),
+        ..Default::default()
+    };
+    assert!(store.create_job(&job("ann", "daily")).await.expect("create"));
+    assert!(!store.create_job(&job("ann", "daily")).await.expect("again"), "one name per owner");
+    assert!(store.create_job(&job("bob", "daily")).await.expect("bob's"));
+    assert!(store.create_job(&job("ann", "hourly")).await.expect("hourly"));
+    let names = |v: Vec<JobRecord>| v.into_iter().map(|j| format!("{}/{}", j.username, j.name)).collect::<Vec<_>>();
+    assert_eq!(names(store.list_jobs(Some("ann")).await.expect("list")), ["ann/daily", "ann/hourly"]);
+    assert_eq!(names(store.list_jobs(None).await.expect("all")), ["ann/daily", "ann/hourly", "bob/daily"]);
+    let mut daily = store.get_job("ann", "daily").await.expect("get").expect("daily");
+    assert_eq!(store.get_job_by_id(daily.id).await.expect("by id").as_ref(), Some(&daily));
+    daily.paused = true;
+    daily.next_due = None;
+    daily.last_occurrence = Some(60);
+    assert!(store.update_job(&daily).await.expect("update"));
+    assert_eq!(store.get_job("ann", "daily").await.expect("get").expect("daily"), daily);
+
+    let run = |occurrence: Option<i64>, attempt: i64, state: &str| RunRecord {
+        job_id: daily.id,
+        username: "ann".into(),
+        occurrence,
+        reason: "schedule".into(),
+        attempt,
+        state: state.into(),
+        created: 60,
+        ..Default::default()
+    };
+    let first = store.insert_run(&run(Some(60), 1, "running")).await.expect("insert").expect("a new run");
+    assert_eq!(store.insert_run(&run(Some(60), 1, "running")).await.expect("again"), None, "an occurrence runs once");
+    let retry = store.insert_run(&run(Some(60), 2, "queued")).await.expect("retry").expect("attempt 2 is another run");
+    assert_eq!(store.insert_run(&run(None, 1, "queued")).await.expect("second queued"), None, "one queued run per job");
+    let mut r = store.get_run(retry).await.expect("get").expect("retry");
+    r.state = "succeeded".into();
+    r.ended = Some(70);
+    r.failed_cell = Some(3);
+    r.error = Some("{}".into());
+    assert!(store.update_run(&r).await.expect("update"));
+    assert_eq!(store.get_run(retry).await.expect("get").as_ref(), Some(&r));
+    let manual = store.insert_run(&run(None, 1, "queued")).await.expect("queued").expect("the queue is free again");
+    let active: Vec<i64> = store.active_runs().await.expect("active").into_iter().map(|r| r.id).collect();
+    assert_eq!(active, [first, manual]);
+    let (page, total) = store.runs_of_job(daily.id, 0, 2).await.expect("page");
+    assert_eq!((page.iter().map(|r| r.id).collect::<Vec<_>>(), total), (vec![manual, retry], 3));
+    let (page, _) = store.runs_of_job(daily.id, 2, 2).await.expect("page 2");
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [first]);
+    // Pruning keeps active runs and the newest finished ones.
+    for t in 0..3 {
+        store.insert_run(&run(Some(100 + t), 1, "failed")).await.expect("finished").expect("new");
+    }
+    let pruned = store.prune_runs(daily.id, 2).await.expect("prune");
+    assert_eq!(pruned.len(), 2, "4 finished runs, 2 kept: {pruned:?}");
+    let (left, total) = store.runs_of_job(daily.id, 0, 100).await.expect("left");
+    assert_eq!(total, 4);
+    assert!(left.iter().any(|r| r.id == first) && left.iter().any(|r| r.id == manual), "active runs are kept");
+    // Deleting the job deletes its runs; deleting a user deletes their jobs.
+    assert!(store.delete_job("ann", "daily").await.expect("delete"));
+    assert!(!store.delete_job("ann", "daily").await.expect("again"));
+    assert_eq!(store.get_run(first).await.expect("get"), None);
+    assert!(store.delete_user("bob").await.expect("delete bob"));
+    assert_eq!(store.get_job("bob", "daily").await.expect("get"), None);
 }

@@ -159,6 +159,74 @@ pub struct TokenRecord {
     pub last_activity: Option<i64>,
 }
 
+/// A job: a notebook of a user's run headless on a schedule or on demand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Row id.
+    pub id: i64,
+    /// The owner.
+    pub username: String,
+    /// The job's name, unique per owner.
+    pub name: String,
+    /// The definition as JSON (notebook, parameters, schedule, policies), checked by the hub.
+    pub definition: String,
+    /// Paused jobs are not scheduled (they can still be run by hand).
+    pub paused: bool,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds of the last change.
+    pub updated: i64,
+    /// The next scheduled occurrence (unix seconds); `None` without a schedule or paused.
+    pub next_due: Option<i64>,
+    /// The latest occurrence the scheduler dealt with (ran, skipped or missed), unix seconds.
+    pub last_occurrence: Option<i64>,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunRecord {
+    /// Row id: the run's id.
+    pub id: i64,
+    /// The job.
+    pub job_id: i64,
+    /// The owner (the job's).
+    pub username: String,
+    /// The scheduled time it is for (unix seconds); `None` for a run started by hand.
+    pub occurrence: Option<i64>,
+    /// Why it started: `schedule`, `manual`, `retry`, `catch-up`.
+    pub reason: String,
+    /// 1 for the first try of an occurrence, then 2, 3 for retries.
+    pub attempt: i64,
+    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `cancelled`, `skipped`.
+    pub state: String,
+    /// Unix seconds (when it was recorded).
+    pub created: i64,
+    /// Unix seconds when the runner started.
+    pub started: Option<i64>,
+    /// Unix seconds when it ended.
+    pub ended: Option<i64>,
+    /// The runner's pid while it runs.
+    pub pid: Option<i64>,
+    /// The runner's start time (clock ticks after boot), to re-adopt it after a restart.
+    pub pid_start: Option<i64>,
+    /// The runner's UID.
+    pub uid: Option<i64>,
+    /// The output notebook (absolute path in the owner's home).
+    pub output_path: Option<String>,
+    /// The run's log (root's, under `data_dir`).
+    pub log_path: Option<String>,
+    /// The owner's ticket end when the run started (unix seconds).
+    pub ticket_valid_until: Option<i64>,
+    /// The owner's ticket renewal limit when the run started (unix seconds, 0: none).
+    pub ticket_renew_until: Option<i64>,
+    /// 0-based index of the cell that failed, in the executed notebook.
+    pub failed_cell: Option<i64>,
+    /// The failing cell's error as JSON (`{"ename", "evalue", "traceback"}`).
+    pub error: Option<String>,
+    /// What happened, in a sentence.
+    pub message: Option<String>,
+}
+
 /// The hub's persistent state. Implemented once per database backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -240,6 +308,33 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_token(&self, username: &str, id: i64) -> Result<bool, StoreError>;
     /// Records a token's last use (unix seconds).
     async fn touch_token(&self, id: i64, at: i64) -> Result<(), StoreError>;
+
+    /// Creates a job; `false` if the owner already has one of that name.
+    async fn create_job(&self, j: &JobRecord) -> Result<bool, StoreError>;
+    /// Replaces a job's definition, pause flag, `updated`, `next_due` and `last_occurrence`
+    /// (by id); `false` if it is gone.
+    async fn update_job(&self, j: &JobRecord) -> Result<bool, StoreError>;
+    /// The job `name` of `username`.
+    async fn get_job(&self, username: &str, name: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// The job with row id `id`.
+    async fn get_job_by_id(&self, id: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// `username`'s jobs (every user's for `None`), by owner and name.
+    async fn list_jobs(&self, username: Option<&str>) -> Result<Vec<JobRecord>, StoreError>;
+    /// Deletes a job and its runs; `false` if there was none.
+    async fn delete_job(&self, username: &str, name: &str) -> Result<bool, StoreError>;
+    /// Records a new run (its `id` is ignored) and returns its id, or `None` when it would
+    /// double one: the same job, occurrence and attempt, or a second queued run of the job.
+    async fn insert_run(&self, r: &RunRecord) -> Result<Option<i64>, StoreError>;
+    /// Replaces everything but the ids of run `r.id`; `false` if it is gone.
+    async fn update_run(&self, r: &RunRecord) -> Result<bool, StoreError>;
+    /// Run `id`.
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
+    /// Job `job_id`'s runs, newest first, `limit` from `offset`, and how many there are.
+    async fn runs_of_job(&self, job_id: i64, offset: i64, limit: i64) -> Result<(Vec<RunRecord>, i64), StoreError>;
+    /// Every run that is `queued` or `running`, oldest first.
+    async fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// Deletes job `job_id`'s finished runs beyond the newest `keep`; returns the deleted.
+    async fn prune_runs(&self, job_id: i64, keep: i64) -> Result<Vec<RunRecord>, StoreError>;
 }
 
 /// Compares the migrations a database has applied with those `migrator` knows.

@@ -58,6 +58,9 @@ impl PgStore {
     }
 }
 
+/// "No limit" in this dialect, for `... OFFSET n` queries.
+const LIMIT_ALL: &str = "LIMIT ALL";
+
 super::sql::store_queries!(PgStore, sqlx::postgres::PgRow, MIGRATOR);
 
 /// A fresh, empty database in a throwaway PostgreSQL cluster, for tests and benchmarks:
@@ -143,6 +146,15 @@ mod tests {
         let store = PgStore::open(&db.url).await.expect("open");
         store.migrate().await.expect("migrate");
         conformance::sessions_servers_tickets(&store).await;
+        store.pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn conformance_jobs_runs() {
+        let Some(db) = TestDatabase::create().await else { return };
+        let store = PgStore::open(&db.url).await.expect("open");
+        store.migrate().await.expect("migrate");
+        conformance::jobs_runs(&store).await;
         store.pool.close().await;
     }
 

@@ -433,6 +433,193 @@ macro_rules! store_queries {
                     .await?;
                 Ok(())
             }
+
+            async fn create_job(&self, j: &$crate::model::JobRecord) -> Result<bool, $crate::model::StoreError> {
+                let r = sqlx::query(
+                    "INSERT INTO jobs (username, name, definition, paused, created, updated, next_due, last_occurrence)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(username, name) DO NOTHING",
+                )
+                .bind(&j.username)
+                .bind(&j.name)
+                .bind(&j.definition)
+                .bind(j.paused)
+                .bind(j.created)
+                .bind(j.updated)
+                .bind(j.next_due)
+                .bind(j.last_occurrence)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn update_job(&self, j: &$crate::model::JobRecord) -> Result<bool, $crate::model::StoreError> {
+                let r = sqlx::query(
+                    "UPDATE jobs SET definition = $2, paused = $3, updated = $4, next_due = $5, last_occurrence = $6 WHERE id = $1",
+                )
+                .bind(j.id)
+                .bind(&j.definition)
+                .bind(j.paused)
+                .bind(j.updated)
+                .bind(j.next_due)
+                .bind(j.last_occurrence)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn get_job(&self, username: &str, name: &str) -> Result<Option<$crate::model::JobRecord>, $crate::model::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE username = $1 AND name = $2")))
+                    .bind(username)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| job_row(&r)).transpose()
+            }
+
+            async fn get_job_by_id(&self, id: i64) -> Result<Option<$crate::model::JobRecord>, $crate::model::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| job_row(&r)).transpose()
+            }
+
+            async fn list_jobs(&self, username: Option<&str>) -> Result<Vec<$crate::model::JobRecord>, $crate::model::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE CAST($1 AS TEXT) IS NULL OR username = $1 ORDER BY username, name"
+                )))
+                .bind(username)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(job_row).collect()
+            }
+
+            async fn delete_job(&self, username: &str, name: &str) -> Result<bool, $crate::model::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM runs WHERE job_id IN (SELECT id FROM jobs WHERE username = $1 AND name = $2)")
+                    .bind(username)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query("DELETE FROM jobs WHERE username = $1 AND name = $2")
+                    .bind(username)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_run(&self, r: &$crate::model::RunRecord) -> Result<Option<i64>, $crate::model::StoreError> {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO runs (job_id, username, occurrence, reason, attempt, state, created, started, ended, pid, pid_start,
+                       uid, output_path, log_path, ticket_valid_until, ticket_renew_until, failed_cell, error, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(r.job_id)
+                .bind(&r.username)
+                .bind(r.occurrence)
+                .bind(&r.reason)
+                .bind(r.attempt)
+                .bind(&r.state)
+                .bind(r.created)
+                .bind(r.started)
+                .bind(r.ended)
+                .bind(r.pid)
+                .bind(r.pid_start)
+                .bind(r.uid)
+                .bind(&r.output_path)
+                .bind(&r.log_path)
+                .bind(r.ticket_valid_until)
+                .bind(r.ticket_renew_until)
+                .bind(r.failed_cell)
+                .bind(&r.error)
+                .bind(&r.message)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn update_run(&self, r: &$crate::model::RunRecord) -> Result<bool, $crate::model::StoreError> {
+                let res = sqlx::query(
+                    "UPDATE runs SET occurrence = $2, reason = $3, attempt = $4, state = $5, started = $6, ended = $7, pid = $8,
+                       pid_start = $9, uid = $10, output_path = $11, log_path = $12, ticket_valid_until = $13,
+                       ticket_renew_until = $14, failed_cell = $15, error = $16, message = $17
+                     WHERE id = $1",
+                )
+                .bind(r.id)
+                .bind(r.occurrence)
+                .bind(&r.reason)
+                .bind(r.attempt)
+                .bind(&r.state)
+                .bind(r.started)
+                .bind(r.ended)
+                .bind(r.pid)
+                .bind(r.pid_start)
+                .bind(r.uid)
+                .bind(&r.output_path)
+                .bind(&r.log_path)
+                .bind(r.ticket_valid_until)
+                .bind(r.ticket_renew_until)
+                .bind(r.failed_cell)
+                .bind(&r.error)
+                .bind(&r.message)
+                .execute(&self.pool)
+                .await?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn get_run(&self, id: i64) -> Result<Option<$crate::model::RunRecord>, $crate::model::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| run_row(&r)).transpose()
+            }
+
+            async fn runs_of_job(&self, job_id: i64, offset: i64, limit: i64) -> Result<(Vec<$crate::model::RunRecord>, i64), $crate::model::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE job_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+                )))
+                .bind(job_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE job_id = $1")
+                    .bind(job_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((rows.iter().map(run_row).collect::<Result<_, _>>()?, total))
+            }
+
+            async fn active_runs(&self) -> Result<Vec<$crate::model::RunRecord>, $crate::model::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY id"
+                )))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(run_row).collect()
+            }
+
+            async fn prune_runs(&self, job_id: i64, keep: i64) -> Result<Vec<$crate::model::RunRecord>, $crate::model::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE job_id = $1 AND state NOT IN ('queued', 'running')
+                     ORDER BY id DESC {LIMIT_ALL} OFFSET $2"
+                )))
+                .bind(job_id)
+                .bind(keep.max(0))
+                .fetch_all(&mut *tx)
+                .await?;
+                let old: Vec<$crate::model::RunRecord> = rows.iter().map(run_row).collect::<Result<_, _>>()?;
+                for r in &old {
+                    sqlx::query("DELETE FROM runs WHERE id = $1").bind(r.id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(old)
+            }
         }
 
         fn token_row(r: &$row) -> Result<$crate::model::TokenRecord, $crate::model::StoreError> {
@@ -465,6 +652,49 @@ macro_rules! store_queries {
                 pid_start: r.try_get("pid_start")?,
                 uid: r.try_get("uid")?,
                 gid: r.try_get("gid")?,
+            })
+        }
+
+        const JOB_COLUMNS: &str = "id, username, name, definition, paused, created, updated, next_due, last_occurrence";
+        const RUN_COLUMNS: &str = "id, job_id, username, occurrence, reason, attempt, state, created, started, ended, pid, \
+            pid_start, uid, output_path, log_path, ticket_valid_until, ticket_renew_until, failed_cell, error, message";
+
+        fn job_row(r: &$row) -> Result<$crate::model::JobRecord, $crate::model::StoreError> {
+            Ok($crate::model::JobRecord {
+                id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                name: r.try_get("name")?,
+                definition: r.try_get("definition")?,
+                paused: r.try_get("paused")?,
+                created: r.try_get("created")?,
+                updated: r.try_get("updated")?,
+                next_due: r.try_get("next_due")?,
+                last_occurrence: r.try_get("last_occurrence")?,
+            })
+        }
+
+        fn run_row(r: &$row) -> Result<$crate::model::RunRecord, $crate::model::StoreError> {
+            Ok($crate::model::RunRecord {
+                id: r.try_get("id")?,
+                job_id: r.try_get("job_id")?,
+                username: r.try_get("username")?,
+                occurrence: r.try_get("occurrence")?,
+                reason: r.try_get("reason")?,
+                attempt: r.try_get("attempt")?,
+                state: r.try_get("state")?,
+                created: r.try_get("created")?,
+                started: r.try_get("started")?,
+                ended: r.try_get("ended")?,
+                pid: r.try_get("pid")?,
+                pid_start: r.try_get("pid_start")?,
+                uid: r.try_get("uid")?,
+                output_path: r.try_get("output_path")?,
+                log_path: r.try_get("log_path")?,
+                ticket_valid_until: r.try_get("ticket_valid_until")?,
+                ticket_renew_until: r.try_get("ticket_renew_until")?,
+                failed_cell: r.try_get("failed_cell")?,
+                error: r.try_get("error")?,
+                message: r.try_get("message")?,
             })
         }
     };

@@ -62,6 +62,9 @@ impl SqliteStore {
     }
 }
 
+/// "No limit" in this dialect, for `... OFFSET n` queries.
+const LIMIT_ALL: &str = "LIMIT -1";
+
 super::sql::store_queries!(SqliteStore, sqlx::sqlite::SqliteRow, MIGRATOR);
 
 #[cfg(test)]
@@ -102,5 +105,13 @@ mod tests {
         let (store, _) = fresh(&dir).await;
         store.migrate().await.expect("migrate");
         conformance::sessions_servers_tickets(&store).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_jobs_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = fresh(&dir).await;
+        store.migrate().await.expect("migrate");
+        conformance::jobs_runs(&store).await;
     }
 }
