@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod hub;
+mod jobs;
 mod kerberos;
 mod kernelspec;
 pub mod limits;
@@ -22,6 +23,7 @@ use source::Source;
 pub use api::{ApiConfig, ServiceConfig, TokenSource};
 pub use auth::{AuthConfig, AuthMethod, PrincipalRule};
 pub use hub::{Bind, HubConfig, MAX_SOCKET_PATH, origin_of};
+pub use jobs::JobsConfig;
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
 pub use spawner::{SpawnerConfig, Transport};
@@ -58,6 +60,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[limits]`: per-server memory, CPU and task limits (see [`hub_servers::limits`]).
     pub limits: crate::limits::LimitsConfig,
+    /// `[jobs]`: scheduled and on-demand notebook runs.
+    pub jobs: JobsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -86,6 +90,7 @@ impl fmt::Debug for Config {
             .field("api", &shown.api)
             .field("services", &shown.services)
             .field("limits", &shown.limits)
+            .field("jobs", &shown.jobs)
             .finish()
     }
 }
@@ -111,6 +116,8 @@ struct FileConfig {
     services: Vec<api::FileService>,
     #[serde(default)]
     limits: limits::FileLimitsTable,
+    #[serde(default)]
+    jobs: jobs::FileJobs,
 }
 
 impl Config {
@@ -161,7 +168,8 @@ impl Config {
         let api = api::parse(&src, &file.api)?;
         let limits = limits::parse(&src, &file.limits)?;
         let services = api::parse_services(&src, &file.services)?;
-        Ok(Config { hub, auth, spawner, kerberos, kernelspecs, api, services, limits })
+        let jobs = jobs::parse(&src, &file.jobs)?;
+        Ok(Config { hub, auth, spawner, kerberos, kernelspecs, api, services, limits, jobs })
     }
 
     /// Whether the cookie must be `Secure` (the public URL is https).
@@ -181,6 +189,22 @@ mod tests {
     }
 
     const MINIMAL: &str = "[spawner]\ncmd = [\"/bin/true\"]\n";
+
+    #[test]
+    fn jobs_section() {
+        let c = parse(MINIMAL).expect("defaults");
+        assert_eq!((c.jobs.max_concurrent_runs, c.jobs.max_runs_per_user, c.jobs.default_keep_runs), (4, 2, 20));
+        assert_eq!(c.jobs.default_timeout, Duration::from_secs(12 * 3600));
+        let c = parse(&format!("{MINIMAL}[jobs]\nmax_concurrent_runs = 8\ndefault_timeout = \"2h\"\nmissed_after = \"5m\"\n"))
+            .expect("valid");
+        assert_eq!((c.jobs.max_concurrent_runs, c.jobs.missed_after), (8, Duration::from_secs(300)));
+        let e = parse(&format!("{MINIMAL}[jobs]\nmax_runs_per_user = 0\n")).expect_err("zero");
+        assert!(e.to_string().contains("`jobs.max_runs_per_user` must be between 1 and 1000"), "{e}");
+        let e = parse(&format!("{MINIMAL}[jobs]\ndefault_timeout = \"soon\"\n")).expect_err("duration");
+        assert!(e.to_string().contains("line 4: `jobs.default_timeout` is not a duration"), "{e}");
+        let e = parse(&format!("{MINIMAL}[jobs]\nmax_runs = 3\n")).expect_err("unknown key");
+        assert!(e.to_string().contains("max_runs"), "{e}");
+    }
 
     #[test]
     fn services_keep_tokens_out_of_the_file() {

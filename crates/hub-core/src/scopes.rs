@@ -45,7 +45,15 @@ pub const KNOWN: &[&str] = &[
     "read:hub",
     "proxy",
     "shutdown",
+    JOBS,
+    READ_JOBS,
 ];
+
+/// Managing a user's notebook jobs and runs (create, change, run, cancel, delete). JupyterHub
+/// has no such scope; its rule for scopes it does not define is the `custom:` prefix.
+pub const JOBS: &str = "custom:jobs";
+/// Reading a user's jobs, runs, run logs and outputs.
+pub const READ_JOBS: &str = "custom:jobs:read";
 
 /// The scopes the JupyterHub `admin` role holds.
 pub const ADMIN_ROLE: &[&str] = &[
@@ -60,6 +68,7 @@ pub const ADMIN_ROLE: &[&str] = &[
     "access:servers",
     "read:roles",
     "read:metrics",
+    JOBS,
 ];
 
 /// The scopes directly below `name` in JupyterHub's hierarchy.
@@ -77,6 +86,7 @@ pub fn subscopes(name: &str) -> &'static [&'static str] {
         "admin:groups" => &["groups", "read:roles:groups", "delete:groups"],
         "groups" => &["read:groups", "list:groups"],
         "read:groups" => &["read:groups:name"],
+        JOBS => &[READ_JOBS],
         _ => &[],
     }
 }
@@ -229,7 +239,7 @@ impl ScopeSet {
         match r.name.as_str() {
             "self" => {
                 if let Some(me) = owner {
-                    for s in ["users", "servers", "tokens", "access:servers", "read:users:groups"] {
+                    for s in ["users", "servers", "tokens", "access:servers", "read:users:groups", JOBS] {
                         self.insert_tree(s, &Filter::User(me.to_string()));
                     }
                 }
