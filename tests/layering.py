@@ -32,8 +32,9 @@ ALLOWED = {
     "hub-net": {"hub-core"},
     "hub-runner": {"hub-core"},
     "hub-servers": {"hub-core", "hub-config", "hub-store", "hub-net", "hub-runner"},
-    "hub-web": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers"},
-    "hub": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers", "hub-web"},
+    "hub-jobs": {"hub-core", "hub-config", "hub-store", "hub-runner", "hub-servers"},
+    "hub-web": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers", "hub-jobs"},
+    "hub": {"hub-core", "hub-config", "hub-store", "hub-auth", "hub-net", "hub-runner", "hub-servers", "hub-jobs", "hub-web"},
 }
 
 

@@ -195,8 +195,10 @@ mod tests {
         let c = parse(MINIMAL).expect("defaults");
         assert_eq!((c.jobs.max_concurrent_runs, c.jobs.max_runs_per_user, c.jobs.default_keep_runs), (4, 2, 20));
         assert_eq!(c.jobs.default_timeout, Duration::from_secs(12 * 3600));
-        let c = parse(&format!("{MINIMAL}[jobs]\nmax_concurrent_runs = 8\ndefault_timeout = \"2h\"\nmissed_after = \"5m\"\n"))
-            .expect("valid");
+        let c = parse(&format!(
+            "{MINIMAL}[jobs]\nmax_concurrent_runs = 8\ndefault_timeout = \"2h\"\nmissed_after = \"5m\"\n"
+        ))
+        .expect("valid");
         assert_eq!((c.jobs.max_concurrent_runs, c.jobs.missed_after), (8, Duration::from_secs(300)));
         let e = parse(&format!("{MINIMAL}[jobs]\nmax_runs_per_user = 0\n")).expect_err("zero");
         assert!(e.to_string().contains("`jobs.max_runs_per_user` must be between 1 and 1000"), "{e}");

@@ -21,7 +21,7 @@ pub struct Metrics {
 impl Metrics {
     /// A registry holding the hub's collectors and `spawn_duration` (owned by the server
     /// manager).
-    pub fn new(spawn_duration: &HistogramVec) -> Self {
+    pub fn new(spawn_duration: &HistogramVec, extra: Vec<Box<dyn prometheus::core::Collector>>) -> Self {
         let registry = Registry::new();
         let request_duration = HistogramVec::new(
             HistogramOpts::new("jupyterhub_request_duration_seconds", "Hub request duration")
@@ -63,7 +63,7 @@ impl Metrics {
             .expect("valid counter"),
             registry,
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.request_duration.clone()),
             Box::new(spawn_duration.clone()),
             Box::new(m.total_users.clone()),
@@ -76,6 +76,7 @@ impl Metrics {
             Box::new(m.min_expiry.clone()),
             Box::new(m.spliced_bytes.clone()),
         ];
+        collectors.extend(extra);
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -33,6 +33,8 @@ pub struct App {
     pub servers: Arc<Servers>,
     /// Kerberos ticket renewals.
     pub renewer: Arc<Renewer>,
+    /// Users' notebook jobs and their runs.
+    pub jobs: Arc<hub_jobs::Jobs>,
     /// Becomes `true` when the hub shuts down: WebSocket tunnels and progress streams close.
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Prometheus collectors for `/hub/metrics`.

@@ -178,7 +178,15 @@ impl TestHub {
         let sessions = hub_auth::session::Sessions::new(&[7u8; 32], &[], store.clone(), 3600, false);
         let renewer = Arc::new(hub_servers::renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
         let servers = Arc::new(Servers::new(config.clone(), Arc::new(FakeSpawner), renewer.clone(), store.clone()));
-        let metrics = hub_web::metrics::Metrics::new(&servers.spawn_duration);
+        // The scheduler is built but not run: these tests start no notebook runs.
+        let jobs = hub_jobs::Jobs::new(
+            config.clone(),
+            store.clone(),
+            renewer.clone(),
+            Arc::new(FakeSpawner),
+            "/nonexistent".into(),
+        );
+        let metrics = hub_web::metrics::Metrics::new(&servers.spawn_duration, jobs.metrics.collectors());
         let throttle = hub_auth::throttle::Throttle::new(
             config.auth.max_failed_logins,
             config.auth.max_failed_logins_per_address,
@@ -196,6 +204,7 @@ impl TestHub {
             throttle,
             servers,
             renewer,
+            jobs,
             closing: tokio::sync::watch::channel(false).0,
             adoption: std::sync::Mutex::new(None),
         }));

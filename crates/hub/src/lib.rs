@@ -17,6 +17,7 @@ pub use hub_auth::{jwt, session};
 pub use hub_config as config;
 pub use hub_core as core;
 pub use hub_core::{percent_encode, unix_now};
+pub use hub_jobs as jobs;
 pub use hub_net::{accept, body, peer, splice};
 pub use hub_runner as runner;
 pub use hub_servers::{ccache, limits, renewer, runs, servers, spawner};
@@ -114,18 +115,17 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
         config.auth.failed_login_window,
     );
     let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
-    let servers = Arc::new(servers::Servers::new(
-        config.clone(),
-        Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any()))),
-        renewer.clone(),
-        store.clone(),
-    ));
+    let spawner: Arc<dyn spawner::Spawner> =
+        Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any())));
+    let servers = Arc::new(servers::Servers::new(config.clone(), spawner.clone(), renewer.clone(), store.clone()));
+    let exe = std::env::current_exe().context("cannot find the hub binary (runs start it as the runner)")?;
+    let jobs = hub_jobs::Jobs::new(config.clone(), store.clone(), renewer.clone(), spawner, exe);
     // Servers a previous hub process left running are checked (in the background) and
     // re-adopted or cleaned up.
     let adoption = servers.adopt_recorded().await;
     let closing = tokio::sync::watch::channel(false).0;
     let services = auth::service::load_services(&config.services)?;
-    let metrics = metrics::Metrics::new(&servers.spawn_duration);
+    let metrics = metrics::Metrics::new(&servers.spawn_duration, jobs.metrics.collectors());
     Ok(hub_web::state::AppState(Arc::new(hub_web::state::App {
         metrics,
         services,
@@ -137,6 +137,7 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
         throttle,
         servers,
         renewer,
+        jobs,
         closing,
         adoption: std::sync::Mutex::new(Some(adoption)),
     })))
@@ -321,6 +322,11 @@ pub async fn serve_state(
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
     }));
+    // Jobs: runs are separate processes and keep going when the hub stops.
+    let (jobs_stop, jobs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let jobs = tokio::spawn(state.jobs.clone().run(async move {
+        let _ = jobs_stopped.await;
+    }));
     let (culler_stop, culler_stopped) = tokio::sync::oneshot::channel::<()>();
     let culler = tokio::spawn(state.servers.clone().run_culler(async move {
         let _ = culler_stopped.await;
@@ -348,6 +354,8 @@ pub async fn serve_state(
     }
     let _ = timer_stop.send(());
     let _ = culler_stop.send(());
+    let _ = jobs_stop.send(());
+    let _ = jobs.await;
     let _ = timer.await;
     let _ = culler.await;
     Ok(())
