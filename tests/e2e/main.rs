@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod hardening;
+mod jobs;
 mod kerberos_login;
 mod lifecycle;
 mod limits;

@@ -497,6 +497,13 @@ impl TestHub {
             }
             Some(b) => (None, "0.0.0.0:0".parse().expect("addr"), b.clone()),
         };
+        // Runs start the hub binary as the runner (the test binary is not it).
+        let runner = format!("runner = \"{}\"\n", env!("CARGO_BIN_EXE_hub"));
+        let tail = if o.tail.contains("[jobs]\n") {
+            o.tail.replacen("[jobs]\n", &format!("[jobs]\n{runner}"), 1)
+        } else {
+            format!("{}\n[jobs]\n{runner}", o.tail)
+        };
         let text = format!(
             "[hub]\nbind = \"{bind}\"\n{public}data_dir = \"{dd}\"\nstop_servers_on_shutdown = {stop}\nshutdown_timeout = \"30s\"\n{hubx}\n\
              [auth]\npam_service = \"{pam}\"\n{auth}\n\
@@ -504,7 +511,6 @@ impl TestHub {
             dd = data_dir.path().display(),
             pam = pam.name,
             extra = o.spawner,
-            tail = o.tail,
             auth = o.auth,
             stop = !o.keep_servers,
             hubx = o.hub,
@@ -548,11 +554,7 @@ impl TestHub {
 
     /// Posts the login form; returns the response (a redirect on success).
     pub async fn login(&self, c: &reqwest::Client, user: &str, password: &str) -> reqwest::Response {
-        c.post(self.url("/hub/login"))
-            .form(&[("username", user), ("password", password), ("next", "")])
-            .send()
-            .await
-            .expect("login request")
+        post_login(&self.url(""), c, user, password).await
     }
 
     /// Logs `user` in (asserting the redirect) and returns the session cookie as
@@ -655,6 +657,15 @@ pub async fn post_form(base: &str, c: &reqwest::Client, path: &str) -> reqwest::
     let home = c.get(format!("{base}/hub/home")).send().await.expect("home").text().await.expect("body");
     let token = xsrf_in(&home).unwrap_or_else(|| panic!("no _xsrf on the home page: {home}"));
     c.post(format!("{base}{path}")).form(&[("_xsrf", token)]).send().await.expect("form post")
+}
+
+/// Posts the login form of the hub at `base`.
+pub async fn post_login(base: &str, c: &reqwest::Client, user: &str, password: &str) -> reqwest::Response {
+    c.post(format!("{base}/hub/login"))
+        .form(&[("username", user), ("password", password), ("next", "")])
+        .send()
+        .await
+        .expect("login request")
 }
 
 /// `hub serve` as a separate process, so that it can be killed with SIGKILL.

@@ -26,6 +26,9 @@ pub struct JobsConfig {
     /// How many finished runs a job keeps when it says nothing (`default_keep_runs`, default
     /// 20); older run records and their logs are deleted (output notebooks stay).
     pub default_keep_runs: u32,
+    /// The `hub` binary that runs notebooks as their owners (`runner`, default: the binary
+    /// running the hub). Every user must be able to execute it.
+    pub runner: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -37,6 +40,7 @@ pub(crate) struct FileJobs {
     pub(crate) default_timeout: Option<Spanned<String>>,
     pub(crate) missed_after: Option<Spanned<String>>,
     pub(crate) default_keep_runs: Option<Spanned<i64>>,
+    pub(crate) runner: Option<Spanned<String>>,
 }
 
 /// Validates `[jobs]`.
@@ -53,7 +57,13 @@ pub(crate) fn parse(src: &Source<'_>, f: &FileJobs) -> Result<JobsConfig, Config
         let v = f.default_timeout.as_ref().expect("zero only when set");
         return Err(src.err("jobs.default_timeout", v, "must be longer than 0s"));
     }
+    let runner = match &f.runner {
+        None => None,
+        Some(p) if p.get_ref().starts_with('/') => Some(std::path::PathBuf::from(p.get_ref())),
+        Some(p) => return Err(src.err("jobs.runner", p, "must be an absolute path to the hub binary")),
+    };
     Ok(JobsConfig {
+        runner,
         enabled: f.enabled.unwrap_or(true),
         max_concurrent_runs: count("jobs.max_concurrent_runs", &f.max_concurrent_runs, 4, 1000)? as usize,
         max_runs_per_user: count("jobs.max_runs_per_user", &f.max_runs_per_user, 2, 1000)? as usize,

@@ -39,6 +39,15 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
+/// Takes `paused` out of a job's fields: `Some(bool)`, `None` when absent.
+fn take_paused(fields: &mut serde_json::Map<String, serde_json::Value>) -> Result<Option<bool>, FieldError> {
+    match fields.remove("paused") {
+        None => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(FieldError { field: "paused".into(), message: "must be true or false".into() }),
+    }
+}
+
 /// The run states.
 pub mod state {
     /// Waiting for a free slot.
@@ -155,6 +164,84 @@ impl Jobs {
             (Some(s), false) => s.next_after(unix_now()),
             _ => None,
         };
+    }
+
+    /// The `hub` binary runs start (also used to read a user's files as that user).
+    pub fn runner_exe(&self) -> &Path {
+        self.launcher.exe()
+    }
+
+    /// Creates job `name` of `user` from a definition's JSON `fields` (plus `paused`), as the
+    /// REST API and the Jobs page take them. Errors: a wrong field (naming it), a name taken
+    /// (conflict).
+    pub async fn create(
+        &self,
+        user: &LinuxUser,
+        name: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<JobRecord, JobError> {
+        crate::definition::check_name(name)?;
+        let mut fields = fields;
+        let paused = take_paused(&mut fields)?.unwrap_or(false);
+        let def = JobDefinition::from_json(serde_json::Value::Object(fields))?;
+        let checked = self.check(&def, &user.home.display().to_string())?;
+        let now = unix_now();
+        let mut job = JobRecord {
+            username: user.name.clone(),
+            name: name.to_string(),
+            definition: serde_json::to_string(&def).unwrap_or_default(),
+            paused,
+            created: now,
+            updated: now,
+            ..Default::default()
+        };
+        Self::set_next_due(&mut job, &checked);
+        if !self.store.create_job(&job).await? {
+            return Err(JobError::Conflict(format!("{} already has a job named {name}", user.name)));
+        }
+        self.wake.notify_one();
+        let created = self.store.get_job(&user.name, name).await?;
+        created.ok_or_else(|| JobError::Conflict(format!("job {name} was deleted while it was being created")))
+    }
+
+    /// Changes `job`: each field in `changes` replaces the definition's (`null` removes it, so
+    /// the default applies); `paused` pauses or resumes; `name` cannot change. The schedule's
+    /// next run is recomputed.
+    pub async fn update(
+        &self,
+        user: &LinuxUser,
+        mut job: JobRecord,
+        mut changes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<JobRecord, JobError> {
+        if changes.remove("name").is_some_and(|n| n.as_str() != Some(job.name.as_str())) {
+            return Err(FieldError {
+                field: "name".into(),
+                message: "a job cannot be renamed; create a new one".into(),
+            }
+            .into());
+        }
+        if let Some(p) = take_paused(&mut changes)? {
+            job.paused = p;
+        }
+        let mut def: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&job.definition).unwrap_or_default();
+        for (k, v) in changes {
+            if v.is_null() {
+                def.remove(&k);
+            } else {
+                def.insert(k, v);
+            }
+        }
+        let def = JobDefinition::from_json(serde_json::Value::Object(def))?;
+        let checked = self.check(&def, &user.home.display().to_string())?;
+        job.definition = serde_json::to_string(&def).unwrap_or_default();
+        job.updated = unix_now();
+        Self::set_next_due(&mut job, &checked);
+        if !self.store.update_job(&job).await? {
+            return Err(JobError::Conflict(format!("job {} was deleted meanwhile", job.name)));
+        }
+        self.wake.notify_one();
+        Ok(job)
     }
 
     /// Wakes the loop (a job changed, a run was queued).

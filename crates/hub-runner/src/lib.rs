@@ -20,6 +20,30 @@ pub mod spec;
 
 use spec::{Event, Outcome, RunSpec, SPEC_ENV};
 
+/// `hub runner --cat PATH`: writes the file at `PATH` (inside `$HOME`, read with
+/// [`home::Home`]'s rules: no way out of the home, the caller's own regular file) to stdout.
+/// The hub runs it as a file's owner to serve a run's output without reading it as root.
+pub fn cat(path: &std::path::Path) -> u8 {
+    use std::io::Write;
+    let Some(home) = std::env::var_os("HOME") else {
+        eprintln!("hub runner: no HOME");
+        return 2;
+    };
+    match home::Home::open(std::path::Path::new(&home)).and_then(|h| h.read(path)) {
+        Ok(bytes) => match std::io::stdout().lock().write_all(&bytes) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("hub runner: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("hub runner: {e}");
+            1
+        }
+    }
+}
+
 /// The runner's entry point: reads the spec from `HUB_RUN_SPEC`, runs, returns the exit
 /// status. SIGTERM or SIGINT cancels the run (the kernel is interrupted, the output written
 /// with the cancel recorded). Call it while the process has one thread.

@@ -63,7 +63,7 @@ pub async fn run(spec: &RunSpec, env: &[(String, String)], mut cancel: watch::Re
     let kernel = tokio::select! {
         k = Kernel::start(&p.kernelspec, &p.cwd, env, &runtime_base, startup) => k,
         _ = cancel.wait_for(|c| *c) => {
-            let e = conclude(&mut p, Outcome::Cancelled, "cancelled while the kernel was starting".into(), None, 0, clock);
+            let e = conclude(&mut p, Outcome::Cancelled, "cancelled while the kernel was starting".into(), None, None, 0, clock);
             return (e, Outcome::Cancelled.exit_code());
         }
     };
@@ -71,7 +71,7 @@ pub async fn run(spec: &RunSpec, env: &[(String, String)], mut cancel: watch::Re
         Ok(k) => k,
         Err(err) => {
             let message = format!("{err} (kernel {:?}; its output is in the run's log)", p.kernelspec.name);
-            let e = conclude(&mut p, Outcome::Failed, message, None, 0, clock);
+            let e = conclude(&mut p, Outcome::Failed, message, None, None, 0, clock);
             return (e, Outcome::Failed.exit_code());
         }
     };
@@ -220,10 +220,7 @@ pub async fn run(spec: &RunSpec, env: &[(String, String)], mut cancel: watch::Re
     let how = kernel.shutdown(Duration::from_secs(5)).await;
     eprintln!("hub runner: kernel stopped: {how}");
     let (outcome, message, failed_cell, err) = failure.unwrap_or((Outcome::Succeeded, String::new(), None, None));
-    let mut e = conclude(&mut p, outcome, message, failed_cell, cells_run, clock);
-    if let (Event::Finished { ename, evalue, traceback, .. }, Some((n, v, tb))) = (&mut e, err) {
-        (*ename, *evalue, *traceback) = (Some(n), Some(v), tb);
-    }
+    let e = conclude(&mut p, outcome, message, failed_cell, err, cells_run, clock);
     (e, outcome.exit_code())
 }
 
@@ -234,6 +231,7 @@ fn conclude(
     outcome: Outcome,
     message: String,
     failed_cell: Option<usize>,
+    err: Option<CellError>,
     cells_run: usize,
     clock: Instant,
 ) -> Event {
@@ -257,7 +255,7 @@ fn conclude(
     if let Err(e) = p.output.write(&p.notebook.to_bytes()) {
         message = format!("{message}; and the output {} could not be written: {e}", p.output.path.display());
     }
-    let e = finished(outcome, message, failed_cell, None, cells_run, clock);
+    let e = finished(outcome, message, failed_cell, err, cells_run, clock);
     emit(&e);
     e
 }

@@ -150,3 +150,22 @@ pub fn xsrf_double_submit(h: &HeaderMap, query: Option<&str>) -> bool {
         None => from_query().is_some_and(|v| v == cookie),
     }
 }
+
+#[derive(serde::Deserialize, Default)]
+/// A hub form with only the session's XSRF token.
+pub struct XsrfForm {
+    /// The `_xsrf` field.
+    #[serde(default)]
+    pub _xsrf: String,
+}
+
+/// Checks a hub form post: Origin from the hub's own addresses and the session's XSRF token.
+pub fn form_allowed(
+    app: &crate::state::AppState,
+    headers: &axum::http::HeaderMap,
+    s: &hub_auth::session::Session,
+    xsrf: &str,
+    what: &str,
+) -> Option<axum::response::Response> {
+    check(app, headers, XsrfProof::Session { session: s, sent: xsrf }, format_args!("{what}")).err().map(|r| r.page())
+}

@@ -29,8 +29,9 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
 /// A hub page for the signed-in `s`: the navigation bar (name, Home, Sign out) above `body`.
 pub fn page_with_user(app: &App, title: &str, body: &str, s: &Session) -> Html<String> {
     let nav = format!(
-        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a> · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
+        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a>{} · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
         html_escape::encode_safe(&s.username),
+        if app.config.jobs.enabled { r#" · <a href="/hub/jobs">Jobs</a>"# } else { "" },
         xsrf_field(app, s)
     );
     page(title, &format!("{nav}{body}"))

@@ -2,6 +2,7 @@
 //! and the questions about a request that every surface asks (whose session is this, is this
 //! name an admin).
 
+use axum::response::{IntoResponse, Response};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -72,5 +73,22 @@ impl App {
             return true;
         }
         self.store.is_admin(name).await.unwrap_or(false)
+    }
+}
+
+/// The logged-in user of a hub page. Rejects with a redirect to the login page that comes
+/// back to the same URL.
+pub struct CurrentUser(pub hub_auth::session::Session);
+
+impl axum::extract::FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &AppState) -> Result<Self, Response> {
+        if let Some(s) = app.session_of(&parts.headers).await {
+            return Ok(CurrentUser(s));
+        }
+        let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/home");
+        Err(axum::response::Redirect::to(&format!("/hub/login?next={}", hub_core::percent_encode(next)))
+            .into_response())
     }
 }

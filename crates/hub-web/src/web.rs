@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,9 +20,10 @@ use hub_core::{LinuxUser, TicketOwner};
 use hub_servers::renewer::Trigger;
 use hub_servers::servers::ServerState;
 
-use crate::guard::{self, XsrfProof};
+use crate::guard::{self, XsrfForm, XsrfProof, form_allowed};
 use crate::html::{error_page, esc, page, page_with_user, too_many, xsrf_field};
 use crate::state::AppState;
+use crate::state::CurrentUser;
 use hub_core::{percent_encode, unix_now};
 
 /// Largest hub form body, in bytes (64 KiB; larger ones get 413).
@@ -50,22 +50,6 @@ pub fn pages() -> Router<AppState> {
         .route("/hub/static/admin.js", get(static_admin_js))
         .route("/hub/admin", get(admin_page))
         .route("/hub/admin/logs/{name}", get(admin_log))
-}
-
-/// The logged-in user of a hub page. Rejects with a redirect to the login page that comes
-/// back to the same URL.
-pub struct CurrentUser(pub Session);
-
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
-        if let Some(s) = app.session_of(&parts.headers).await {
-            return Ok(CurrentUser(s));
-        }
-        let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/hub/home");
-        Err(Redirect::to(&format!("/hub/login?next={}", percent_encode(next))).into_response())
-    }
 }
 
 /// `next` if it is a path on this hub (starts with one `/`, no backslash or control
@@ -434,19 +418,6 @@ async fn finish_login(
         _ => "/hub/spawn".to_string(),
     };
     ([(header::SET_COOKIE, set_cookie)], Redirect::to(&target)).into_response()
-}
-
-#[derive(Deserialize, Default)]
-struct XsrfForm {
-    #[serde(default)]
-    _xsrf: String,
-}
-
-/// Checks a hub form post: Origin from the hub's own addresses and the session's XSRF token.
-fn form_allowed(app: &AppState, headers: &HeaderMap, s: &Session, xsrf: &str, what: &str) -> Option<Response> {
-    guard::check(app, headers, XsrfProof::Session { session: s, sent: xsrf }, format_args!("{what}"))
-        .err()
-        .map(|r| r.page())
 }
 
 async fn logout_page(State(app): State<AppState>, headers: HeaderMap) -> Response {

@@ -118,7 +118,10 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
     let spawner: Arc<dyn spawner::Spawner> =
         Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any())));
     let servers = Arc::new(servers::Servers::new(config.clone(), spawner.clone(), renewer.clone(), store.clone()));
-    let exe = std::env::current_exe().context("cannot find the hub binary (runs start it as the runner)")?;
+    let exe = match &config.jobs.runner {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find the hub binary (runs start it as the runner)")?,
+    };
     let jobs = hub_jobs::Jobs::new(config.clone(), store.clone(), renewer.clone(), spawner, exe);
     // Servers a previous hub process left running are checked (in the background) and
     // re-adopted or cleaned up.

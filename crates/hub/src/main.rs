@@ -44,7 +44,11 @@ enum Command {
     Run(RunCmd),
     /// The notebook runner, started by the hub as the notebook's owner (not run by hand).
     #[command(hide = true)]
-    Runner,
+    Runner {
+        /// Write this file of the caller's home to stdout instead of running a notebook.
+        #[arg(long)]
+        cat: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -84,9 +88,12 @@ fn main() -> ExitCode {
         print!("{EXAMPLE}");
         return ExitCode::SUCCESS;
     }
-    if let Command::Runner = cli.command {
+    if let Command::Runner { cat } = &cli.command {
         // As the notebook's owner, with no hub.toml to read.
-        return ExitCode::from(hub::runner::main());
+        return ExitCode::from(match cat {
+            Some(path) => hub::runner::cat(path),
+            None => hub::runner::main(),
+        });
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -145,7 +152,7 @@ fn main() -> ExitCode {
                 };
                 hub::run_cli::run_notebook(&config, args).await
             }
-            Command::ExampleConfig | Command::Runner => Ok(0u8),
+            Command::ExampleConfig | Command::Runner { .. } => Ok(0u8),
         }
     });
     match result {

@@ -12,9 +12,10 @@
 //! `kerberos`.
 
 mod common;
+pub mod jobs;
 pub mod tokens;
 
-use common::{body, caller_name, iso, iso_opt, user_or_404};
+use common::{ApiResult, ListQuery, body, caller_name, iso, iso_opt, page_bounds, paginate, user_or_404};
 
 use std::time::Duration;
 
@@ -44,11 +45,6 @@ pub const JUPYTERHUB_API_VERSION: &str = "6.0.0";
 /// Longest a spawn or stop request waits before answering 202 (JupyterHub's
 /// `slow_spawn_timeout` and `slow_stop_timeout` are both 10 seconds).
 const SLOW_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Media type that asks for the paginated list form.
-const PAGINATION_MEDIA_TYPE: &str = "application/jupyterhub-pagination+json";
-
-type ApiResult = Result<Response, ApiError>;
 
 /// Answers a request that carries a body (a POST, PATCH, PUT or DELETE with content) with
 /// [`authenticate`]'s error before any of the body is read, and closes its connection; an
@@ -91,6 +87,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/users/{name}/activity", axum::routing::post(user_activity))
         .route("/users/{name}/tokens", get(tokens::list).post(tokens::create))
         .route("/users/{name}/tokens/{id}", get(tokens::get_one).delete(tokens::delete))
+        .route("/users/{name}/jobs", get(jobs::list).post(jobs::create))
+        .route("/users/{name}/jobs/{job}", get(jobs::get_one).patch(jobs::patch).delete(jobs::delete))
+        .route("/users/{name}/jobs/{job}/runs", get(jobs::runs).post(jobs::run_now))
+        .route("/users/{name}/jobs/{job}/runs/{id}", get(jobs::run_one).delete(jobs::cancel))
+        .route("/users/{name}/jobs/{job}/runs/{id}/log", get(jobs::log))
+        .route("/users/{name}/jobs/{job}/runs/{id}/output", get(jobs::output))
         .route("/groups", get(list_groups))
         .route("/groups/{name}", get(get_group).post(create_group).delete(delete_group))
         .route("/groups/{name}/users", axum::routing::post(add_group_users).delete(remove_group_users))
@@ -105,89 +107,6 @@ fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp()).map_err(
         |e| ApiError::bad(format!("{field}: {s:?} is not an RFC 3339 timestamp such as 2026-11-21T14:32:05Z ({e})")),
     )
-}
-
-// ---- pagination ----------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-struct ListQuery {
-    offset: Option<String>,
-    limit: Option<String>,
-    state: Option<String>,
-    include_stopped_servers: Option<String>,
-    name_filter: Option<String>,
-    sort: Option<String>,
-}
-
-fn parse_count(name: &str, v: &Option<String>) -> Result<Option<usize>, ApiError> {
-    match v.as_deref() {
-        None | Some("") => Ok(None),
-        Some(s) => s
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| ApiError::bad(format!("{name} must be a whole number of 0 or more, not {s:?}"))),
-    }
-}
-
-/// `(offset, limit)` of the requested page: `limit` defaults to `[api] page_default_limit`
-/// and is clamped to 1..=`page_max_limit`, as JupyterHub does.
-fn page_bounds(app: &AppState, q: &ListQuery) -> Result<(usize, usize), ApiError> {
-    let offset = parse_count("offset", &q.offset)?.unwrap_or(0);
-    let limit = parse_count("limit", &q.limit)?
-        .unwrap_or(app.config.api.page_default_limit)
-        .clamp(1, app.config.api.page_max_limit);
-    Ok((offset, limit))
-}
-
-/// Wraps `page` (the items at [`page_bounds`] out of `total`) the way the request asked for.
-fn paginate(
-    app: &AppState,
-    headers: &HeaderMap,
-    path: &str,
-    q: &ListQuery,
-    total: usize,
-    page: Vec<Value>,
-) -> ApiResult {
-    let (offset, limit) = page_bounds(app, q)?;
-    let wants_pages =
-        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(PAGINATION_MEDIA_TYPE));
-    if !wants_pages {
-        return Ok(axum::Json(Value::Array(page)).into_response());
-    }
-    let next = if offset + limit < total {
-        let mut query: Vec<(String, String)> = vec![];
-        for (k, v) in [("state", &q.state), ("name_filter", &q.name_filter), ("sort", &q.sort)] {
-            if let Some(v) = v {
-                query.push((k.to_string(), v.clone()));
-            }
-        }
-        if q.include_stopped_servers.is_some() {
-            query.push(("include_stopped_servers".into(), String::new()));
-        }
-        query.push(("offset".into(), (offset + limit).to_string()));
-        query.push(("limit".into(), limit.to_string()));
-        let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", hub_core::percent_encode(v))).collect();
-        json!({"offset": offset + limit, "limit": limit, "url": format!("{}{path}?{}", public_base(app, headers), qs.join("&"))})
-    } else {
-        Value::Null
-    };
-    let body = json!({"items": page, "_pagination": {"offset": offset, "limit": limit, "total": total, "next": next}});
-    let mut r = axum::Json(body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(PAGINATION_MEDIA_TYPE));
-    Ok(r)
-}
-
-/// The origin a client reached the hub by, if it is one of `[hub] public_urls` (an absolute
-/// `next.url` must work for the client that follows it), else the first public URL.
-fn public_base(app: &AppState, headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    app.config
-        .hub
-        .public_origins
-        .iter()
-        .find(|o| o.split_once("://").is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)))
-        .cloned()
-        .unwrap_or_else(|| app.config.hub.public_url.trim_end_matches('/').to_string())
 }
 
 // ---- models --------------------------------------------------------------------------------
