@@ -18,6 +18,11 @@ struct RunConfig {
 
 impl RunConfig {
     fn new(kdc: Option<&Kdc>) -> Self {
+        Self::with(kdc, "")
+    }
+
+    /// [`RunConfig::new`] with `extra` at the end of hub.toml.
+    fn with(kdc: Option<&Kdc>, extra: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("hub-run-").tempdir().expect("tmp");
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
         let kerberos = match kdc {
@@ -29,7 +34,7 @@ impl RunConfig {
             None => "[kerberos]\nenabled = false\n".into(),
         };
         let text = format!(
-            "[hub]\ndata_dir = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\nterm_timeout = \"5s\"\n{kerberos}",
+            "[hub]\ndata_dir = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\nterm_timeout = \"5s\"\n{kerberos}{extra}\n",
             dir.path().display(),
             venv().display()
         );
@@ -343,5 +348,28 @@ async fn hub_run_refuses_bad_paths_notebooks_and_kernels() {
         .expect("hub run");
     assert!(!root.status.success());
     assert!(String::from_utf8_lossy(&root.stderr).contains("user code never runs as root"));
+    no_process_left(&ann);
+}
+
+/// A run gets the user's `[limits]` with `[jobs.limits]` over them, in a cgroup of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_has_the_job_limits_in_a_cgroup_of_its_own() {
+    require_root();
+    let ann = TestUser::create();
+    let cfg = RunConfig::with(None, "[limits]\nmemory = \"1 GiB\"\ntasks = 512\n[jobs.limits]\nmemory = \"256 MiB\"\n");
+    let probe = "cg = [l.split(':', 2) for l in open('/proc/self/cgroup').read().splitlines()]\n\
+mem = [p for _, c, p in cg if 'memory' in c.split(',')]\n\
+base = '/sys/fs/cgroup/memory' + mem[0] if mem else '/sys/fs/cgroup' + [p for h, c, p in cg if h == '0'][0]\n\
+import os\n\
+f = os.path.join(base, 'memory.limit_in_bytes')\n\
+f = f if os.path.exists(f) else os.path.join(base, 'memory.max')\n\
+print('cgroup', base, 'limit', open(f).read().strip())";
+    notebook(&ann, "limits.ipynb", &[(probe, &[])]);
+    let (code, stdout, stderr) = cfg.run(&ann, &["limits.ipynb"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let nb = read_json(&ann.home.join("limits.out.ipynb"));
+    let text = cell_text(cell(&nb, "c0"));
+    assert!(text.contains(&format!("limit {}", 256u64 << 20)), "[jobs.limits] memory over the user's 1 GiB: {text}");
+    assert!(text.contains(&format!("{}.run-cli-", ann.name)), "a cgroup of the run's own: {text}");
     no_process_left(&ann);
 }

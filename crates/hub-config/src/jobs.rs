@@ -8,7 +8,7 @@ use toml::Spanned;
 use crate::source::{ConfigError, Source};
 
 /// `[jobs]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobsConfig {
     /// Whether the scheduler runs and the jobs API and page exist (`enabled`, default true).
     pub enabled: bool,
@@ -29,6 +29,9 @@ pub struct JobsConfig {
     /// The `hub` binary that runs notebooks as their owners (`runner`, default: the binary
     /// running the hub). Every user must be able to execute it.
     pub runner: Option<std::path::PathBuf>,
+    /// `[jobs.limits]`: `memory`, `cpu`, `tasks` for runs, over the user's `[limits]` (each
+    /// one given replaces the user's; the others stay).
+    pub limits: crate::limits::Limits,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +44,8 @@ pub(crate) struct FileJobs {
     pub(crate) missed_after: Option<Spanned<String>>,
     pub(crate) default_keep_runs: Option<Spanned<i64>>,
     pub(crate) runner: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) limits: crate::limits::FileLimits,
 }
 
 /// Validates `[jobs]`.
@@ -62,7 +67,9 @@ pub(crate) fn parse(src: &Source<'_>, f: &FileJobs) -> Result<JobsConfig, Config
         Some(p) if p.get_ref().starts_with('/') => Some(std::path::PathBuf::from(p.get_ref())),
         Some(p) => return Err(src.err("jobs.runner", p, "must be an absolute path to the hub binary")),
     };
+    let limits = crate::limits::parse_one(src, "jobs.limits.", &f.limits.memory, &f.limits.cpu, &f.limits.tasks)?;
     Ok(JobsConfig {
+        limits,
         runner,
         enabled: f.enabled.unwrap_or(true),
         max_concurrent_runs: count("jobs.max_concurrent_runs", &f.max_concurrent_runs, 4, 1000)? as usize,

@@ -204,6 +204,10 @@ mod tests {
         assert!(e.to_string().contains("`jobs.max_runs_per_user` must be between 1 and 1000"), "{e}");
         let e = parse(&format!("{MINIMAL}[jobs]\ndefault_timeout = \"soon\"\n")).expect_err("duration");
         assert!(e.to_string().contains("line 4: `jobs.default_timeout` is not a duration"), "{e}");
+        let c = parse(&format!("{MINIMAL}[jobs.limits]\nmemory = \"8 GiB\"\n")).expect("job limits");
+        assert_eq!((c.jobs.limits.memory, c.jobs.limits.cpu), (Some(8 << 30), None));
+        let e = parse(&format!("{MINIMAL}[jobs.limits]\ncpu = 0\n")).expect_err("cpu");
+        assert!(e.to_string().contains("`jobs.limits.cpu` must be a number of cores"), "{e}");
         let e = parse(&format!("{MINIMAL}[jobs]\nmax_runs = 3\n")).expect_err("unknown key");
         assert!(e.to_string().contains("max_runs"), "{e}");
     }

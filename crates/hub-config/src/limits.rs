@@ -105,32 +105,8 @@ pub(crate) struct FileLimitsTable {
 /// Validates `[limits]`.
 pub(crate) fn parse(src: &Source<'_>, lt: &FileLimitsTable) -> Result<LimitsConfig, ConfigError> {
     // [limits]
-    let one = |at: &str, memory: &Option<Spanned<String>>, cpu: &Option<Spanned<f64>>, tasks: &Option<Spanned<i64>>| {
-        let memory = match memory {
-            None => None,
-            Some(m) => match m.get_ref().trim().parse::<bytesize::ByteSize>() {
-                Ok(b) if b.as_u64() >= 16 << 20 => Some(b.as_u64()),
-                Ok(_) => {
-                    return Err(src.err(&format!("{at}memory"), m, "is below 16 MiB, too little to start a server"));
-                }
-                Err(_) => {
-                    return Err(src.err(&format!("{at}memory"), m, "is not a size such as \"4 GiB\" or \"512 MiB\""));
-                }
-            },
-        };
-        let cpu = match cpu {
-            None => None,
-            Some(c) if (0.01..=4096.0).contains(c.get_ref()) => Some(*c.get_ref()),
-            Some(c) => return Err(src.err(&format!("{at}cpu"), c, "must be a number of cores from 0.01 to 4096")),
-        };
-        let tasks = match tasks {
-            None => None,
-            Some(t) if (16..=4_194_304).contains(t.get_ref()) => Some(*t.get_ref() as u64),
-            Some(t) => {
-                return Err(src.err(&format!("{at}tasks"), t, "must be from 16 to 4194304 processes and threads"));
-            }
-        };
-        Ok(Limits { memory, cpu, tasks })
+    let one = |at: &str, m: &Option<Spanned<String>>, c: &Option<Spanned<f64>>, t: &Option<Spanned<i64>>| {
+        parse_one(src, at, m, c, t)
     };
     let mut limits = LimitsConfig { default: one("limits.", &lt.memory, &lt.cpu, &lt.tasks)?, ..Default::default() };
     for (name, l) in &lt.users {
@@ -140,4 +116,39 @@ pub(crate) fn parse(src: &Source<'_>, lt: &FileLimitsTable) -> Result<LimitsConf
         limits.groups.insert(name.clone(), one(&format!("limits.groups.{name}."), &l.memory, &l.cpu, &l.tasks)?);
     }
     Ok(limits)
+}
+
+/// Validates one set of limits whose keys are `{at}memory`, `{at}cpu`, `{at}tasks`.
+pub(crate) fn parse_one(
+    src: &Source<'_>,
+    at: &str,
+    memory: &Option<Spanned<String>>,
+    cpu: &Option<Spanned<f64>>,
+    tasks: &Option<Spanned<i64>>,
+) -> Result<Limits, ConfigError> {
+    let memory = match memory {
+        None => None,
+        Some(m) => match m.get_ref().trim().parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() >= 16 << 20 => Some(b.as_u64()),
+            Ok(_) => {
+                return Err(src.err(&format!("{at}memory"), m, "is below 16 MiB, too little to start a server"));
+            }
+            Err(_) => {
+                return Err(src.err(&format!("{at}memory"), m, "is not a size such as \"4 GiB\" or \"512 MiB\""));
+            }
+        },
+    };
+    let cpu = match cpu {
+        None => None,
+        Some(c) if (0.01..=4096.0).contains(c.get_ref()) => Some(*c.get_ref()),
+        Some(c) => return Err(src.err(&format!("{at}cpu"), c, "must be a number of cores from 0.01 to 4096")),
+    };
+    let tasks = match tasks {
+        None => None,
+        Some(t) if (16..=4_194_304).contains(t.get_ref()) => Some(*t.get_ref() as u64),
+        Some(t) => {
+            return Err(src.err(&format!("{at}tasks"), t, "must be from 16 to 4194304 processes and threads"));
+        }
+    };
+    Ok(Limits { memory, cpu, tasks })
 }

@@ -281,7 +281,21 @@ fn finished(
         traceback,
         cells_run,
         duration_ms: clock.elapsed().as_millis() as u64,
+        runner_cpu_ms: cpu_ms(libc::RUSAGE_SELF),
+        kernel_cpu_ms: cpu_ms(libc::RUSAGE_CHILDREN),
     }
+}
+
+/// User + system CPU time of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`), in milliseconds.
+fn cpu_ms(who: libc::c_int) -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain syscall with a pointer to a live struct.
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return 0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 /// Reads and checks everything before a kernel starts; the error is the message for the

@@ -183,6 +183,13 @@ pub enum Event {
         cells_run: usize,
         /// Wall time of the whole run, in milliseconds.
         duration_ms: u64,
+        /// CPU time (user + system) of the runner itself, in milliseconds.
+        #[serde(default)]
+        runner_cpu_ms: u64,
+        /// CPU time of the kernel and what it started (the runner's waited-for children), in
+        /// milliseconds.
+        #[serde(default)]
+        kernel_cpu_ms: u64,
     },
 }
 
@@ -213,6 +220,8 @@ mod tests {
             traceback: vec!["line".into()],
             cells_run: 3,
             duration_ms: 12,
+            runner_cpu_ms: 3,
+            kernel_cpu_ms: 9,
         };
         let line = e.to_line();
         assert!(line.starts_with("@hub-run {\"event\":\"finished\""), "{line}");

@@ -84,7 +84,12 @@ impl RunLauncher {
     ) -> Result<StartedRun, RunStartError> {
         let owner = TicketOwner::from(user);
         let ticket = self.ticket_for(&owner, spec.timeout_s).await?;
-        let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user);
+        let UserEnvironment { mut env, mut limits } = user_environment(&self.config, &self.renewer, user);
+        // [jobs.limits] over the user's own.
+        let jl = &self.config.jobs.limits;
+        limits.memory = jl.memory.or(limits.memory);
+        limits.cpu = jl.cpu.or(limits.cpu);
+        limits.tasks = jl.tasks.or(limits.tasks);
         let mut spec = spec.clone();
         if spec.jupyter_prefix.is_none() {
             spec.jupyter_prefix = jupyter_prefix(&self.config);
@@ -267,6 +272,8 @@ mod tests {
             traceback: vec![],
             cells_run: 2,
             duration_ms: 5,
+            runner_cpu_ms: 1,
+            kernel_cpu_ms: 2,
         };
         // The half-written line is finished later; reading on from `at` gets it whole.
         let full = done.to_line();

@@ -115,8 +115,9 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
         config.auth.failed_login_window,
     );
     let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
-    let spawner: Arc<dyn spawner::Spawner> =
-        Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(config.limits.any())));
+    let spawner: Arc<dyn spawner::Spawner> = Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(
+        config.limits.any() || config.jobs.limits.any(),
+    )));
     let servers = Arc::new(servers::Servers::new(config.clone(), spawner.clone(), renewer.clone(), store.clone()));
     let exe = match &config.jobs.runner {
         Some(p) => p.clone(),

@@ -50,7 +50,7 @@ pub async fn run_notebook(config: &Config, args: RunArgs) -> anyhow::Result<u8> 
         anyhow::bail!("--user {}: refusing to run a notebook as UID 0; user code never runs as root", user.name);
     }
     let renewer = Arc::new(Renewer::new(config.kerberos.clone(), None));
-    let spawner = Arc::new(LocalSpawner::new(Enforcer::detect(config.limits.any())));
+    let spawner = Arc::new(LocalSpawner::new(Enforcer::detect(config.limits.any() || config.jobs.limits.any())));
     let exe = std::env::current_exe().context("cannot find the hub binary to start the runner")?;
     let launcher = RunLauncher::new(config.clone(), renewer.clone(), spawner, exe);
     let output = args.output.clone().unwrap_or_else(|| default_output(&args.notebook));
