@@ -373,3 +373,44 @@ print('cgroup', base, 'limit', open(f).read().strip())";
     assert!(text.contains(&format!("{}.run-cli-", ann.name)), "a cgroup of the run's own: {text}");
     no_process_left(&ann);
 }
+
+/// Without a keytab, the hub can only renew the ticket the user got at sign-in: a run is
+/// refused when there is none, or when it cannot be kept valid past the run's time limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_keytab_a_run_must_fit_in_the_login_ticket() {
+    require_root();
+    let kdc = Kdc::start_short(Duration::from_secs(120));
+    let ann = TestUser::create();
+    kdc.kadmin(&format!(
+        "addprinc -pw {} -maxlife \"120 seconds\" -maxrenewlife \"600 seconds\" {}@{}",
+        ann.password, ann.name, kdc.realm
+    ));
+    let cfg = RunConfig::new(Some(&kdc));
+    notebook(&ann, "ok.ipynb", &[("print('ran')", &[])]);
+    let (code, stdout, stderr) = cfg.run(&ann, &["ok.ipynb"]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stderr.contains("has no valid Kerberos ticket and no keytab"), "{stderr}");
+    assert!(!ann.home.join("ok.out.ipynb").exists(), "nothing ran");
+    // A ticket as from a sign-in: renewable for 10 minutes.
+    let ccache = cfg.path.parent().expect("dir").join("ccache").join(format!("krb5cc_{}", ann.uid));
+    std::fs::create_dir_all(ccache.parent().expect("dir")).expect("mkdir");
+    let mut kinit = Command::new("kinit")
+        .args(["-r", "600s", "-c"])
+        .arg(format!("FILE:{}", ccache.display()))
+        .arg(format!("{}@{}", ann.name, kdc.realm))
+        .env("KRB5_CONFIG", kdc.krb5_conf())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kinit");
+    use std::io::Write;
+    kinit.stdin.take().expect("stdin").write_all(format!("{}\n", ann.password).as_bytes()).expect("password");
+    assert!(kinit.wait().expect("wait").success(), "kinit");
+    std::os::unix::fs::chown(&ccache, Some(ann.uid), Some(ann.gid)).expect("chown");
+    let (code, stdout, stderr) = cfg.run(&ann, &["ok.ipynb", "--timeout", "1h"]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stderr.contains("can be kept valid only until"), "{stderr}");
+    assert!(!ann.home.join("ok.out.ipynb").exists(), "nothing ran");
+    let (code, stdout, stderr) = cfg.run(&ann, &["ok.ipynb", "--timeout", "2m"]);
+    assert_eq!(code, 0, "a run that fits in the renewable life goes: {stdout}\n{stderr}");
+    no_process_left(&ann);
+}

@@ -45,6 +45,9 @@ pub enum CatchUp {
     None,
 }
 
+/// The most JSON a job's parameters may take, in bytes (64 KiB).
+pub const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
+
 /// The default output path template: under `notebook-runs/` in the owner's home.
 pub const DEFAULT_OUTPUT: &str = "notebook-runs/{job}/{job}-{date}T{time}-run{run}.ipynb";
 
@@ -146,6 +149,14 @@ impl JobDefinition {
             return Err(field("notebook", format!("{nb:?} is not a notebook (.ipynb)")));
         }
         inside_home("notebook", nb, home)?;
+        // The run's spec travels in the runner's environment, where one variable may hold at
+        // most 128 KiB (MAX_ARG_STRLEN).
+        if serde_json::to_string(&self.parameters).map_or(0, |t| t.len()) > MAX_PARAMETERS_BYTES {
+            return Err(field(
+                "parameters",
+                format!("are more than {} KiB of JSON; pass a path to a file instead", MAX_PARAMETERS_BYTES / 1024),
+            ));
+        }
         for name in self.parameters.keys() {
             if !hub_runner::params::valid_name(name) {
                 return Err(field(
@@ -371,6 +382,10 @@ mod tests {
         assert!(err(json!({"notebook": "a.ipynb", "output": "out/fixed.ipynb"})).contains("must contain {run}"));
         assert!(err(json!({"notebook": "a.ipynb", "output": "/etc/{run}.ipynb"})).contains("outside your home"));
         assert!(err(json!({"notebook": "a.ipynb", "keep_runs": 0})).starts_with("keep_runs:"));
+        assert!(
+            err(json!({"notebook": "a.ipynb", "parameters": {"big": "x".repeat(70_000)}}))
+                .starts_with("parameters: are more than 64 KiB")
+        );
         let e = JobDefinition::from_json(json!({"notebook": "a.ipynb", "shedule": "x"})).expect_err("typo");
         assert_eq!(e.field, "shedule");
         let e = JobDefinition::from_json(json!({"parameters": {}})).expect_err("missing");
