@@ -428,8 +428,8 @@ async fn detail(State(app): State<AppState>, CurrentUser(s): CurrentUser, Path(j
         r#"{refresh}<h1>Job {name}</h1>
 <p class="card">Notebook <code>{nb}</code> · schedule {sched}{paused} · next run {next}</p>
 <p><form method="post" action="/hub/jobs/{name}/run" class="inline">{xsrf}<button id="run-now">Run now</button></form> {toggle}
-<form method="post" action="/hub/jobs/{name}/delete" class="inline" onsubmit="return confirm('Delete job {name} and its run history? Output notebooks stay in your home.')">{xsrf}<button class="danger">Delete</button></form>
 · <a href="/hub/jobs">All jobs</a></p>
+<details class="delete"><summary>Delete…</summary><form method="post" action="/hub/jobs/{name}/delete" class="card">{xsrf}<p>Delete job {name} and its run history? Output notebooks stay in your home.</p><button class="danger">Delete job {name}</button></form></details>
 <h2>Runs</h2>{runs}
 <details><summary>Edit</summary><form method="post" action="/hub/jobs/{name}" class="card job-form">{xsrf}{fields}<button>Save</button></form></details>"#,
         refresh = if active { r#"<meta http-equiv="refresh" content="2">"# } else { "" },
