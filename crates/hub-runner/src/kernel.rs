@@ -567,6 +567,53 @@ mod tests {
         assert!(o.list.is_empty());
     }
 
+    /// Real ZeroMQ sockets on IPC, no kernel: a PUB signs with the wrong key, then the right one;
+    /// the client's reader drops the first and returns the second.
+    #[tokio::test]
+    async fn a_message_with_a_bad_signature_is_dropped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let info = ConnectionInfo {
+            ip: dir.path().join("k").display().to_string(),
+            transport: Transport::IPC,
+            shell_port: 1,
+            iopub_port: 2,
+            stdin_port: 3,
+            control_port: 4,
+            hb_port: 5,
+            key: "the-right-key".into(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: None,
+        };
+        let kernel = jupyter_zmq_client::create_kernel_iopub_connection(&info, "kernel").await.expect("bind");
+        let mut client = jupyter_zmq_client::create_client_iopub_connection(&info, "", "client").await.expect("connect");
+        let mut socket = Some(kernel.socket);
+        let (bad, good) = (JupyterMessage::new(KernelInfoRequest {}, None), JupyterMessage::new(KernelInfoRequest {}, None));
+        let mut got = Vec::new();
+        // A SUB socket receives only once its subscription reached the PUB: send pairs until
+        // something comes through.
+        for _ in 0..100 {
+            for (key, parent) in [("a-wrong-key", &bad), ("the-right-key", &good)] {
+                let mut conn = Connection::new(socket.take().expect("socket"), key, "kernel");
+                conn.send(JupyterMessage::new(jupyter_protocol::Status::idle(), Some(parent))).await.expect("send");
+                socket = Some(conn.socket);
+            }
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(50), recv(&mut client, "iopub")).await {
+                got.push(m.expect("a message").parent_id);
+                break;
+            }
+        }
+        assert_eq!(got, vec![good.header.msg_id.clone()], "only the correctly signed message is read");
+        // Subscribed now: the badly signed message surely arrives first, and is skipped.
+        for (key, parent) in [("a-wrong-key", &bad), ("the-right-key", &good)] {
+            let mut conn = Connection::new(socket.take().expect("socket"), key, "kernel");
+            conn.send(JupyterMessage::new(jupyter_protocol::Status::busy(), Some(parent))).await.expect("send");
+            socket = Some(conn.socket);
+        }
+        let m = tokio::time::timeout(Duration::from_secs(5), recv(&mut client, "iopub")).await.expect("in time").expect("read");
+        assert_eq!(m.parent_id, good.header.msg_id);
+        assert_eq!(m.content["execution_state"], "busy");
+    }
+
     #[test]
     fn replies() {
         let r = parse_reply(
