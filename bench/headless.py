@@ -12,10 +12,12 @@ rotating each round:
 - `big`: one cell whose output is 10 MB of text.
 
 For each run: the total wall time of the tool's command; the kernel's own part, which is
-its start-up (to its `kernel_info_reply`, measured per round with jupyter_client) plus the
-cells' execution (each tool's per-cell timing: the runner's events for `hub run`,
+its start-up (from exec to its `kernel_info_reply`: the runner's `kernel_ready` event, the
+median of the round's `hub run`s, the same kernel for every tool) plus the cells' execution (each tool's per-cell timing: the runner's events for `hub run`,
 `metadata.papermill.duration` for papermill, nbclient's `metadata.execution` for nbconvert);
-the **overhead**, total minus the kernel's part; and the peak RSS (VmHWM) of the
+the **overhead**, total minus the kernel's part, and the same without ipykernel's graceful
+shutdown (`shutdown_request` to exit, which every tool waits for; measured per round with
+jupyter_client); and the peak RSS (VmHWM) of the
 orchestrating process (`hub run` plus its runner; papermill's and nbconvert's Python
 process), sampled every 10 ms. Then `--concurrent` runs of `small` by `hub run` at once:
 the CPU time of the runners against the kernels' (the runner reports both).
@@ -83,21 +85,24 @@ def children(pid):
     return out
 
 
-def kernel_startup():
-    """Seconds from starting a python3 kernel to its kernel_info_reply (jupyter_client)."""
+def kernel_shutdown():
+    """Seconds ipykernel takes from `shutdown_request` to exiting (graceful shutdown, which
+    every tool here waits for), measured with jupyter_client."""
     code = (
         "import time, jupyter_client\n"
-        "t = time.perf_counter()\n"
         "km, kc = jupyter_client.manager.start_new_kernel(kernel_name='python3')\n"
+        "kc.execute_interactive('x = 1')\n"
+        "t = time.perf_counter()\n"
+        "kc.shutdown()\n"
+        "km.provisioner.process.wait()\n"
         "print(time.perf_counter() - t)\n"
-        "kc.stop_channels(); km.shutdown_kernel(now=True)\n"
     )
     out = subprocess.run(["runuser", "-u", USER, "--", PY, "-c", code], capture_output=True, text=True, cwd="/tmp")
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def run_hub(config, home, name):
-    """`hub run`: (total s, cells s, peak KiB, finished event)."""
+    """`hub run`: (total s, cells s, peak KiB, kernel start-up s)."""
     t = time.perf_counter()
     p = subprocess.Popen([HUB, "--config", config, "run", "--user", USER, f"{name}.ipynb", "--output", f"out/{name}-hub.ipynb"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,15 +115,15 @@ def run_hub(config, home, name):
     total = time.perf_counter() - t
     assert p.returncode == 0, f"hub run failed ({p.returncode})"
     log = max(glob.glob(os.path.join(os.path.dirname(config), "data/runs/cli-*.log")), key=os.path.getmtime)
-    cells, finished = 0.0, None
+    cells, startup = 0.0, None
     for line in open(log):
         if line.startswith("@hub-run "):
             e = json.loads(line[len("@hub-run "):])
             if e["event"] == "cell":
                 cells += e["duration_ms"] / 1000
-            if e["event"] == "finished":
-                finished = e
-    return total, cells, peak, finished
+            if e["event"] == "kernel_ready":
+                startup = e["startup_ms"] / 1000
+    return total, cells, peak, startup
 
 
 def run_papermill(home, name):
@@ -201,20 +206,35 @@ def main():
             with open(os.path.join(home, f"{name}.ipynb"), "w") as f:
                 json.dump(nb, f)
         subprocess.run(["chown", "-R", f"{USER}:{USER}", home], check=True)
+        startups = []
+
+        def hub(name):
+            total, cells, peak, startup = run_hub(config, home, name)
+            startups.append(startup)
+            return total, cells, peak
+
         tools = {
-            "hub run": lambda name: run_hub(config, home, name)[:3],
+            "hub run": hub,
             "papermill": lambda name: run_papermill(home, name),
             "nbconvert": lambda name: run_nbconvert(home, name),
         }
         order = list(tools)
         results = {(t, nb): [] for t in tools for nb in ("small", "big")}
         for r in range(a.rounds):
-            startup = statistics.median(kernel_startup() for _ in range(3))
+            startups.clear()
+            measured = []
             for nb in ("small", "big"):
                 for tool in order[r % 3:] + order[: r % 3]:
                     total, cells, peak = tools[tool](nb)
-                    results[(tool, nb)].append({"total": total, "overhead": total - startup - cells, "peak_kib": peak})
-            print(f"round {r + 1}: kernel start-up {startup * 1000:.0f} ms", file=sys.stderr)
+                    measured.append((tool, nb, total, cells, peak))
+            startup = statistics.median(startups)
+            shutdown = statistics.median(kernel_shutdown() for _ in range(3))
+            for tool, nb, total, cells, peak in measured:
+                overhead = total - startup - cells
+                results[(tool, nb)].append(
+                    {"total": total, "overhead": overhead, "without_shutdown": overhead - shutdown, "peak_kib": peak}
+                )
+            print(f"round {r + 1}: kernel start-up {startup * 1000:.0f} ms, shutdown {shutdown * 1000:.0f} ms", file=sys.stderr)
         wall, runner_cpu, kernel_cpu = concurrent(config, a.concurrent)
         report = {
             "rows": {f"{t}|{nb}": v for (t, nb), v in results.items()},
@@ -237,10 +257,12 @@ def write_section(path, results, conc, rounds):
         "## Headless notebook runs: `hub run`, papermill, `jupyter nbconvert --execute`",
         "",
         f"`bench/headless.py`, {benchdoc.machine()}, {rounds} rounds, tools in rotating order, medians; "
-        "same venv and ipykernel. Overhead = total − (kernel start-up to `kernel_info_reply` + the cells' execution).",
+        "same venv and ipykernel. Overhead = total − (the kernel's start-up, exec to `kernel_info_reply`, "
+        "+ the cells' execution by the tool's own per-cell timing). Peak RSS: `hub run` and its runner together; "
+        "papermill's and nbconvert's Python process.",
         "",
-        "| notebook | tool | total | overhead | overhead, worst round | peak RSS of the orchestrator |",
-        "|---|---|---|---|---|---|",
+        "| notebook | tool | total | overhead | overhead, worst round | overhead less the kernel's shutdown | peak RSS of the orchestrator |",
+        "|---|---|---|---|---|---|---|",
     ]
     for nb, label in [("small", "20 small cells"), ("big", "one 10 MB output")]:
         for tool in ("hub run", "papermill", "nbconvert"):
@@ -248,6 +270,7 @@ def write_section(path, results, conc, rounds):
             lines.append(
                 f"| {label} | {tool} | {ms(statistics.median(x['total'] for x in v))} | "
                 f"{ms(statistics.median(x['overhead'] for x in v))} | {ms(max(x['overhead'] for x in v))} | "
+                f"{ms(statistics.median(x['without_shutdown'] for x in v))} | "
                 f"{statistics.median(x['peak_kib'] for x in v) / 1024:.1f} MiB |"
             )
     wins = sum(

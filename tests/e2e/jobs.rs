@@ -113,6 +113,12 @@ async fn a_job_runs_now_and_every_minute_as_its_owner() {
         (v["name"].as_str(), v["overlap"].as_str(), v["catch_up"].as_str()),
         (Some("tick"), Some("skip"), Some("latest"))
     );
+    // A job whose run outlasts its period: under overlap "skip" the next occurrence is skipped.
+    notebook(&ann, "nb/sleeper.ipynb", &["import time\ntime.sleep(70)"]);
+    let sleeper =
+        json!({"name": "sleeper", "notebook": "nb/sleeper.ipynb", "schedule": "* * * * *", "overlap": "skip"});
+    let (s, v) = api(&base, Method::POST, &format!("/hub/api/users/{}/jobs", ann.name), &token, Some(sleeper)).await;
+    assert_eq!(s, 201, "{v}");
     assert!(v["next_run"].is_string() && v["schedule_description"].is_string(), "{v}");
     // Run now.
     let (s, run) = api(&base, Method::POST, &format!("/hub/api/users/{}/jobs/tick/runs", ann.name), &token, None).await;
@@ -174,6 +180,31 @@ async fn a_job_runs_now_and_every_minute_as_its_owner() {
         assert_ne!(r["output_path"], done["output_path"], "each run has its own output");
         assert!(Path::new(r["output_path"].as_str().expect("path")).exists());
     }
+    // The sleeper's second occurrence came while its first run was going: skipped, and said so.
+    let mut sleeper_runs = Vec::new();
+    for _ in 0..(20 * 5) {
+        sleeper_runs = runs(&base, &token, &ann.name, "sleeper").await;
+        if sleeper_runs.iter().any(|r| r["state"] == "skipped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let skipped: Vec<&Value> = sleeper_runs.iter().filter(|r| r["state"] == "skipped").collect();
+    assert!(!skipped.is_empty(), "an overlapping occurrence is skipped: {sleeper_runs:?}");
+    assert!(
+        skipped[0]["message"].as_str().unwrap_or_default().contains("was still going (overlap = skip)"),
+        "{sleeper_runs:?}"
+    );
+    assert_eq!(skipped[0]["reason"], "schedule");
+    let (s, _) = api(
+        &base,
+        Method::PATCH,
+        &format!("/hub/api/users/{}/jobs/sleeper", ann.name),
+        &token,
+        Some(json!({"paused": true})),
+    )
+    .await;
+    assert_eq!(s, 200);
     // Pause: no run is scheduled any more.
     let (s, v) = api(
         &base,

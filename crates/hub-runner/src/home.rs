@@ -181,8 +181,19 @@ impl Home {
 
 impl OutputFile {
     /// Replaces the file with `bytes`: a temporary file in the same directory (mode 0666 less
-    /// the umask), written, synced, then renamed over the target.
+    /// the umask), written, then renamed over the target, so a reader sees the old or the new
+    /// file. Not synced to disk: see [`OutputFile::write_durable`].
     pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.replace(bytes, false)
+    }
+
+    /// [`OutputFile::write`], with the data synced to disk before the rename (for the last
+    /// write of a run, which must survive a crash of the machine).
+    pub fn write_durable(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.replace(bytes, true)
+    }
+
+    fn replace(&self, bytes: &[u8], sync: bool) -> std::io::Result<()> {
         let tmp = format!(".{}.hub-{}.tmp", self.name, hex::encode(rand::random::<[u8; 6]>()));
         let fd = nix::fcntl::openat(
             self.dir.as_fd(),
@@ -191,7 +202,7 @@ impl OutputFile {
             Mode::from_bits_truncate(0o666),
         )?;
         let mut f = File::from(fd);
-        let written = f.write_all(bytes).and_then(|()| f.sync_data());
+        let written = f.write_all(bytes).and_then(|()| if sync { f.sync_data() } else { Ok(()) });
         let renamed = written.and_then(|()| {
             nix::fcntl::renameat(self.dir.as_fd(), tmp.as_str(), self.dir.as_fd(), self.name.as_str())
                 .map_err(Into::into)
@@ -243,7 +254,7 @@ mod tests {
         let home = Home::open(t.path()).expect("open");
         let out = home.output(Path::new("runs/daily/out.ipynb")).expect("output");
         out.write(b"one").expect("write");
-        out.write(b"two").expect("write again");
+        out.write_durable(b"two").expect("write again");
         assert_eq!(std::fs::read(t.path().join("runs/daily/out.ipynb")).expect("read"), b"two");
         let left: Vec<_> = std::fs::read_dir(t.path().join("runs/daily")).expect("ls").flatten().collect();
         assert_eq!(left.len(), 1, "no temporary file left");

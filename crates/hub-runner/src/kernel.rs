@@ -217,13 +217,13 @@ impl Kernel {
         self.pid
     }
 
-    /// Sends `kernel_info_request` every second until shell has answered one and iopub has
+    /// Sends `kernel_info_request` every 250 ms until shell has answered one and iopub has
     /// carried a message about one (iopub is a SUB socket: it receives only after its
     /// subscription reached the kernel).
     async fn wait_ready(&mut self, deadline: tokio::time::Instant, limit: Duration) -> Result<(), KernelError> {
         let mut sent: Vec<String> = Vec::new();
         let (mut replied, mut published) = (false, false);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         while !(replied && published) {
             tokio::select! {
                 _ = tick.tick() => {
@@ -585,9 +585,11 @@ mod tests {
             kernel_name: None,
         };
         let kernel = jupyter_zmq_client::create_kernel_iopub_connection(&info, "kernel").await.expect("bind");
-        let mut client = jupyter_zmq_client::create_client_iopub_connection(&info, "", "client").await.expect("connect");
+        let mut client =
+            jupyter_zmq_client::create_client_iopub_connection(&info, "", "client").await.expect("connect");
         let mut socket = Some(kernel.socket);
-        let (bad, good) = (JupyterMessage::new(KernelInfoRequest {}, None), JupyterMessage::new(KernelInfoRequest {}, None));
+        let (bad, good) =
+            (JupyterMessage::new(KernelInfoRequest {}, None), JupyterMessage::new(KernelInfoRequest {}, None));
         let mut got = Vec::new();
         // A SUB socket receives only once its subscription reached the PUB: send pairs until
         // something comes through.
@@ -609,7 +611,10 @@ mod tests {
             conn.send(JupyterMessage::new(jupyter_protocol::Status::busy(), Some(parent))).await.expect("send");
             socket = Some(conn.socket);
         }
-        let m = tokio::time::timeout(Duration::from_secs(5), recv(&mut client, "iopub")).await.expect("in time").expect("read");
+        let m = tokio::time::timeout(Duration::from_secs(5), recv(&mut client, "iopub"))
+            .await
+            .expect("in time")
+            .expect("read");
         assert_eq!(m.parent_id, good.header.msg_id);
         assert_eq!(m.content["execution_state"], "busy");
     }

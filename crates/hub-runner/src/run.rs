@@ -252,7 +252,7 @@ fn conclude(
         p.notebook.add_error_banner(title, failed_cell, &message);
     }
     let mut message = message;
-    if let Err(e) = p.output.write(&p.notebook.to_bytes()) {
+    if let Err(e) = p.output.write_durable(&p.notebook.to_bytes()) {
         message = format!("{message}; and the output {} could not be written: {e}", p.output.path.display());
     }
     let e = finished(outcome, message, failed_cell, err, cells_run, clock);
