@@ -245,6 +245,18 @@ pub fn read_events(path: &Path, offset: u64) -> (Vec<Event>, Vec<String>, u64) {
     (events, other, at)
 }
 
+/// The last `max` bytes of the run log at `path` (all of it when shorter), as text (invalid
+/// UTF-8 replaced). The log is the hub's own file, root's, under `data_dir`.
+pub fn read_log_tail(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +294,8 @@ mod tests {
         assert_eq!(events, vec![done]);
         assert!(other.is_empty());
         assert_eq!(read_events(&dir.path().join("missing"), 7).2, 7);
+        let all = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(read_log_tail(&p, 1 << 20).expect("tail"), all);
+        assert_eq!(read_log_tail(&p, 5).expect("tail"), all[all.len() - 5..]);
     }
 }

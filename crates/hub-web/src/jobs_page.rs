@@ -617,10 +617,16 @@ async fn log(
     let Some(path) = run.log_path else {
         return error_page(StatusCode::NOT_FOUND, "No log", "This run never started, so it has no log.");
     };
-    match tokio::fs::read(&path).await {
-        Ok(b) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], String::from_utf8_lossy(&b).into_owned())
-            .into_response(),
-        Err(e) => error_page(StatusCode::NOT_FOUND, "No log", &format!("The run's log cannot be read: {e}")),
+    // Its last MiB, as the REST API gives it.
+    let read =
+        tokio::task::spawn_blocking(move || hub_servers::runs::read_log_tail(std::path::Path::new(&path), 1 << 20))
+            .await;
+    match read {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Ok(Err(e)) => error_page(StatusCode::NOT_FOUND, "No log", &format!("The run's log cannot be read: {e}")),
+        Err(e) => {
+            error_page(StatusCode::INTERNAL_SERVER_ERROR, "No log", &format!("The run's log cannot be read: {e}"))
+        }
     }
 }
 

@@ -303,14 +303,8 @@ pub(super) async fn log(
     let path = run.log_path.ok_or_else(|| ApiError::not_found("this run has no log (it never started)"))?;
     // The log is the hub's own file (root's, under data_dir), written by the runner through a
     // descriptor the hub opened.
-    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG_BYTES)))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+    let text = tokio::task::spawn_blocking(move || {
+        hub_servers::runs::read_log_tail(std::path::Path::new(&path), MAX_LOG_BYTES)
     })
     .await
     .map_err(ApiError::internal)?
