@@ -282,6 +282,24 @@ async fn overlap_limits_and_cancel() {
         wait_run(&base, &token, &ann.name, "queuer", second["id"].as_i64().expect("id"), &["succeeded", "failed"], 60)
             .await;
     assert_eq!(second["state"], "succeeded", "{second}");
+    // Ten "run now" at once: the store lets exactly one run in, the others are told why.
+    let (s, v) =
+        api(&base, Method::POST, &jobs, &token, Some(json!({"name": "burst", "notebook": "slow.ipynb"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let burst: Vec<_> = (0..10).map(|_| tokio::spawn(run_now("burst"))).collect();
+    let mut created = Vec::new();
+    for b in burst {
+        let (s, v) = b.await.expect("join");
+        match s {
+            201 => created.push(v["id"].as_i64().expect("id")),
+            409 => assert!(v["message"].as_str().unwrap_or_default().contains("burst"), "{v}"),
+            other => panic!("a parallel run now got {other}: {v}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one of ten parallel requests made a run");
+    assert_eq!(runs(&base, &token, &ann.name, "burst").await.len(), 1, "and the store holds one run");
+    let (s, _) = api(&base, Method::DELETE, &format!("{jobs}/burst/runs/{}", created[0]), &token, None).await;
+    assert!(s == 200 || s == 202, "cancel: {s}");
     hub.stop().await;
 }
 

@@ -127,6 +127,9 @@ pub struct Jobs {
     spawner: Arc<dyn Spawner>,
     /// Runs this hub process watches: run id → runner pid.
     watched: Mutex<HashMap<i64, u32>>,
+    /// Running runs whose cancel was asked for (a runner stopped before it could say so itself
+    /// is then recorded as cancelled, not failed).
+    cancelling: Mutex<std::collections::HashSet<i64>>,
     wake: Notify,
     /// The metrics.
     pub metrics: JobMetrics,
@@ -148,6 +151,7 @@ impl Jobs {
             launcher,
             spawner,
             watched: Mutex::new(HashMap::new()),
+            cancelling: Mutex::new(std::collections::HashSet::new()),
             wake: Notify::new(),
             metrics: JobMetrics::new(),
         })
@@ -413,6 +417,7 @@ impl Jobs {
             state::RUNNING => {
                 let pid = self.watched.lock().recover().get(&run.id).copied();
                 if let Some(pid) = pid {
+                    self.cancelling.lock().recover().insert(run.id);
                     tracing::info!(user = %run.username, run_id = run.id, pid, "cancelling a run");
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid as i32),
@@ -586,11 +591,17 @@ impl Jobs {
                         Some(serde_json::json!({"ename": ename, "evalue": evalue, "traceback": traceback}).to_string());
                 }
             }
+            // SIGTERM reached the runner before it could handle it (just after its start).
+            _ if self.cancelling.lock().recover().contains(&run.id) => {
+                run.state = state::CANCELLED.into();
+                run.message = Some(format!("cancelled as it was starting (the runner {how})"));
+            }
             _ => {
                 run.state = state::FAILED.into();
                 run.message = Some(format!("the runner ended without a result ({how}); see the run's log"));
             }
         }
+        self.cancelling.lock().recover().remove(&run.id);
         run.ended = Some(unix_now());
         run.pid = None;
         self.store.update_run(&run).await?;
