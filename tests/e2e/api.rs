@@ -284,6 +284,13 @@ async fn tokens_never_exceed_their_owner_and_services_keep_their_scopes() {
     assert!(v["message"].as_str().expect("m").contains("not held by the owner"), "{v}");
     let (s, v) = api(hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": ["read:userz"]}))).await;
     assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().expect("m").contains("unknown scope"), "{v}");
+    // A JupyterHub scope the hub does not implement is named as such, not as unknown.
+    for unsupported in ["shares", "access:services", "admin:services", "read:servers!group=team"] {
+        let (s, v) = api(hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": [unsupported]}))).await;
+        let m = v["message"].as_str().expect("m");
+        assert!(s == 400 && m.contains("not supported") && !m.contains("unknown"), "{unsupported}: {v}");
+    }
     let (s, v) =
         api(hub, Method::POST, &bob_tokens, t, Some(json!({"scopes": [format!("read:users!user={}", bob.name)]})))
             .await;
@@ -312,6 +319,26 @@ async fn tokens_never_exceed_their_owner_and_services_keep_their_scopes() {
     let (s, _) =
         api(hub, Method::PATCH, &format!("/hub/api/users/{}", bob.name), sv, Some(json!({"admin": true}))).await;
     assert_eq!(s, 403);
+
+    // -- GET /hub/api/services in JupyterHub's service model: an admin reads the models, the
+    //    dashboard service (no list:services) is refused, bob's token may not see them.
+    let (s, v) = api(hub, Method::GET, "/hub/api/services", t, None).await;
+    assert_eq!(s, 200, "{v}");
+    let d = &v["dashboard"];
+    assert_eq!(
+        (d["kind"].as_str(), d["name"].as_str(), d["admin"].as_bool()),
+        (Some("service"), Some("dashboard"), Some(false)),
+        "{v}"
+    );
+    for field in ["roles", "url", "prefix", "command", "pid", "info", "display"] {
+        assert!(d.get(field).is_some(), "{field} in the service model: {v}");
+    }
+    let (s, v) = api(hub, Method::GET, "/hub/api/services/dashboard", t, None).await;
+    assert_eq!((s, v["name"].as_str()), (200, Some("dashboard")), "{v}");
+    let (s, v) = api(hub, Method::GET, "/hub/api/services/nosuch", t, None).await;
+    assert_eq!((s, v["message"].as_str()), (404, Some("No such service: nosuch")), "{v}");
+    assert_eq!(api(hub, Method::GET, "/hub/api/services", sv, None).await.0, 403);
+    assert_eq!(api(hub, Method::GET, "/hub/api/services", b, None).await.0, 403);
     w.hub.stop().await;
 }
 

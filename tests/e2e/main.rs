@@ -10,6 +10,7 @@ mod kerberos_login;
 mod lifecycle;
 mod limits;
 mod nginx;
+mod parity;
 mod postgres;
 mod renewer;
 mod runs;

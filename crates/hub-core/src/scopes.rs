@@ -11,42 +11,111 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-/// Every scope name the hub understands (besides `self` and `inherit`).
-pub const KNOWN: &[&str] = &[
-    "admin-ui",
-    "admin:users",
-    "admin:auth_state",
-    "users",
-    "delete:users",
-    "list:users",
-    "read:users",
-    "read:users:name",
-    "read:users:groups",
-    "read:users:activity",
-    "users:activity",
-    "read:roles",
-    "read:roles:users",
-    "read:roles:groups",
-    "admin:servers",
-    "admin:server_state",
-    "servers",
-    "read:servers",
-    "delete:servers",
-    "access:servers",
-    "tokens",
-    "read:tokens",
-    "admin:groups",
-    "groups",
-    "read:groups",
-    "read:groups:name",
-    "list:groups",
-    "delete:groups",
-    "read:metrics",
-    "read:hub",
-    "proxy",
-    "shutdown",
-    JOBS,
-    READ_JOBS,
+/// One scope of JupyterHub's table (`scope_definitions` in `jupyterhub/scopes.py`, JupyterHub
+/// 6): its name, the description JupyterHub gives (shown on the token page), and the scopes
+/// directly below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeDef {
+    /// e.g. `read:servers`.
+    pub name: &'static str,
+    /// What it allows, in JupyterHub's words.
+    pub description: &'static str,
+    /// The scopes it includes directly.
+    pub subscopes: &'static [&'static str],
+}
+
+const fn def(name: &'static str, description: &'static str, subscopes: &'static [&'static str]) -> ScopeDef {
+    ScopeDef { name, description, subscopes }
+}
+
+/// Every scope the hub implements, in `jupyterhub/scopes.py`'s order and with its hierarchy,
+/// followed by the hub's own `custom:` scopes. A scope JupyterHub defines that the hub does
+/// not implement is in [`UNSUPPORTED`] instead, so a token asking for it is told so.
+pub const TABLE: &[ScopeDef] = &[
+    def("admin-ui", "Access the admin page.", &[]),
+    def(
+        "admin:users",
+        "Read, modify, create, and delete users and their authentication state, not including their servers or tokens.",
+        &["admin:auth_state", "users", "read:roles:users", "delete:users"],
+    ),
+    def("admin:auth_state", "Read a user's authentication state.", &[]),
+    def(
+        "users",
+        "Read and write permissions to user models (excluding servers, tokens and authentication state).",
+        &["read:users", "list:users", "users:activity"],
+    ),
+    def("delete:users", "Delete users.", &[]),
+    def("list:users", "List users, including at least their names.", &["read:users:name"]),
+    def(
+        "read:users",
+        "Read user models (including the URL of the default server if it is running).",
+        &["read:users:name", "read:users:groups", "read:users:activity"],
+    ),
+    def("read:users:name", "Read names of users.", &[]),
+    def("read:users:groups", "Read users' group membership.", &[]),
+    def("read:users:activity", "Read time of last user activity.", &[]),
+    def("read:roles", "Read role assignments.", &["read:roles:users", "read:roles:services", "read:roles:groups"]),
+    def("read:roles:users", "Read user role assignments.", &[]),
+    def("read:roles:services", "Read service role assignments.", &[]),
+    def("read:roles:groups", "Read group role assignments.", &[]),
+    def("users:activity", "Update time of last user activity.", &["read:users:activity"]),
+    def(
+        "admin:servers",
+        "Read, start, stop, create and delete user servers and their state.",
+        &["admin:server_state", "servers"],
+    ),
+    def("admin:server_state", "Read and write users' server state.", &[]),
+    def("servers", "Start and stop user servers.", &["read:servers", "start:servers", "delete:servers"]),
+    def(
+        "read:servers",
+        "Read users' names and their server models (excluding the server state).",
+        &["read:users:name"],
+    ),
+    def("start:servers", "Start and edit users' servers.", &[]),
+    def("delete:servers", "Stop and delete users' servers.", &[]),
+    def("tokens", "Read, write, create and delete user tokens.", &["read:tokens"]),
+    def("read:tokens", "Read user tokens.", &[]),
+    def(
+        "admin:groups",
+        "Read and write group information, create and delete groups.",
+        &["groups", "read:roles:groups", "delete:groups"],
+    ),
+    def(
+        "groups",
+        "Read and write group information, including adding/removing any users to/from groups.",
+        &["read:groups", "list:groups"],
+    ),
+    def("list:groups", "List groups, including at least their names.", &["read:groups:name"]),
+    def("read:groups", "Read group models.", &["read:groups:name"]),
+    def("read:groups:name", "Read group names.", &[]),
+    def("delete:groups", "Delete groups.", &[]),
+    def("list:services", "List services, including at least their names.", &["read:services:name"]),
+    def("read:services", "Read service models.", &["read:services:name"]),
+    def("read:services:name", "Read service names.", &[]),
+    def("read:hub", "Read detailed information about the Hub.", &[]),
+    def("access:servers", "Access user servers via API or browser.", &[]),
+    def(
+        "proxy",
+        "Read information about the proxy's routing table, sync the Hub with the proxy and notify the Hub about a new proxy.",
+        &[],
+    ),
+    def("shutdown", "Shutdown the hub.", &[]),
+    def("read:metrics", "Read prometheus metrics.", &[]),
+    def(JOBS, "Create, change, run, cancel and delete notebook jobs and their runs (this hub's own).", &[READ_JOBS]),
+    def(READ_JOBS, "Read notebook jobs, their runs, run logs and outputs (this hub's own).", &[]),
+];
+
+/// Scopes JupyterHub defines that this hub does not implement, with why; asking for one is
+/// refused with that reason rather than "unknown scope".
+pub const UNSUPPORTED: &[(&str, &str)] = &[
+    ("admin:services", "services are declared in hub.toml ([[services]]), not created through the API"),
+    ("access:services", "the hub does not proxy services; a service is reached at its own address"),
+    ("shares", "sharing a server with another user is not supported (docs/security.md says why)"),
+    ("read:shares", "sharing a server with another user is not supported (docs/security.md says why)"),
+    ("users:shares", "sharing a server with another user is not supported (docs/security.md says why)"),
+    ("read:users:shares", "sharing a server with another user is not supported (docs/security.md says why)"),
+    ("groups:shares", "sharing a server with another user is not supported (docs/security.md says why)"),
+    ("read:groups:shares", "sharing a server with another user is not supported (docs/security.md says why)"),
 ];
 
 /// Managing a user's notebook jobs and runs (create, change, run, cancel, delete). JupyterHub
@@ -55,13 +124,16 @@ pub const JOBS: &str = "custom:jobs";
 /// Reading a user's jobs, runs, run logs and outputs.
 pub const READ_JOBS: &str = "custom:jobs:read";
 
-/// The scopes the JupyterHub `admin` role holds.
+/// The scopes the JupyterHub `admin` role holds (`jupyterhub/roles.py`), less the ones in
+/// [`UNSUPPORTED`], plus [`JOBS`].
 pub const ADMIN_ROLE: &[&str] = &[
     "admin-ui",
     "admin:users",
     "admin:servers",
     "tokens",
     "admin:groups",
+    "list:services",
+    "read:services",
     "read:hub",
     "proxy",
     "shutdown",
@@ -71,24 +143,18 @@ pub const ADMIN_ROLE: &[&str] = &[
     JOBS,
 ];
 
+/// What the `self` metascope stands for, before the owner's `!user=` filter is applied
+/// (`_expand_self_scope` in `jupyterhub/scopes.py`, less the shares scopes), plus [`JOBS`].
+pub const SELF_SCOPES: &[&str] = &["read:users", "users:activity", "servers", "tokens", "access:servers", JOBS];
+
+/// The definition of `name`, if the hub implements it.
+pub fn definition(name: &str) -> Option<&'static ScopeDef> {
+    TABLE.iter().find(|d| d.name == name)
+}
+
 /// The scopes directly below `name` in JupyterHub's hierarchy.
 pub fn subscopes(name: &str) -> &'static [&'static str] {
-    match name {
-        "admin:users" => &["admin:auth_state", "users", "read:roles:users", "delete:users"],
-        "users" => &["read:users", "list:users", "users:activity"],
-        "read:users" => &["read:users:name", "read:users:groups", "read:users:activity"],
-        "users:activity" => &["read:users:activity"],
-        "read:roles" => &["read:roles:users", "read:roles:groups"],
-        "admin:servers" => &["admin:server_state", "servers"],
-        "servers" => &["read:servers", "delete:servers"],
-        "read:servers" => &["read:users:name"],
-        "tokens" => &["read:tokens"],
-        "admin:groups" => &["groups", "read:roles:groups", "delete:groups"],
-        "groups" => &["read:groups", "list:groups"],
-        "read:groups" => &["read:groups:name"],
-        JOBS => &[READ_JOBS],
-        _ => &[],
-    }
+    definition(name).map_or(&[], |d| d.subscopes)
 }
 
 /// Which objects a scope applies to.
@@ -118,7 +184,7 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A scope as written: a name from [`KNOWN`], `self` or `inherit`, with an optional filter.
+/// A scope as written: a name from [`TABLE`], `self` or `inherit`, with an optional filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requested {
     /// The name as written (`self`, `inherit` or a known scope).
@@ -151,6 +217,9 @@ pub enum ScopeError {
     /// Not a scope name the hub knows.
     #[error("unknown scope {0:?}; see docs/api.md for the scopes this hub understands")]
     Unknown(String),
+    /// A JupyterHub scope this hub does not implement (shares, service management, ...).
+    #[error("scope {0:?} is not supported by this hub: {1}")]
+    NotSupported(String, &'static str),
 }
 
 /// Parses one scope string. Errors say what is wrong, e.g. `unknown scope "read:userz"`.
@@ -164,6 +233,11 @@ pub fn parse(s: &str) -> Result<Requested, ScopeError> {
                 u.strip_suffix('/')
                     .filter(|u| !u.contains('/'))
                     .ok_or_else(|| ScopeError::NamedServer(s.to_string()))?
+            } else if f.starts_with("group=") || f.starts_with("service=") {
+                return Err(ScopeError::NotSupported(
+                    s.to_string(),
+                    "only !user=NAME and !server=NAME/ filters are implemented, not !group= or !service=",
+                ));
             } else {
                 return Err(ScopeError::UnsupportedFilter(s.to_string()));
             };
@@ -176,7 +250,10 @@ pub fn parse(s: &str) -> Result<Requested, ScopeError> {
     if name == "inherit" && filter != Filter::All {
         return Err(ScopeError::FilteredInherit);
     }
-    if name != "self" && name != "inherit" && !KNOWN.contains(&name) {
+    if let Some((_, why)) = UNSUPPORTED.iter().find(|(n, _)| *n == name) {
+        return Err(ScopeError::NotSupported(name.to_string(), why));
+    }
+    if name != "self" && name != "inherit" && definition(name).is_none() {
         return Err(ScopeError::Unknown(name.to_string()));
     }
     Ok(Requested { name: name.to_string(), filter })
@@ -239,7 +316,7 @@ impl ScopeSet {
         match r.name.as_str() {
             "self" => {
                 if let Some(me) = owner {
-                    for s in ["users", "servers", "tokens", "access:servers", "read:users:groups", JOBS] {
+                    for s in SELF_SCOPES {
                         self.insert_tree(s, &Filter::User(me.to_string()));
                     }
                 }
@@ -301,9 +378,31 @@ mod tests {
         assert_eq!(parse("servers!server=ann/").expect("ok").filter, Filter::User("ann".into()));
         assert!(parse("read:userz").expect_err("unknown").to_string().contains("unknown scope"));
         assert!(parse("servers!server=ann/gpu").expect_err("named").to_string().contains("default server"));
-        assert!(parse("servers!group=x").expect_err("group").to_string().contains("unsupported filter"));
+        assert!(parse("servers!team=x").expect_err("filter").to_string().contains("unsupported filter"));
         assert!(parse("servers!user=").is_err());
+        let e = parse("shares!user=ann").expect_err("shares").to_string();
+        assert!(e.contains("not supported") && e.contains("sharing"), "{e}");
+        let e = parse("read:servers!group=team").expect_err("group filter").to_string();
+        assert!(e.contains("not supported") && e.contains("!group="), "{e}");
+        assert!(parse("start:servers!user=ann").is_ok() && parse("list:services").is_ok());
         assert!(parse("inherit!user=ann").is_err());
+    }
+
+    #[test]
+    fn the_table_is_closed_and_acyclic() {
+        for d in TABLE {
+            for sub in d.subscopes {
+                assert!(definition(sub).is_some(), "{} names {sub}, which is not in the table", d.name);
+            }
+            assert!(!UNSUPPORTED.iter().any(|(n, _)| *n == d.name), "{} is both", d.name);
+        }
+        for s in ADMIN_ROLE.iter().chain(SELF_SCOPES) {
+            assert!(definition(s).is_some(), "{s}");
+        }
+        // JupyterHub 6: `servers` includes `start:servers`; `list:users` includes the names.
+        let s = ScopeSet::expand(&req(&["servers", "list:users"]), None);
+        assert!(s.allows("start:servers", Some("x")) && s.allows("read:users:name", Some("x")));
+        assert!(ScopeSet::for_user("ann", false).allows("read:users:groups", Some("ann")));
     }
 
     #[test]

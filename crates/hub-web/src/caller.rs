@@ -6,6 +6,8 @@
 //! prefix (the norm for high-entropy tokens); service tokens are read once at start from a
 //! root-only file or an environment variable. A token's expiry is checked on every use; its
 //! last use is written at most once a minute.
+//!
+//! Users' tokens are cached in memory ([`crate::token_cache::TokenCache`]) as sessions are.
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use sha2::{Digest, Sha256};
@@ -21,7 +23,27 @@ use crate::state::AppState;
 /// Characters of a token kept in clear to narrow the lookup.
 pub const PREFIX_LEN: usize = 4;
 /// A token's last use is written at most this often (seconds).
-const TOUCH_INTERVAL: i64 = 60;
+const TOUCH_INTERVAL: i64 = crate::token_cache::FRESH_FOR;
+/// The token of an `Authorization: token <T>` or `Authorization: Bearer <T>` header; `None`
+/// without the header, `Some(Err)` for another form.
+pub fn token_in(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the Authorization header must be `token <API token>` or `Bearer <API token>`",
+                )
+            }),
+    )
+}
 
 /// The hex SHA-256 of `token`.
 pub fn hash(token: &str) -> String {
@@ -59,6 +81,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who, for log lines: the user's name, or `service:<name>`.
+    pub fn label(&self) -> String {
+        match &self.identity {
+            Identity::User { name, .. } => name.clone(),
+            Identity::Service { name } => format!("service:{name}"),
+        }
+    }
+
     /// `Ok` if the caller holds `scope` (for `user`, if given); else 404 when the caller may
     /// not even see `user`, 403 otherwise.
     pub fn require(&self, scope: &str, user: Option<&str>) -> Result<(), ApiError> {
@@ -99,21 +129,8 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
 /// Authenticates an API request: a token in `Authorization`, else the session cookie (with
 /// the XSRF and origin checks for state-changing methods). Errors are 403, as JupyterHub's.
 pub async fn authenticate(app: &AppState, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer")).then(|| rest.trim())
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the Authorization header must be `token <API token>` or `Bearer <API token>`",
-                )
-            })?;
-        return caller_for_token(app, token).await;
+    if let Some(token) = token_in(headers) {
+        return caller_for_token(app, token?).await;
     }
     let Some(session) = app.session_of(headers).await else {
         return Err(ApiError::new(
@@ -156,8 +173,21 @@ pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, Api
             });
         }
     }
-    let hex_digest = hex::encode(digest);
     let now = unix_now();
+    match app.tokens.get(&digest, now) {
+        Some(Some(e)) => {
+            return Ok(Caller {
+                identity: Identity::User { name: e.user, admin: e.admin },
+                scopes: e.scopes,
+                token_id: Some(e.token_id),
+                session_id: None,
+            });
+        }
+        Some(None) => return Err(invalid()),
+        None => {}
+    }
+    let epoch = app.tokens.epoch();
+    let hex_digest = hex::encode(digest);
     let found = app
         .store
         .tokens_with_prefix(&token[..PREFIX_LEN])
@@ -174,10 +204,18 @@ pub async fn caller_for_token(app: &AppState, token: &str) -> Result<Caller, Api
     let admin = app.is_admin(&t.username).await;
     let owner = ScopeSet::for_user(&t.username, admin);
     let requested = scopes::parse_all(&t.scopes).map_err(ApiError::internal)?;
-    Ok(Caller {
+    let entry = crate::token_cache::Entry {
+        user: t.username.clone(),
+        admin,
         scopes: ScopeSet::for_token(&requested, &t.username, &owner),
-        identity: Identity::User { name: t.username.clone(), admin },
-        token_id: Some(format!("a{}", t.id)),
+        token_id: format!("a{}", t.id),
+        expires_at: t.expires_at,
+    };
+    app.tokens.put(digest, &entry, now, epoch);
+    Ok(Caller {
+        identity: Identity::User { name: entry.user, admin },
+        scopes: entry.scopes,
+        token_id: Some(entry.token_id),
         session_id: None,
     })
 }

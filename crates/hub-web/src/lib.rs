@@ -19,6 +19,7 @@ pub mod guard;
 pub mod html;
 pub mod progress;
 pub mod state;
+pub mod token_cache;
 
 pub mod api;
 pub mod jobs_page;

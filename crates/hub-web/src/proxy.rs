@@ -3,7 +3,10 @@
 //! `transport = "tcp"`). The bytes themselves move in `hub_net::upstream`.
 //!
 //! Invariant: a request reaches `<name>`'s server only if it carries a valid session for
-//! `<name>` (another user: 403; no session: a redirect to the login page with `next`). The
+//! `<name>`, or a hub API token whose scopes hold `access:servers` for `<name>`'s server (as
+//! JupyterHub's single-user servers accept; the token is never forwarded); otherwise: another
+//! user's session 403, a token without the scope 403 in JSON, nothing: a redirect to the login
+//! page with `next`. The
 //! hub's session cookie is removed and the server's token injected (`Authorization: token`),
 //! hop-by-hop headers (RFC 9110 §7.6.1) are stripped both ways, `X-Forwarded-For/-Proto/-Host`
 //! are set, and bodies stream through unbuffered on the browser connection's own upstream
@@ -75,7 +78,35 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         Some(c) => app.sessions.check_cookie_header(c, unix_now(), name).await,
         None => SessionCheck::NoSession,
     };
+    // Not the owner's browser: an API token with `access:servers` for this server will do
+    // (JupyterHub's single-user servers accept them), checked against the store through the
+    // token cache and never forwarded. Such a request is not a browser's: no XSRF or Origin.
+    let mut by_token = false;
+    if check != SessionCheck::Owner
+        && let Some(token) = crate::caller::token_in(req.headers())
+    {
+        let caller = match token {
+            Ok(t) => crate::caller::caller_for_token(app, t).await,
+            Err(e) => Err(e),
+        };
+        match caller {
+            Ok(c) if c.scopes.allows("access:servers", Some(name)) => by_token = true,
+            Ok(c) => {
+                tracing::warn!(caller = %c.label(), route = %name, path = %path,
+                    "refused: a token without access:servers for this server");
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("this token does not hold access:servers!server={name}/; create a token with that scope"),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(route = %name, path = %path, "refused: an invalid API token");
+                return e.into_response();
+            }
+        }
+    }
     match check {
+        _ if by_token => {}
         SessionCheck::Owner => {}
         SessionCheck::NoSession => {
             if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) {
@@ -89,7 +120,7 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         }
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if state_changing || is_upgrade(req.headers()) {
+    if !by_token && (state_changing || is_upgrade(req.headers())) {
         let proof = if state_changing { XsrfProof::DoubleSubmit { query: uri.query() } } else { XsrfProof::OriginOnly };
         let what = format_args!("{} {path} (user {name})", req.method());
         if let Err(refusal) = guard::check(app, req.headers(), proof, what) {

@@ -40,6 +40,8 @@ pub struct App {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Prometheus collectors for `/hub/metrics`.
     pub metrics: crate::collectors::Metrics,
+    /// Users' API tokens recently found in the store.
+    pub tokens: crate::token_cache::TokenCache,
     /// `[[services]]` with their tokens read (hashed).
     pub services: Vec<hub_auth::service::ServiceToken>,
     /// The background check of the servers a previous hub left running; `serve_state`

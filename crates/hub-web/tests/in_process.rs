@@ -195,6 +195,7 @@ impl TestHub {
         let auth = Arc::new(FakeAuthenticator([("ann", "right-password")].into()));
         let state = AppState(Arc::new(App {
             metrics,
+            tokens: Default::default(),
             services: Vec::new(),
             config,
             store,
@@ -321,11 +322,10 @@ async fn api_scopes_follow_the_user_filter() {
     let (status, _, body) = hub.send(api("/hub/api/users/bob", &ann)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).expect("a JSON body")["status"], 404);
-    // A plain user's list:users is filtered to themselves (`self`), so the list has only ann.
+    // A plain user may not list users (JupyterHub's `self` has no list:users).
     let (status, _, body) = hub.send(api("/hub/api/users", &ann)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).expect("a JSON body");
-    assert_eq!(listed.iter().map(|u| u["name"].clone()).collect::<Vec<_>>(), vec![serde_json::json!("ann")]);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("list:users"), "{body}");
     // An admin sees both.
     let admin = hub.session("root-admin", true).await;
     let (status, _, body) = hub.send(api("/hub/api/users", &admin)).await;
@@ -395,6 +395,92 @@ async fn the_proxy_routes_only_the_owner_to_the_server() {
     let req = get("/user/ann/%2e%2e/bob/").header(header::COOKIE, &ann).body(Body::empty()).expect("a valid request");
     let (status, _, _) = hub.send(req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+impl TestHub {
+    /// A new API token of `user` made with their session `cookie` through the REST API;
+    /// returns `(id, token)`.
+    async fn token(&self, cookie: &str, user: &str, body: serde_json::Value) -> (String, String) {
+        let session = self.state.sessions.from_cookie_header(cookie, hub_core::unix_now()).await.expect("session");
+        let req = Request::post(format!("/hub/api/users/{user}/tokens"))
+            .header(header::COOKIE, cookie)
+            .header(header::ORIGIN, PUBLIC_URL)
+            .header("x-xsrftoken", self.state.sessions.xsrf_token(&session))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("a valid request");
+        let (status, _, body) = self.send(req).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        (v["id"].as_str().expect("id").into(), v["token"].as_str().expect("token").into())
+    }
+}
+
+/// JupyterHub's single-user servers accept an API token with `access:servers` for them; so
+/// does the proxy: without a cookie, without XSRF or Origin, never forwarding the token
+/// (the fake server answers only to its own token), and honouring scope, revocation and
+/// expiry at once despite the token cache.
+#[tokio::test]
+async fn the_proxy_accepts_api_tokens_with_access_servers_for_that_server() {
+    let hub = TestHub::new().await;
+    let ann = hub.session("ann", false).await;
+    let bob = hub.session("bob", false).await;
+    hub.running_server("ann").await;
+    let (access_id, access) =
+        hub.token(&ann, "ann", serde_json::json!({"scopes": ["access:servers!server=ann/"]})).await;
+    let (_, read_only) = hub.token(&ann, "ann", serde_json::json!({"scopes": ["read:users!user=ann"]})).await;
+    let (_, bobs) = hub.token(&bob, "bob", serde_json::json!({})).await;
+    let (_, short) =
+        hub.token(&ann, "ann", serde_json::json!({"expires_in": 1, "scopes": ["access:servers!user=ann"]})).await;
+    let with = |method: &str, scheme: &str, token: &str| {
+        Request::builder()
+            .method(method)
+            .uri("/user/ann/api/contents/x.ipynb")
+            .header(header::AUTHORIZATION, format!("{scheme} {token}"))
+            .body(Body::from(if method == "PUT" { "{}" } else { "" }))
+            .expect("a valid request")
+    };
+    for (method, scheme) in [("GET", "token"), ("GET", "Bearer"), ("PUT", "token")] {
+        let (status, _, body) = hub.send(with(method, scheme, &access)).await;
+        assert_eq!(status, StatusCode::OK, "{method} {scheme}: {body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(
+            (echo["method"].as_str(), echo["path"].as_str()),
+            (Some(method), Some("/user/ann/api/contents/x.ipynb"))
+        );
+    }
+    let (status, _, body) = hub.send(with("GET", "token", &short)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Without the scope, another user's token, a token that is no token: 403 in JSON.
+    for (token, why) in [
+        (&read_only, "access:servers!server=ann/"),
+        (&bobs, "access:servers!server=ann/"),
+        (&"f".repeat(48), "invalid"),
+    ] {
+        let (status, _, body) = hub.send(with("GET", "token", token)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert!(v["status"] == 403 && v["message"].as_str().expect("message").contains(why), "{v}");
+    }
+    // Revoked: refused on the next request, although the answer was cached.
+    let req = Request::delete(format!("/hub/api/users/ann/tokens/{access_id}"))
+        .header(header::AUTHORIZATION, format!("token {access}"))
+        .body(Body::empty())
+        .expect("a valid request");
+    let (status, _, body) = hub.send(req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "access:servers alone cannot revoke tokens (or see ann): {body}");
+    let session = hub.state.sessions.from_cookie_header(&ann, hub_core::unix_now()).await.expect("session");
+    let req = Request::delete(format!("/hub/api/users/ann/tokens/{access_id}"))
+        .header(header::COOKIE, &ann)
+        .header(header::ORIGIN, PUBLIC_URL)
+        .header("x-xsrftoken", hub.state.sessions.xsrf_token(&session))
+        .body(Body::empty())
+        .expect("a valid request");
+    assert_eq!(hub.send(req).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(hub.send(with("GET", "token", &access)).await.0, StatusCode::FORBIDDEN, "revoked");
+    // Expired: refused although it was cached a moment ago.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(hub.send(with("GET", "token", &short)).await.0, StatusCode::FORBIDDEN, "expired");
 }
 
 #[tokio::test]

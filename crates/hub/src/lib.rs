@@ -132,6 +132,7 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
     let metrics = metrics::Metrics::new(&servers.spawn_duration, jobs.metrics.collectors());
     Ok(hub_web::state::AppState(Arc::new(hub_web::state::App {
         metrics,
+        tokens: Default::default(),
         services,
         config,
         store,

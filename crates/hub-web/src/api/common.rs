@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use hub_store::{TokenRecord, UserRecord};
 
-use crate::caller::{Caller, Identity};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -122,13 +121,6 @@ pub(super) fn iso_opt(unix: Option<i64>) -> Value {
 
 pub(super) async fn user_or_404(app: &AppState, name: &str) -> Result<UserRecord, ApiError> {
     app.store.get_user(name).await?.ok_or_else(|| ApiError::not_found(format!("No such user: {name}")))
-}
-
-pub(super) fn caller_name(c: &Caller) -> String {
-    match &c.identity {
-        Identity::User { name, .. } => name.clone(),
-        Identity::Service { name } => format!("service:{name}"),
-    }
 }
 
 /// For [`tokens`]: a token's API model (`"a<id>"` ids, RFC 3339 times).

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
 
-use super::common::{ApiResult, ListQuery, caller_name, iso, iso_opt, page_bounds, paginate, user_or_404};
+use super::common::{ApiResult, ListQuery, iso, iso_opt, page_bounds, paginate, user_or_404};
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -171,7 +171,7 @@ pub(super) async fn create(
     };
     let user = home_of(&name).await?;
     let job = app.jobs.create(&user, &job_name, fields).await?;
-    tracing::info!(by = %caller_name(&caller), user = %name, job = %job_name, "job created");
+    tracing::info!(by = %caller.label(), user = %name, job = %job_name, "job created");
     Ok((StatusCode::CREATED, axum::Json(job_model(&app, &job))).into_response())
 }
 
@@ -201,7 +201,7 @@ pub(super) async fn patch(
     let changes = object(&bytes)?;
     let user = home_of(&name).await?;
     let job = app.jobs.update(&user, job, changes).await?;
-    tracing::info!(by = %caller_name(&caller), user = %name, job = %job.name, paused = job.paused, "job changed");
+    tracing::info!(by = %caller.label(), user = %name, job = %job.name, paused = job.paused, "job changed");
     Ok(axum::Json(job_model(&app, &job)).into_response())
 }
 
@@ -216,7 +216,7 @@ pub(super) async fn delete(
     caller.require(JOBS, Some(&name))?;
     let job = job_or_404(&app, &name, &job).await?;
     app.jobs.delete(&job).await?;
-    tracing::info!(by = %caller_name(&caller), user = %name, job = %job.name, "job deleted");
+    tracing::info!(by = %caller.label(), user = %name, job = %job.name, "job deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -231,7 +231,7 @@ pub(super) async fn run_now(
     caller.require(JOBS, Some(&name))?;
     let job = job_or_404(&app, &name, &job).await?;
     let run = app.jobs.run_now(&job).await?;
-    tracing::info!(by = %caller_name(&caller), user = %name, job = %job.name, run_id = run.id, "run requested");
+    tracing::info!(by = %caller.label(), user = %name, job = %job.name, run_id = run.id, "run requested");
     let home = LinuxUser::lookup_async(&name).await.ok().map(|u| u.home);
     Ok((StatusCode::CREATED, axum::Json(run_model(&job.name, home.as_deref(), &run))).into_response())
 }
@@ -281,7 +281,7 @@ pub(super) async fn cancel(
     let run = run_or_404(&app, &job, &id).await?;
     let was_running = run.state == hub_jobs::scheduler::state::RUNNING;
     let run = app.jobs.cancel(run).await?;
-    tracing::info!(by = %caller_name(&caller), user = %name, job = %job.name, run_id = run.id, "run cancel requested");
+    tracing::info!(by = %caller.label(), user = %name, job = %job.name, run_id = run.id, "run cancel requested");
     let home = LinuxUser::lookup_async(&name).await.ok().map(|u| u.home);
     let status = if was_running { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, axum::Json(run_model(&job.name, home.as_deref(), &run))).into_response())

@@ -15,7 +15,7 @@ mod common;
 pub mod jobs;
 pub mod tokens;
 
-use common::{ApiResult, ListQuery, body, caller_name, iso, iso_opt, page_bounds, paginate, user_or_404};
+use common::{ApiResult, ListQuery, body, iso, iso_opt, page_bounds, paginate, user_or_404};
 
 use std::time::Duration;
 
@@ -97,6 +97,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/groups/{name}", get(get_group).post(create_group).delete(delete_group))
         .route("/groups/{name}/users", axum::routing::post(add_group_users).delete(remove_group_users))
         .route("/proxy", get(proxy_routes))
+        .route("/services", get(list_services))
+        .route("/services/{name}", get(get_service))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
         .layer(axum::middleware::map_response(crate::error::json_errors))
@@ -378,7 +380,7 @@ async fn create_users(State(app): State<AppState>, caller: Caller, raw: Bytes) -
     }
     let mut out = Vec::with_capacity(created.len());
     for n in created {
-        tracing::info!(user = %n, admin = req.admin, by = %caller_name(&caller), "user created through the API");
+        tracing::info!(user = %n, admin = req.admin, by = %caller.label(), "user created through the API");
         let u = UserRecord { name: n, admin: req.admin, created: now, last_activity: None, groups: Vec::new() };
         out.push(user_model(&app, &u, &caller, false).await);
     }
@@ -417,7 +419,7 @@ async fn create_user(State(app): State<AppState>, caller: Caller, Path(name): Pa
     if !app.store.create_user(&name, req.admin, unix_now()).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("User {name} already exists")));
     }
-    tracing::info!(user = %name, admin = req.admin, by = %caller_name(&caller), "user created through the API");
+    tracing::info!(user = %name, admin = req.admin, by = %caller.label(), "user created through the API");
     let u = user_or_404(&app, &name).await?;
     Ok((StatusCode::CREATED, axum::Json(user_model(&app, &u, &caller, false).await)).into_response())
 }
@@ -443,10 +445,11 @@ async fn patch_user(State(app): State<AppState>, caller: Caller, Path(name): Pat
     }
     if let Some(admin) = req.admin {
         app.store.set_admin(&name, admin).await?;
+        app.tokens.revoke_all();
         if !admin && app.config.auth.admin_users.contains(&name) {
             tracing::warn!(user = %name, "admin flag cleared, but [auth] admin_users still lists the user");
         }
-        tracing::info!(user = %name, admin, by = %caller_name(&caller), "admin flag changed through the API");
+        tracing::info!(user = %name, admin, by = %caller.label(), "admin flag changed through the API");
     }
     let u = user_or_404(&app, &name).await?;
     Ok(axum::Json(user_model(&app, &u, &caller, false).await).into_response())
@@ -475,20 +478,21 @@ async fn delete_user(State(app): State<AppState>, caller: Caller, Path(name): Pa
     // catches a session a login made in between.
     let revoked = app.sessions.revoke_all(&name).await?;
     app.store.delete_user(&name).await?;
+    app.tokens.revoke_all();
     app.sessions.revoke_all(&name).await?;
     // The record is gone either way; files left behind are the hub's own and harmless, so a
     // failure here is logged rather than answered.
     if let Err(e) = app.servers.remove_user_files(&name).await {
         tracing::warn!(user = %name, error = %e, "could not remove the deleted user's socket directory or kernelspecs");
     }
-    tracing::info!(user = %name, by = %caller_name(&caller), revoked_sessions = revoked, "user deleted through the API");
+    tracing::info!(user = %name, by = %caller.label(), revoked_sessions = revoked, "user deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- servers -------------------------------------------------------------------------------
 
 async fn start_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
-    caller.require("servers", Some(&name))?;
+    caller.require("start:servers", Some(&name))?;
     let _options: serde_json::Map<String, Value> = body(&raw)?;
     user_or_404(&app, &name).await?;
     match app.servers.snapshot(&name).state {
@@ -509,7 +513,7 @@ async fn start_server(State(app): State<AppState>, caller: Caller, Path(name): P
         let answer = ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response();
         return Ok(crate::error::with_retry_after(answer, refused.retry_after()));
     }
-    tracing::info!(user = %name, by = %caller_name(&caller), "server start requested through the API");
+    tracing::info!(user = %name, by = %caller.label(), "server start requested through the API");
     let outcome = tokio::time::timeout(SLOW_TIMEOUT, async {
         loop {
             let st = rx.borrow_and_update().clone();
@@ -544,7 +548,7 @@ async fn stop_server(State(app): State<AppState>, caller: Caller, Path(name): Pa
         _ => {}
     }
     let user = LinuxUser::lookup_async(&name).await.map_err(ApiError::internal)?;
-    tracing::info!(user = %name, by = %caller_name(&caller), "server stop requested through the API");
+    tracing::info!(user = %name, by = %caller.label(), "server stop requested through the API");
     let servers = app.servers.clone();
     let stopping = tokio::spawn(async move { servers.stop(&user).await });
     match tokio::time::timeout(SLOW_TIMEOUT, stopping).await {
@@ -671,7 +675,7 @@ async fn create_group(State(app): State<AppState>, caller: Caller, Path(name): P
     if !app.store.create_group(&name, &req.users, unix_now()).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("Group {name} already exists")));
     }
-    tracing::info!(group = %name, by = %caller_name(&caller), "group created through the API");
+    tracing::info!(group = %name, by = %caller.label(), "group created through the API");
     Ok((StatusCode::CREATED, axum::Json(group_model(&group_or_404(&app, &name).await?))).into_response())
 }
 
@@ -680,7 +684,7 @@ async fn delete_group(State(app): State<AppState>, caller: Caller, Path(name): P
     if !app.store.delete_group(&name).await? {
         return Err(ApiError::not_found(format!("No such group: {name}")));
     }
-    tracing::info!(group = %name, by = %caller_name(&caller), "group deleted through the API");
+    tracing::info!(group = %name, by = %caller.label(), "group deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -714,6 +718,41 @@ async fn remove_group_users(
     raw: Bytes,
 ) -> ApiResult {
     change_group_users(app, caller, name, raw, false).await
+}
+
+// ---- services ------------------------------------------------------------------------------
+
+/// A `[[services]]` entry in JupyterHub's service model (`APIHandler.service_model`), with
+/// the fields `read:services` may see; a caller with only `read:services:name` gets `kind`,
+/// `name` and `admin`. The hub neither launches nor proxies services, so `url`, `prefix` and
+/// `command` are empty and `pid` is 0.
+fn service_model(s: &hub_auth::service::ServiceToken, full: bool) -> Value {
+    let rights = hub_core::scopes::ScopeSet::expand(s.scopes(), None);
+    let admin = hub_core::scopes::ADMIN_ROLE.iter().all(|a| rights.allows(a, None));
+    if !full {
+        return json!({"kind": "service", "name": s.name, "admin": admin});
+    }
+    json!({"kind": "service", "name": s.name, "admin": admin, "roles": [], "url": "", "prefix": "",
+           "command": [], "pid": 0, "info": {}, "display": false})
+}
+
+/// `GET /hub/api/services`: `{name: model}` for every configured service (`list:services`).
+async fn list_services(State(app): State<AppState>, caller: Caller) -> ApiResult {
+    caller.require("list:services", None)?;
+    let full = caller.scopes.allows("read:services", None);
+    let all: serde_json::Map<String, Value> =
+        app.services.iter().map(|s| (s.name.clone(), service_model(s, full))).collect();
+    Ok(axum::Json(Value::Object(all)).into_response())
+}
+
+/// `GET /hub/api/services/{name}` (`read:services` or `read:services:name`).
+async fn get_service(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    if !caller.scopes.allows("read:services:name", None) {
+        caller.require("read:services", None)?;
+    }
+    let s = app.services.iter().find(|s| s.name == name);
+    let s = s.ok_or_else(|| ApiError::not_found(format!("No such service: {name}")))?;
+    Ok(axum::Json(service_model(s, caller.scopes.allows("read:services", None))).into_response())
 }
 
 // ---- proxy ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{body, caller_name, token_model, user_or_404};
+use super::common::{body, token_model, user_or_404};
 use crate::caller::{Caller, PREFIX_LEN, hash};
 use crate::error::ApiError;
 
@@ -71,7 +71,8 @@ pub(super) async fn delete(
     if !app.store.delete_token(&name, id).await? {
         return Err(ApiError::not_found(format!("No such token: a{id}")));
     }
-    tracing::info!(user = %name, token = %format!("a{id}"), by = %caller_name(&caller), "API token revoked");
+    app.tokens.revoke_all();
+    tracing::info!(user = %name, token = %format!("a{id}"), by = %caller.label(), "API token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -147,7 +148,7 @@ pub(super) async fn create(
         last_activity: None,
     };
     rec.id = app.store.insert_token(&rec).await?;
-    tracing::info!(user = %name, token = %format!("a{}", rec.id), scopes = ?rec.scopes, by = %caller_name(&caller), "API token created");
+    tracing::info!(user = %name, token = %format!("a{}", rec.id), scopes = ?rec.scopes, by = %caller.label(), "API token created");
     let mut m = token_model(&rec);
     m["token"] = json!(token);
     Ok((StatusCode::CREATED, axum::Json(m)).into_response())
