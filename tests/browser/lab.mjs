@@ -1,7 +1,9 @@
 // Drives Debian's headless Chromium through the hub as a person would: sign in with the form,
 // wait for JupyterLab, open a Python notebook from the launcher, run `1+1`, and check the
-// output is 2. Exits 0 on success; on failure prints why and exits 1. Either way a
-// screenshot is written.
+// output is 2. Then JupyterLab's Hub menu: File → "Hub Control Panel" opens /hub/home in a new
+// tab, File → "Log Out" leads to the hub's sign-out, after which the old session cookie no
+// longer opens a hub page. Exits 0 on success; on failure prints why and exits 1. Either way
+// a screenshot is written.
 //
 //   node tests/browser/lab.mjs BASE_URL USER PASSWORD SCREENSHOT.png
 //
@@ -47,6 +49,47 @@ try {
   const text = (await result.innerText()).trim();
   if (!text.endsWith("2")) throw new Error(`expected the cell's output to be 2, got ${JSON.stringify(text)}`);
   console.log(`ok: signed in as ${user}, JupyterLab opened, 1+1 gave ${JSON.stringify(text)}`);
+
+  // The Hub menu (@jupyterlab/hub-extension), from the page config the hub gives the server.
+  const fileMenu = async () => {
+    await page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", { hasText: /^File$/ }).click();
+    return page.locator(".lm-Menu-content");
+  };
+  const menu = await fileMenu();
+  const control = menu.locator(".lm-Menu-itemLabel", { hasText: /^Hub Control Panel$/ });
+  await control.waitFor({ timeout: 10_000 });
+  const [panel] = await Promise.all([page.context().waitForEvent("page"), control.click()]);
+  await panel.waitForLoadState();
+  if (!new URL(panel.url()).pathname.startsWith("/hub/home")) {
+    throw new Error(`Hub Control Panel opened ${panel.url()}, not /hub/home`);
+  }
+  await panel.locator("h1, h2").first().waitFor({ timeout: 10_000 });
+  await panel.close();
+  console.log("ok: File → Hub Control Panel opened /hub/home");
+  // Lumino keeps hidden items in the DOM with `lm-mod-hidden`; only visible ones count.
+  const item = (label) => page.locator(".lm-Menu-content .lm-Menu-item:not(.lm-mod-hidden) .lm-Menu-itemLabel", { hasText: label });
+  await fileMenu();
+  await item(/^Hub Control Panel$/).waitFor({ timeout: 10_000 });
+  if (await item(/^Shut Down$/).count()) {
+    throw new Error("the Lab's own Shut Down is offered; the hub stops servers");
+  }
+  const cookies = await page.context().cookies();
+  const logout = item(/^Log Out$/);
+  if ((await logout.count()) !== 1) throw new Error(`expected one visible Log Out (the hub's), found ${await logout.count()}`);
+  await logout.click();
+  await page.waitForURL(/\/hub\/logout/, { timeout: 20_000 });
+  await page.click("form[action='/hub/logout'] button");
+  await page.waitForURL(/\/hub\/login/, { timeout: 20_000 });
+  // The old cookie, replayed in a fresh context, no longer signs anyone in.
+  const replay = await browser.newContext();
+  await replay.addCookies(cookies);
+  const again = await replay.newPage();
+  await again.goto(`${base}/hub/home`);
+  if (!new URL(again.url()).pathname.startsWith("/hub/login")) {
+    throw new Error(`after Log Out the old cookie still opens ${again.url()}`);
+  }
+  await replay.close();
+  console.log("ok: File → Log Out signed out of the hub; the old cookie is refused");
 } catch (e) {
   console.error(`browser test failed at ${page.url()}: ${e.message}`);
   code = 1;

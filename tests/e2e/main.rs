@@ -486,7 +486,9 @@ fn cli_refuses_bad_config_and_unmigrated_database() {
 }
 
 /// A person's path in a real browser: headless Chromium signs in with the form, follows the
-/// spawn page into JupyterLab, opens a notebook from the launcher and runs `1+1`.
+/// spawn page into JupyterLab, opens a notebook from the launcher and runs `1+1`; then the
+/// Lab's Hub menu (File → Hub Control Panel opens /hub/home, File → Log Out ends the hub
+/// session: the old cookie no longer works).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_login_opens_lab_and_runs_a_cell() {
     require_root();
@@ -518,6 +520,10 @@ async fn browser_login_opens_lab_and_runs_a_cell() {
         hub::servers::log_tail(&hub.state.servers.log_path(&ann.name))
     );
     assert!(stdout.contains("1+1 gave"), "{stdout}");
+    assert!(
+        stdout.contains("Hub Control Panel opened /hub/home") && stdout.contains("old cookie is refused"),
+        "{stdout}"
+    );
     // The browser's notebook work renewed the ticket through the proxy's taps (the launcher
     // creates and opens Untitled.ipynb).
     assert!(support::log_line_with(&[&ann.name, "trigger=open", "kinit succeeded"]), "an open was seen");

@@ -539,7 +539,20 @@ impl Servers {
                 argv.extend([format!("--ServerApp.sock={}", path.display()), "--ServerApp.sock_mode=0600".into()])
             }
         }
+        // JupyterLab's Hub menu (`@jupyterlab/hub-extension`: File → Hub Control Panel, Log
+        // Out, and Restart when the connection is lost) appears when the page config has the
+        // hub's values; labapp copies them from these tornado settings (`hub_prefix`,
+        // `hub_host`, `user`) as jupyterhub-singleuser sets them, with no JupyterHub package
+        // in the user's venv. `quit_button` off: the hub, not the Lab, stops the server.
+        let page_config = serde_json::json!({
+            "hub_prefix": "/hub/",
+            "hub_host": "",
+            "user": user.name,
+            "page_config_data": {"hubPrefix": "/hub/", "hubHost": "", "hubUser": user.name, "hubServerName": ""},
+        });
         argv.extend([
+            format!("--ServerApp.tornado_settings={page_config}"),
+            "--ServerApp.quit_button=False".into(),
             "--ServerApp.open_browser=False".into(),
             // The hub forwards the browser's Host header (so that jupyter-server's WebSocket
             // origin check sees the public host); the token and the loopback bind are the

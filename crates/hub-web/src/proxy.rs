@@ -73,6 +73,11 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         );
     }
     let next = uri.path_and_query().map_or(path, |p| p.as_str());
+    // JupyterLab's File → Log Out goes to the server's own `logout`; as under JupyterHub, that
+    // means signing out of the hub.
+    if &rest[name.len()..] == "/logout" {
+        return Redirect::to("/hub/logout").into_response();
+    }
 
     let check = match req.headers().get(header::COOKIE).and_then(|c| c.to_str().ok()) {
         Some(c) => app.sessions.check_cookie_header(c, unix_now(), name).await,
