@@ -2,6 +2,8 @@
 //! real PAM users and real JupyterLab: a hub API token that reaches the user's server,
 //! JupyterLab's Hub menu, kernel-aware culling, the token page and announcements.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::{HubOptions, PamService, TestHub, TestUser, client_for, require_root, venv};
@@ -72,5 +74,79 @@ async fn a_hub_api_token_reaches_the_users_server_and_its_kernels() {
         .await
         .expect("get");
     assert_eq!(r.status(), 200, "Bearer works too");
+    hub.stop().await;
+}
+
+/// Kernel-aware culling: with the browser gone and `cull_idle_timeout = 5s`, a server whose
+/// kernel sleeps for 40 s (busy, silent: no traffic through the hub) is kept until the cell
+/// finishes and culled after; an untouched server is culled at once. Meanwhile the REST API
+/// reports the busy server as active (the clock an external jupyterhub-idle-culler reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_kernel_keeps_its_server_until_the_cell_ends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    require_root();
+    let pam = PamService::create();
+    let (idle, sleeper) = (TestUser::create(), TestUser::create());
+    let opts =
+        HubOptions { spawner: "cull_idle_timeout = \"5s\"\ncull_interval = \"1s\"".into(), ..Default::default() };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let (ci, cs) = (client_for(&hub.url("")), client_for(&hub.url("")));
+    assert_eq!(hub.login(&ci, &idle.name, &idle.password).await.status(), 303);
+    let cookie = hub.login_cookie(&cs, &sleeper).await;
+    hub.wait_ready(&cs, &sleeper.name).await;
+    let token = token_for(&hub, &cs, &sleeper.name, json!([format!("read:users!user={}", sleeper.name)])).await;
+    let kernel_id = hub.start_kernel(&cs, &sleeper.name, "python3").await;
+    let (mut ws, session) = crate::kernel_channels(&hub, &sleeper.name, &kernel_id, &cookie).await;
+    let msg_id = crate::support::random_hex(16);
+    let msg = json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": "import time; time.sleep(40)", "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    ws.send(Message::text(msg.to_string())).await.expect("send");
+    // Wait for the kernel to say it is busy with the cell, then close the "browser".
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message")
+            .expect("open")
+            .expect("ok");
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        if v["parent_header"]["msg_id"] == msg_id.as_str() && v["content"]["execution_state"] == "busy" {
+            break;
+        }
+    }
+    let busy_since = std::time::Instant::now();
+    let _ = ws.close(None).await;
+    drop(ws);
+
+    let running = |name: &str| matches!(hub.state.servers.state(name), hub::servers::ServerState::Running { .. });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(!running(&idle.name), "the untouched server is culled");
+    assert!(running(&sleeper.name), "a busy kernel keeps its server although nothing went through the hub for 20 s");
+    let r = reqwest::Client::new()
+        .get(hub.url(&format!("/hub/api/users/{}", sleeper.name)))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .expect("get user");
+    let v: Value = r.json().await.expect("json");
+    let reported = humantime::parse_rfc3339(v["last_activity"].as_str().expect("time"))
+        .expect("RFC 3339")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    assert!(hub::unix_now() - reported <= 3, "the API reports the busy server as active now: {v}");
+    // Culled after the cell ends (40 s after it began), not before.
+    let deadline = busy_since + Duration::from_secs(90);
+    while running(&sleeper.name) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let culled_after = busy_since.elapsed();
+    assert!(!running(&sleeper.name), "culled once idle");
+    assert!(culled_after >= Duration::from_secs(40), "not culled while the cell ran ({culled_after:?})");
+    assert!(crate::support::log_line_with(&["culling an idle server", &sleeper.name]));
     hub.stop().await;
 }

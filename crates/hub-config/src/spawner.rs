@@ -35,8 +35,13 @@ pub struct SpawnerConfig {
     /// Most servers starting or running at once (`active_server_limit`, default 0 = no limit).
     pub active_server_limit: usize,
     /// Stop a server after this long without activity (`cull_idle_timeout`; 0 = never).
-    /// Activity is any proxied request or WebSocket traffic in either direction.
+    /// Activity is any proxied request or WebSocket traffic in either direction, and what the
+    /// server itself reports each `cull_interval` (`GET /api/status` and `/api/kernels`).
     pub cull_idle_timeout: Duration,
+    /// Whether a server whose kernel is busy may be culled (`cull_busy`, default `false`, as
+    /// jupyter-server's `MappingKernelManager.cull_busy`): with `false`, a kernel in
+    /// `execution_state: busy` counts as activity now.
+    pub cull_busy: bool,
     /// Stop a server this long after it started, active or not (`cull_max_age`; 0 = never).
     pub cull_max_age: Duration,
     /// How often the culler looks, and how often activity is written to the database
@@ -77,6 +82,7 @@ pub(crate) struct FileSpawner {
     pub(crate) cull_idle_timeout: Option<Spanned<String>>,
     pub(crate) cull_max_age: Option<Spanned<String>>,
     pub(crate) cull_interval: Option<Spanned<String>>,
+    pub(crate) cull_busy: Option<bool>,
     pub(crate) log_max_mib: Option<Spanned<i64>>,
     pub(crate) transport: Option<Spanned<String>>,
     pub(crate) term_timeout: Option<Spanned<String>>,
@@ -166,6 +172,7 @@ pub(crate) fn parse(src: &Source<'_>, f: FileSpawner, data_dir: &Path) -> Result
         cull_idle_timeout,
         cull_max_age,
         cull_interval,
+        cull_busy: f.cull_busy.unwrap_or(false),
         log_max_mib: count("spawner.log_max_mib", &f.log_max_mib, 10)? as u64,
         transport,
     })

@@ -48,3 +48,36 @@ pub async fn probe(endpoint: &Endpoint, owner: u32, path: &str, token: &ServerTo
         _ => Probe::NotYet,
     }
 }
+
+/// Asks `GET <path>` with the server's token on `endpoint` (through [`crate::upstream::open`],
+/// so only to a listener that runs as `owner`) and returns the body of a 200 answer, at most
+/// `max_bytes` long; `None` for anything else, or after `timeout` (connect included). For the
+/// culler's questions to a running server (`api/status`, `api/kernels`).
+pub async fn get_body(
+    endpoint: &Endpoint,
+    owner: u32,
+    path: &str,
+    token: &ServerToken,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .header(hyper::header::AUTHORIZATION, token.authorization().clone())
+        .body(Body::empty())
+        .ok()?;
+    let ask = async {
+        let upstream = crate::upstream::open(endpoint, owner).await.ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(upstream)).await.ok()?;
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.ok()?;
+        if resp.status() != hyper::StatusCode::OK {
+            return None;
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), max_bytes);
+        body.collect().await.ok().map(|b| b.to_bytes())
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
+}

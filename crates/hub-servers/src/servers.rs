@@ -88,6 +88,56 @@ impl ServerState {
     }
 }
 
+/// Most servers the culler asks for their activity at once.
+const POLL_CONCURRENCY: usize = 8;
+/// How long the culler waits for one server's answer (connect included).
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest answer the culler reads from `api/status` or `api/kernels` (bytes).
+const POLL_MAX_BYTES: usize = 1 << 20;
+
+/// What a jupyter-server reports of its own activity: the latest `last_activity` of
+/// `GET /api/status` and of each kernel in `GET /api/kernels` (unix seconds; 0 if none), and
+/// whether any kernel's `execution_state` is `busy` (jupyter-server's REST API,
+/// `jupyter_server/services/api/api.yaml`; times are ISO 8601 in UTC with `Z`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedActivity {
+    /// Unix seconds of the latest activity reported; 0 if none could be read.
+    pub last_activity: i64,
+    /// Whether a kernel is busy now.
+    pub busy: bool,
+}
+
+impl ReportedActivity {
+    /// From the bodies of the two answers (either may be missing or malformed: it then adds
+    /// nothing).
+    pub fn parse(status: Option<&[u8]>, kernels: Option<&[u8]>) -> Self {
+        let time = |v: &serde_json::Value| -> i64 {
+            v.get("last_activity")
+                .and_then(|t| t.as_str())
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64)
+        };
+        let mut out = ReportedActivity::default();
+        if let Some(v) = status.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+            out.last_activity = time(&v);
+        }
+        if let Some(serde_json::Value::Array(list)) = kernels.and_then(|b| serde_json::from_slice(b).ok()) {
+            for k in &list {
+                out.last_activity = out.last_activity.max(time(k));
+                out.busy |= k.get("execution_state").and_then(|s| s.as_str()) == Some("busy");
+            }
+        }
+        out
+    }
+
+    /// The time to move the server's activity clock to at `now`: `now` while a kernel is
+    /// busy (unless `cull_busy`), else the latest reported activity, never past `now`.
+    pub fn clock(&self, now: i64, cull_busy: bool) -> i64 {
+        if self.busy && !cull_busy { now } else { self.last_activity.min(now) }
+    }
+}
+
 /// A running server's route: what the proxy needs for one request, from one read of the
 /// server's slot ([`Servers::route`]).
 #[derive(Debug, Clone)]
@@ -627,9 +677,51 @@ impl Servers {
         self.record(&user.name, "stopped", None, Some(how)).await;
     }
 
-    /// Every `cull_interval`: writes the activity seen since the last round to the database in
-    /// one transaction, and stops servers idle longer than `cull_idle_timeout` or older than
-    /// `cull_max_age` (gracefully, as the Stop button does). Runs until `shutdown` resolves.
+    /// Asks every running server what it has seen (jupyter-server's `GET /api/status`:
+    /// `last_activity`; `GET /api/kernels`: each kernel's `last_activity` and
+    /// `execution_state`), at most [`POLL_CONCURRENCY`] at a time with a [`POLL_TIMEOUT`]
+    /// each, and moves each server's activity clock forward to the latest of them; a busy
+    /// kernel counts as activity now unless `[spawner] cull_busy`. `no_track_activity` keeps
+    /// these questions from counting as activity themselves. A server that does not answer
+    /// keeps its clock. Nothing is written to the database here.
+    async fn poll_reported_activity(&self, now: i64) {
+        use futures_util::StreamExt;
+        let routes: Vec<(String, Route)> =
+            self.running().into_iter().filter_map(|(name, _)| self.route(&name).map(|r| (name, r))).collect();
+        let cull_busy = self.config.spawner.cull_busy;
+        futures_util::stream::iter(routes)
+            .for_each_concurrent(POLL_CONCURRENCY, |(name, route)| async move {
+                let ask = |what: &str| {
+                    let path = format!("/user/{name}/api/{what}?no_track_activity=1");
+                    let (endpoint, token) = (route.endpoint.clone(), route.token.clone());
+                    async move {
+                        hub_net::probe::get_body(
+                            &endpoint,
+                            route.owner.uid,
+                            &path,
+                            &token,
+                            POLL_MAX_BYTES,
+                            POLL_TIMEOUT,
+                        )
+                        .await
+                    }
+                };
+                let (status, kernels) = tokio::join!(ask("status"), ask("kernels"));
+                let reported = ReportedActivity::parse(status.as_deref(), kernels.as_deref());
+                let at = reported.clock(now, cull_busy);
+                if at > 0 {
+                    route.activity.fetch_max(at, Ordering::Relaxed);
+                }
+                tracing::debug!(user = %name, last_activity = at, busy = reported.busy, "activity the server reports");
+            })
+            .await;
+    }
+
+    /// Every `cull_interval`: asks the running servers for their own activity
+    /// ([`Servers::poll_reported_activity`]), writes the activity seen since the last round to
+    /// the database in one transaction, and stops servers idle longer than `cull_idle_timeout`
+    /// or older than `cull_max_age` (gracefully, as the Stop button does). Runs until
+    /// `shutdown` resolves.
     pub async fn run_culler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let sc = self.config.spawner.clone();
@@ -640,6 +732,9 @@ impl Servers {
                 _ = tokio::time::sleep(sc.cull_interval) => {}
             }
             let now = unix_now();
+            // Always, not only when the hub culls: the REST API reports this clock to an
+            // external jupyterhub-idle-culler too.
+            self.poll_reported_activity(now).await;
             let mut changed = Vec::new();
             let mut cull = Vec::new();
             for (name, slot) in self.slots.read().recover().iter() {
@@ -937,6 +1032,26 @@ mod tests {
         assert!(ServerToken::new("abc\u{7f}").is_none());
         assert_eq!(ServerToken::new("abc"), ServerToken::new("abc"));
         assert_ne!(ServerToken::new("abc"), ServerToken::new("abd"));
+    }
+
+    #[test]
+    fn reported_activity_is_read_from_jupyter_servers_answers() {
+        let status = br#"{"started": "2026-12-01T10:00:00.000000Z", "last_activity": "2026-12-01T10:05:00.250000Z", "connections": 0, "kernels": 2}"#;
+        let kernels = br#"[{"id": "a", "name": "python3", "last_activity": "2026-12-01T10:07:30.5Z", "execution_state": "idle", "connections": 0},
+                           {"id": "b", "name": "python3", "last_activity": "2026-12-01T10:06:00Z", "execution_state": "busy", "connections": 0}]"#;
+        let r = ReportedActivity::parse(Some(status), Some(kernels));
+        assert_eq!(r, ReportedActivity { last_activity: 1_796_119_650, busy: true });
+        assert_eq!(r.clock(1_796_200_000, false), 1_796_200_000, "busy counts as now");
+        assert_eq!(r.clock(1_796_200_000, true), 1_796_119_650, "cull_busy: only what was reported");
+        assert_eq!(r.clock(1_796_119_000, true), 1_796_119_000, "a server clock ahead of the hub's is capped");
+        let r = ReportedActivity::parse(Some(status), Some(b"[]"));
+        assert_eq!(r, ReportedActivity { last_activity: 1_796_119_500, busy: false });
+        // Missing or malformed answers add nothing, and never panic.
+        assert_eq!(ReportedActivity::parse(None, Some(b"{not json")), ReportedActivity::default());
+        assert_eq!(
+            ReportedActivity::parse(Some(br#"{"last_activity": 7}"#), Some(br#"{"a": 1}"#)),
+            ReportedActivity::default()
+        );
     }
 
     #[test]
