@@ -150,3 +150,88 @@ async fn a_busy_kernel_keeps_its_server_until_the_cell_ends() {
     assert!(crate::support::log_line_with(&["culling an idle server", &sleeper.name]));
     hub.stop().await;
 }
+
+/// `[hub] announcement` on the login, home and spawn pages (escaped; a per-page key
+/// overrides it), changed without a restart by SIGHUP to the real `hub serve`; a file that no
+/// longer validates changes nothing and says why in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_show_escaped_and_change_on_sighup() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let dir = tempfile::Builder::new().prefix("hub-announce-").tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = dir.path().join("hub.toml");
+    let write = |hub_extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[hub]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{hub_extra}\n\
+                 [auth]\npam_service = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\n[kerberos]\nenabled = false\n",
+                dir.path().display(),
+                pam.name,
+                venv().display()
+            ),
+        )
+        .expect("hub.toml")
+    };
+    write(
+        "announcement = \"Maintenance <b>Saturday</b>\\nSave your work.\"\nannouncement_spawn = \"The GPU queue is long\"",
+    );
+    let status =
+        std::process::Command::new(env!("CARGO_BIN_EXE_hub")).args(["migrate", "--config"]).arg(&config).status();
+    assert!(status.expect("migrate").success());
+    let log = dir.path().join("hub.log");
+    let hub = crate::support::HubProcess::start(&config, &log);
+    // `c` signs in; the login page is read by a client without a session (a signed-in one is
+    // sent on to /hub/home).
+    let (c, anonymous) = (client_for(&hub.base), client_for(&hub.base));
+    let get = |c: &reqwest::Client, path: &'static str| {
+        let (c, base) = (c.clone(), hub.base.clone());
+        async move { c.get(format!("{base}{path}")).send().await.expect("get").text().await.expect("body") }
+    };
+    let text = |path: &'static str| get(if path == "/hub/login" { &anonymous } else { &c }, path);
+    let login = text("/hub/login").await;
+    assert!(
+        login.contains(r#"id="announcement">Maintenance &lt;b&gt;Saturday&lt;&#x2F;b&gt;<br>Save your work.</div>"#),
+        "escaped, with its line break: {login}"
+    );
+    assert!(!login.contains("<b>Saturday"));
+    let r = crate::support::post_login(&hub.base, &c, &ann.name, &ann.password).await;
+    assert_eq!(r.status(), 303);
+    assert!(text("/hub/home").await.contains("Maintenance &lt;b&gt;Saturday"), "home");
+    let spawn = text("/hub/spawn").await;
+    assert!(spawn.contains("The GPU queue is long") && !spawn.contains("Maintenance"), "the spawn page's own: {spawn}");
+
+    let hup = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(hub.child.id() as i32), nix::sys::signal::Signal::SIGHUP)
+            .expect("SIGHUP")
+    };
+    write("announcement = \"Back to normal\"");
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !text("/hub/login").await.contains("Back to normal") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not change the announcement:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text("/hub/home").await.contains("Back to normal"), "home too");
+    // A broken file: nothing changes, and the log says why.
+    write("announcement = \"Broken\"\nannouncment_home = \"typo\"");
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = std::fs::read_to_string(&log).expect("log");
+        if l.contains("SIGHUP: the configuration does not validate") {
+            assert!(l.contains("announcment_home"), "the error names the key");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line for the broken file:\n{l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text("/hub/login").await.contains("Back to normal"), "unchanged");
+}

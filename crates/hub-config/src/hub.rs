@@ -78,6 +78,50 @@ pub struct HubConfig {
     /// behind is cut off and its connection closed, so a client trickling a body cannot hold a
     /// connection and the bytes it sent for long.
     pub body_min_rate: u64,
+    /// The banner shown on the login, home and spawn pages.
+    pub announcement: Announcements,
+}
+
+/// Longest announcement, in characters.
+pub const MAX_ANNOUNCEMENT: usize = 2000;
+
+/// The banner text of the hub's pages (`[hub] announcement`, with per-page overrides
+/// `announcement_login`, `announcement_home`, `announcement_spawn`, as JupyterHub's template
+/// variables of the same names). Plain text: the pages escape it. `hub serve` re-reads these
+/// keys on SIGHUP, without a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Announcements {
+    /// `announcement`: every page below, unless its own key is set.
+    pub all: Option<String>,
+    /// `announcement_login` (`""` hides the general one there).
+    pub login: Option<String>,
+    /// `announcement_home`.
+    pub home: Option<String>,
+    /// `announcement_spawn` (the spawn and progress pages).
+    pub spawn: Option<String>,
+}
+
+/// Which page an announcement is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnnouncementPage {
+    /// `/hub/login`.
+    Login,
+    /// `/hub/home`.
+    Home,
+    /// `/hub/spawn`.
+    Spawn,
+}
+
+impl Announcements {
+    /// The text for `page`, if any (an empty override hides the general one).
+    pub fn for_page(&self, page: AnnouncementPage) -> Option<&str> {
+        let own = match page {
+            AnnouncementPage::Login => &self.login,
+            AnnouncementPage::Home => &self.home,
+            AnnouncementPage::Spawn => &self.spawn,
+        };
+        own.as_deref().or(self.all.as_deref()).filter(|t| !t.trim().is_empty())
+    }
 }
 
 impl HubConfig {
@@ -142,6 +186,10 @@ pub(crate) struct FileHub {
     pub(crate) stop_servers_on_shutdown: Option<bool>,
     pub(crate) shutdown_timeout: Option<Spanned<String>>,
     pub(crate) header_read_timeout: Option<Spanned<String>>,
+    pub(crate) announcement: Option<Spanned<String>>,
+    pub(crate) announcement_login: Option<Spanned<String>>,
+    pub(crate) announcement_home: Option<Spanned<String>>,
+    pub(crate) announcement_spawn: Option<Spanned<String>>,
 }
 
 /// Validates `[hub]`.
@@ -305,7 +353,26 @@ pub(crate) fn parse(src: &Source<'_>, f: &FileHub) -> Result<HubConfig, ConfigEr
             ));
         }
     };
+    let text = |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(t) if t.get_ref().chars().count() > MAX_ANNOUNCEMENT => {
+                Err(src.err(key, t, format!("is longer than {MAX_ANNOUNCEMENT} characters; shorten it")))
+            }
+            Some(t) if t.get_ref().chars().any(|c| c.is_control() && c != '\n') => {
+                Err(src.err(key, t, "has control characters; use plain text (newlines are allowed)"))
+            }
+            Some(t) => Ok(Some(t.get_ref().clone())),
+        }
+    };
+    let announcement = Announcements {
+        all: text("hub.announcement", &f.announcement)?,
+        login: text("hub.announcement_login", &f.announcement_login)?,
+        home: text("hub.announcement_home", &f.announcement_home)?,
+        spawn: text("hub.announcement_spawn", &f.announcement_spawn)?,
+    };
     Ok(HubConfig {
+        announcement,
         bind,
         public_url,
         public_origins,

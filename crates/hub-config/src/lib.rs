@@ -22,7 +22,7 @@ use source::Source;
 
 pub use api::{ApiConfig, ServiceConfig, TokenSource};
 pub use auth::{AuthConfig, AuthMethod, PrincipalRule};
-pub use hub::{Bind, HubConfig, MAX_SOCKET_PATH, origin_of};
+pub use hub::{AnnouncementPage, Announcements, Bind, HubConfig, MAX_ANNOUNCEMENT, MAX_SOCKET_PATH, origin_of};
 pub use jobs::JobsConfig;
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
@@ -62,6 +62,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// `[jobs]`: scheduled and on-demand notebook runs.
     pub jobs: JobsConfig,
+    /// The file this was read from (`hub serve` re-reads its announcements on SIGHUP).
+    pub source: std::path::PathBuf,
 }
 
 impl fmt::Debug for Config {
@@ -169,7 +171,18 @@ impl Config {
         let limits = limits::parse(&src, &file.limits)?;
         let services = api::parse_services(&src, &file.services)?;
         let jobs = jobs::parse(&src, &file.jobs)?;
-        Ok(Config { hub, auth, spawner, kerberos, kernelspecs, api, services, limits, jobs })
+        Ok(Config {
+            hub,
+            auth,
+            spawner,
+            kerberos,
+            kernelspecs,
+            api,
+            services,
+            limits,
+            jobs,
+            source: path.to_path_buf(),
+        })
     }
 
     /// Whether the cookie must be `Secure` (the public URL is https).
@@ -189,6 +202,24 @@ mod tests {
     }
 
     const MINIMAL: &str = "[spawner]\ncmd = [\"/bin/true\"]\n";
+
+    #[test]
+    fn announcements() {
+        let c = parse(MINIMAL).expect("defaults");
+        assert_eq!(c.hub.announcement.for_page(AnnouncementPage::Home), None);
+        let c = parse(&format!(
+            "[hub]\nannouncement = \"Maintenance <Saturday>\"\nannouncement_login = \"\"\nannouncement_spawn = \"GPU nodes are full\"\n{MINIMAL}"
+        ))
+        .expect("valid");
+        let a = &c.hub.announcement;
+        assert_eq!(a.for_page(AnnouncementPage::Home), Some("Maintenance <Saturday>"));
+        assert_eq!(a.for_page(AnnouncementPage::Login), None, "an empty override hides it");
+        assert_eq!(a.for_page(AnnouncementPage::Spawn), Some("GPU nodes are full"));
+        let e = parse(&format!("[hub]\nannouncement = \"a\\u001b[31m\"\n{MINIMAL}")).expect_err("control");
+        assert!(e.to_string().contains("`hub.announcement` has control characters"), "{e}");
+        let e = parse(&format!("[hub]\nannouncement_home = \"{}\"\n{MINIMAL}", "x".repeat(2001))).expect_err("long");
+        assert!(e.to_string().contains("longer than 2000"), "{e}");
+    }
 
     #[test]
     fn jobs_section() {

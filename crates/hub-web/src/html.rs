@@ -46,6 +46,20 @@ pub fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
+/// The announcement banner for `page` (`[hub] announcement*`), escaped, newlines kept; empty
+/// when there is none.
+pub fn announcement(app: &App, page: hub_config::AnnouncementPage) -> String {
+    use hub_core::Recover;
+    let a = app.announcements.read().recover();
+    match a.for_page(page) {
+        Some(text) => format!(
+            r#"<div class="announcement" role="status" id="announcement">{}</div>"#,
+            esc(text).replace('\n', "<br>")
+        ),
+        None => String::new(),
+    }
+}
+
 /// The hidden XSRF field of a hub form for `session`.
 pub fn xsrf_field(app: &App, session: &Session) -> String {
     format!(r#"<input type="hidden" name="_xsrf" value="{}">"#, app.sessions.xsrf_token(session))

@@ -40,6 +40,9 @@ pub struct App {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Prometheus collectors for `/hub/metrics`.
     pub metrics: crate::collectors::Metrics,
+    /// The banners of the login, home and spawn pages: `[hub] announcement*`, replaced when
+    /// `hub serve` re-reads them on SIGHUP.
+    pub announcements: std::sync::RwLock<hub_config::Announcements>,
     /// Users' API tokens recently found in the store.
     pub tokens: crate::token_cache::TokenCache,
     /// `[[services]]` with their tokens read (hashed).

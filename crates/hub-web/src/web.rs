@@ -21,9 +21,10 @@ use hub_servers::renewer::Trigger;
 use hub_servers::servers::ServerState;
 
 use crate::guard::{self, XsrfForm, XsrfProof, form_allowed};
-use crate::html::{error_page, esc, page, page_with_user, too_many, xsrf_field};
-use crate::state::AppState;
+use crate::html::{announcement, error_page, esc, page, page_with_user, too_many, xsrf_field};
 use crate::state::CurrentUser;
+use crate::state::{App, AppState};
+use hub_config::AnnouncementPage;
 use hub_core::{percent_encode, unix_now};
 
 /// Largest hub form body, in bytes (64 KiB; larger ones get 413).
@@ -97,11 +98,11 @@ async fn login_page(
         }
         // RFC 4559 §4: ask for a token. A browser without a ticket shows this response's body,
         // the password form.
-        let mut r = login_form(StatusCode::UNAUTHORIZED, "", next.as_deref().unwrap_or(""), None);
+        let mut r = login_form(&app, StatusCode::UNAUTHORIZED, "", next.as_deref().unwrap_or(""), None);
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Negotiate"));
         return r;
     }
-    login_form(StatusCode::OK, "", next.as_deref().unwrap_or(""), None)
+    login_form(&app, StatusCode::OK, "", next.as_deref().unwrap_or(""), None)
 }
 
 /// The client's address: the peer, or what a trusted proxy says in `X-Forwarded-For`.
@@ -130,6 +131,7 @@ async fn spnego_login(
     let refuse = |why: String| {
         tracing::info!(method = "spnego", client = %client, reason = %why, "login refused");
         let mut r = login_form(
+            app,
             StatusCode::UNAUTHORIZED,
             "",
             &next_s,
@@ -166,6 +168,7 @@ async fn spnego_login(
         Err(e) => {
             tracing::warn!(method = "spnego", principal = %principal, reason = %e, "login refused: principal not admitted");
             return login_form(
+                app,
                 StatusCode::FORBIDDEN,
                 "",
                 &next_s,
@@ -185,11 +188,12 @@ async fn spnego_login(
     r
 }
 
-fn login_form(status: StatusCode, username: &str, next: &str, error: Option<&str>) -> Response {
+fn login_form(app: &App, status: StatusCode, username: &str, next: &str, error: Option<&str>) -> Response {
     let e = esc;
+    let banner = announcement(app, AnnouncementPage::Login);
     let err = error.map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, e(m))).unwrap_or_default();
     let body = format!(
-        r#"<h1>Sign in</h1>{err}
+        r#"{banner}<h1>Sign in</h1>{err}
 <form method="post" action="/hub/login" class="card">
   <label>User name <input name="username" autocomplete="username" autocapitalize="none" value="{}" required autofocus maxlength="256"></label>
   <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
@@ -229,7 +233,13 @@ async fn login_submit(
         return refusal.page();
     }
     if f.username.trim().is_empty() || f.password.is_empty() {
-        return login_form(StatusCode::BAD_REQUEST, &shown_name, &next_s, Some("Enter your user name and password."));
+        return login_form(
+            &app,
+            StatusCode::BAD_REQUEST,
+            &shown_name,
+            &next_s,
+            Some("Enter your user name and password."),
+        );
     }
     let client = client_of(&app, peer, &headers);
     let throttle_key = f.username.trim().to_ascii_lowercase().chars().take(64).collect::<String>();
@@ -240,6 +250,7 @@ async fn login_submit(
         Err(t) => {
             tracing::warn!(user = %throttle_key, client = %client, by = t.by, "login refused: too many failed attempts");
             let form = login_form(
+                &app,
                 StatusCode::TOO_MANY_REQUESTS,
                 &shown_name,
                 &next_s,
@@ -251,7 +262,7 @@ async fn login_submit(
     // Every refusal below takes at least failure_delay and stays counted against the limits
     // (the reservation is dropped unrefunded).
     let fail = |status: StatusCode, message: &str| {
-        let r = login_form(status, &shown_name, &next_s, Some(message));
+        let r = login_form(&app, status, &shown_name, &next_s, Some(message));
         let until = started + app.config.auth.failure_delay;
         async move {
             tokio::time::sleep_until(until).await;
@@ -329,7 +340,7 @@ async fn finish_login(
     // cross-site link can cause, so it never starts a server: the spawn page offers a button.
     let start_server = method != "spnego";
     let next_s = next.clone().unwrap_or_default();
-    let refuse = |status: StatusCode, message: &str| login_form(status, "", &next_s, Some(message));
+    let refuse = |status: StatusCode, message: &str| login_form(app, status, "", &next_s, Some(message));
     let cfg = app.config.auth.clone();
     let looked_up = tokio::task::spawn_blocking(move || {
         LinuxUser::lookup(&user)
@@ -536,8 +547,9 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
         ""
     };
     let body = format!(
-        r#"<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section><section class="card" id="kerberos">{ticket}</section>{admin}
+        r#"{}<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section><section class="card" id="kerberos">{ticket}</section>{admin}
 <form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
+        announcement(&app, AnnouncementPage::Home),
         e(name),
         state.name()
     );
@@ -660,7 +672,7 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
         _ => (String::new(), autostart),
     };
     let body = format!(
-        r#"<h1>Your server is not running</h1>
+        r#"{banner}<h1>Your server is not running</h1>
 <section class="card" id="start" data-autostart="{auto}">{why}
 <form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}"><button id="start-button">Start my server</button></form>
 </section>
@@ -668,6 +680,7 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
         x = xsrf_field(app, s),
         t = e(target),
         auto = autostart,
+        banner = announcement(app, AnnouncementPage::Spawn),
     );
     page_with_user(app, "Start your server", &body, s).into_response()
 }
@@ -676,7 +689,7 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
 fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
     let e = esc;
     let body = format!(
-        r#"<h1>Starting your server</h1>
+        r#"{banner}<h1>Starting your server</h1>
 <section class="card" id="spawn" data-progress-url="/hub/api/users/{n}/server/progress" data-next="{t}">
 <progress id="bar" max="100" value="0"></progress>
 <p id="msg" role="status">Waiting for the spawner…</p>
@@ -686,6 +699,7 @@ fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
 <script src="/hub/static/spawn.js"></script>"#,
         t = e(target),
         n = percent_encode(&s.username),
+        banner = announcement(app, AnnouncementPage::Spawn),
     );
     page_with_user(app, "Starting", &body, s).into_response()
 }

@@ -195,6 +195,7 @@ impl TestHub {
         let auth = Arc::new(FakeAuthenticator([("ann", "right-password")].into()));
         let state = AppState(Arc::new(App {
             metrics,
+            announcements: std::sync::RwLock::new(config.hub.announcement.clone()),
             tokens: Default::default(),
             services: Vec::new(),
             config,

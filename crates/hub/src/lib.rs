@@ -132,6 +132,7 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
     let metrics = metrics::Metrics::new(&servers.spawn_duration, jobs.metrics.collectors());
     Ok(hub_web::state::AppState(Arc::new(hub_web::state::App {
         metrics,
+        announcements: std::sync::RwLock::new(config.hub.announcement.clone()),
         tokens: Default::default(),
         services,
         config,
@@ -250,6 +251,32 @@ fn refuse_transfer_encoding<B>(req: &hyper::Request<B>) -> Option<axum::response
     Some(r)
 }
 
+/// On SIGHUP: re-reads the configuration file and applies its `[hub] announcement` keys, the
+/// settings that change without a restart (everything else needs one, and the log says so). A
+/// file that no longer validates is logged with its error and changes nothing.
+async fn reload_on_sighup(state: hub_web::state::AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; announcements change only with a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let path = state.config.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        match loaded {
+            Ok(Ok(c)) => {
+                *state.announcements.write().recover() = c.hub.announcement.clone();
+                tracing::info!(path = %state.config.source.display(),
+                    "SIGHUP: [hub] announcement re-read (other settings take effect at the next restart)");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the configuration does not validate; announcements unchanged")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: could not re-read the configuration"),
+        }
+    }
+}
+
 /// `hub serve`: serves the hub on `listener` until `shutdown` resolves. Users' servers keep
 /// running (the next hub re-adopts them) unless `stop_servers_on_shutdown`.
 pub async fn serve(
@@ -332,6 +359,7 @@ pub async fn serve_state(
     let jobs = tokio::spawn(state.jobs.clone().run(async move {
         let _ = jobs_stopped.await;
     }));
+    let reload = tokio::spawn(reload_on_sighup(state.clone()));
     let (culler_stop, culler_stopped) = tokio::sync::oneshot::channel::<()>();
     let culler = tokio::spawn(state.servers.clone().run_culler(async move {
         let _ = culler_stopped.await;
@@ -353,6 +381,7 @@ pub async fn serve_state(
         } => tracing::warn!(timeout = ?limit, "requests still in flight after hub.shutdown_timeout; exiting anyway"),
     }
     ready.abort();
+    reload.abort();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if state.config.hub.stop_servers_on_shutdown {
         state.servers.stop_all().await;
