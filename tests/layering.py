@@ -39,7 +39,7 @@ ALLOWED = {
 
 
 # hub-web's feature modules, which may not use each other (crate::router names them all).
-FEATURES = {"web", "jobs_page", "api", "proxy", "metrics"}
+FEATURES = {"web", "jobs_page", "token_page", "api", "proxy", "metrics"}
 
 
 def modules(crate_src):

@@ -235,3 +235,33 @@ async fn announcements_show_escaped_and_change_on_sighup() {
     }
     assert!(text("/hub/login").await.contains("Back to normal"), "unchanged");
 }
+
+/// The token page in headless Chromium (`tests/browser/token.mjs`): the announcement on the
+/// home page, a token made with a note, an expiry and one scope, shown once, used against the
+/// user's server, its last use shown, revoked and then refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_page_in_chromium() {
+    require_root();
+    let script = crate::support::browser_script("token.mjs");
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let announcement = "Maintenance on Saturday: save your work";
+    let opts = HubOptions { hub: format!("announcement = \"{announcement}\""), ..Default::default() };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let shot = hub.data_dir.path().join("token.png");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([hub.url("").as_str(), &ann.name, &ann.password, announcement])
+        .arg(&shot)
+        .output()
+        .await
+        .expect("run node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("browser-token.png"));
+    }
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("revoked on the page, then refused"), "{stdout}");
+    assert!(hub.state.store.tokens_of(&ann.name).await.expect("tokens").is_empty(), "the revoked token is gone");
+    hub.stop().await;
+}

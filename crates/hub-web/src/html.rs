@@ -29,9 +29,10 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
 /// A hub page for the signed-in `s`: the navigation bar (name, Home, Sign out) above `body`.
 pub fn page_with_user(app: &App, title: &str, body: &str, s: &Session) -> Html<String> {
     let nav = format!(
-        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a>{} · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
+        r#"<nav><span>{}</span> · <a href="/hub/home">Home</a>{}{} · <form method="post" action="/hub/logout" class="inline">{}<button class="link">Sign out</button></form></nav>"#,
         html_escape::encode_safe(&s.username),
         if app.config.jobs.enabled { r#" · <a href="/hub/jobs">Jobs</a>"# } else { "" },
+        r#" · <a href="/hub/token">Token</a>"#,
         xsrf_field(app, s)
     );
     page(title, &format!("{nav}{body}"))
@@ -58,6 +59,15 @@ pub fn announcement(app: &App, page: hub_config::AnnouncementPage) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// A time for people: `14:32 UTC` today, `2026-11-21 14:32 UTC` on another day.
+pub fn clock(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    let full = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-21T14:32:05Z
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let (date, time) = (&full[..10], &full[11..16]);
+    if now.starts_with(date) { format!("{time} UTC") } else { format!("{date} {time} UTC") }
 }
 
 /// The hidden XSRF field of a hub form for `session`.

@@ -20,11 +20,13 @@ pub mod html;
 pub mod progress;
 pub mod state;
 pub mod token_cache;
+pub mod user_tokens;
 
 pub mod api;
 pub mod jobs_page;
 pub mod metrics;
 pub mod proxy;
+pub mod token_page;
 pub mod web;
 
 mod router;

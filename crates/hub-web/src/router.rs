@@ -6,13 +6,14 @@ use axum::http::StatusCode;
 use axum::routing::{any, get};
 
 use crate::state::AppState;
-use crate::{api, jobs_page, metrics, proxy, web};
+use crate::{api, jobs_page, metrics, proxy, token_page, web};
 
 /// Builds the router: the hub's pages and API under `/hub/` (request durations recorded for
 /// `/hub/metrics`), the proxy under `/user/` (not timed: it is the hot path).
 pub fn router(state: AppState) -> Router {
     let hub = web::pages()
         .merge(jobs_page::pages())
+        .merge(token_page::pages())
         .route("/hub/metrics", get(metrics::handler))
         // Hub forms are small; the login form is the one body an unauthenticated client may
         // send, so this is all such a client can make the hub hold per request.

@@ -3,7 +3,6 @@
 //! proxy.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -21,7 +20,7 @@ use hub_servers::renewer::Trigger;
 use hub_servers::servers::ServerState;
 
 use crate::guard::{self, XsrfForm, XsrfProof, form_allowed};
-use crate::html::{announcement, error_page, esc, page, page_with_user, too_many, xsrf_field};
+use crate::html::{announcement, clock, error_page, esc, page, page_with_user, too_many, xsrf_field};
 use crate::state::CurrentUser;
 use crate::state::{App, AppState};
 use hub_config::AnnouncementPage;
@@ -702,14 +701,6 @@ fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
         banner = announcement(app, AnnouncementPage::Spawn),
     );
     page_with_user(app, "Starting", &body, s).into_response()
-}
-
-fn clock(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
-    let full = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-21T14:32:05Z
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let (date, time) = (&full[..10], &full[11..16]);
-    if now.starts_with(date) { format!("{time} UTC") } else { format!("{date} {time} UTC") }
 }
 
 /// The home page's Kerberos section.

@@ -519,3 +519,48 @@ async fn a_stopped_server_sends_the_browser_to_the_spawn_page() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/hub/spawn?next=/user/ann/lab");
 }
+
+/// The token page's refusals: no XSRF token, a scope beyond the owner's, another user's
+/// token; nothing is made or revoked by any of them.
+#[tokio::test]
+async fn the_token_page_refuses_what_it_must() {
+    let hub = TestHub::new().await;
+    let ann = hub.session("ann", false).await;
+    let bob = hub.session("bob", false).await;
+    let form = |cookie: &str, body: String| {
+        Request::post("/hub/token")
+            .header(header::COOKIE, cookie)
+            .header(header::ORIGIN, PUBLIC_URL)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .expect("a valid request")
+    };
+    let ann_session = hub.state.sessions.from_cookie_header(&ann, hub_core::unix_now()).await.expect("session");
+    let ann_xsrf = hub.state.sessions.xsrf_token(&ann_session);
+    let (status, _, body) = hub.send(form(&ann, "note=x&expires_in=0".into())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no XSRF token: {body}");
+    let (status, _, body) =
+        hub.send(form(&ann, format!("_xsrf={ann_xsrf}&note=x&expires_in=0&scopes=admin%3Ausers"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("Not assigning requested scope admin:users"), "{body}");
+    let (status, _, body) = hub.send(form(&ann, format!("_xsrf={ann_xsrf}&note=x&expires_in=0&scopes=shares"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("not supported"), "{body}");
+    let (status, _, body) = hub.send(form(&ann, format!("_xsrf={ann_xsrf}&note=x&expires_in=soon"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(hub.state.store.tokens_of("ann").await.expect("tokens").is_empty(), "nothing was made");
+    let (status, _, body) = hub.send(form(&ann, format!("_xsrf={ann_xsrf}&note=mine&expires_in=3600"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#"id="token-value""#), "{body}");
+    let id = hub.state.store.tokens_of("ann").await.expect("tokens")[0].id;
+    // bob cannot revoke ann's token, even with his own valid form.
+    let bob_session = hub.state.sessions.from_cookie_header(&bob, hub_core::unix_now()).await.expect("session");
+    let req = Request::post(format!("/hub/token/a{id}/revoke"))
+        .header(header::COOKIE, &bob)
+        .header(header::ORIGIN, PUBLIC_URL)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("_xsrf={}", hub.state.sessions.xsrf_token(&bob_session))))
+        .expect("a valid request");
+    assert_eq!(hub.send(req).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(hub.state.store.tokens_of("ann").await.expect("tokens").len(), 1, "ann's token stays");
+}
