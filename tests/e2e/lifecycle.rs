@@ -181,7 +181,7 @@ async fn kill9_and_restart_readopts_servers() {
     {
         let store =
             SqliteStore::open(&format!("sqlite://{}/hub.sqlite", dir.path().display()), false).await.expect("db");
-        let rec = store.get_server(&damaged.name).await.expect("db").expect("record");
+        let rec = store.get_server(&damaged.name, "").await.expect("db").expect("record");
         assert_eq!(rec.state, "stopped");
         assert!(rec.message.as_deref().unwrap_or_default().contains("record was unreadable"), "{:?}", rec.message);
     }

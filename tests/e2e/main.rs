@@ -229,7 +229,7 @@ async fn ann_logs_in_and_her_server_runs_as_her_on_a_private_socket() {
     let sock_meta = std::fs::symlink_metadata(&sock).expect("socket");
     assert!(sock_meta.file_type().is_socket());
     assert_eq!((sock_meta.uid(), sock_meta.mode() & 0o777), (ann.uid, 0o600), "socket");
-    let rec = hub.state.store.get_server(&ann.name).await.expect("db").expect("record");
+    let rec = hub.state.store.get_server(&ann.name, "").await.expect("db").expect("record");
     assert_eq!((rec.port, rec.socket.as_deref()), (None, sock.to_str()), "recorded endpoint");
     // bob, another local user, cannot even connect to it.
     let probe = |uid: u32, gid: u32| {

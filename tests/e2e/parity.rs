@@ -265,3 +265,166 @@ async fn token_page_in_chromium() {
     assert!(hub.state.store.tokens_of(&ann.name).await.expect("tokens").is_empty(), "the revoked token is gone");
     hub.stop().await;
 }
+
+/// A JSON API call with a token; returns (status, body).
+async fn call(hub: &TestHub, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().request(method, hub.url(path)).header("Authorization", format!("token {token}"));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().await.expect("body")).unwrap_or(Value::Null))
+}
+
+/// Named servers as JupyterHub has them, against real JupyterLab: created and started through
+/// `POST /users/{name}/servers/{server_name}` (progress stream, JupyterHub's model in the
+/// user's `servers`), each its own process, socket, log and token at `/user/{name}/{server}/`,
+/// a token scoped to one server reaching that one only, JupyterHub 6's name rule and the
+/// per-user limit with JupyterHub's messages (also for parallel creations), stop and remove,
+/// and re-adoption after a hub restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_as_jupyterhub_has_them() {
+    require_root();
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let opts = || HubOptions {
+        spawner: "allow_named_servers = true\nnamed_server_limit_per_user = 1".into(),
+        keep_servers: true,
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts()).await;
+    let c = client_for(&hub.url(""));
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    hub.wait_ready(&c, &ann.name).await;
+    let me = ann.name.clone();
+    let t = token_for(&hub, &c, &me, json!(["inherit"])).await;
+    use reqwest::Method;
+
+    // Refusals first: a bad name, a reserved one; nothing is created.
+    for bad in ["GPU", "a--b", "lab"] {
+        let (s, v) = call(&hub, Method::POST, &format!("/hub/api/users/{me}/servers/{bad}"), &t, None).await;
+        assert!(s == 400 && v["message"].as_str().expect("m").starts_with("Invalid server_name: "), "{bad}: {v}");
+    }
+    // Parallel creations of different names: the limit of one holds.
+    let (gpu, cpu) = (format!("/hub/api/users/{me}/servers/gpu"), format!("/hub/api/users/{me}/servers/cpu"));
+    let (a, b) = tokio::join!(
+        call(&hub, Method::POST, &gpu, &t, Some(json!({}))),
+        call(&hub, Method::POST, &cpu, &t, Some(json!({}))),
+    );
+    let ok: Vec<_> = [&a, &b].into_iter().filter(|(s, _)| *s == 201 || *s == 202).collect();
+    assert_eq!(ok.len(), 1, "one named server allowed: {a:?} {b:?}");
+    let refused = if ok[0] == &a { &b } else { &a };
+    assert!(
+        refused.1["message"].as_str().expect("m").contains("already has the maximum of 1 named servers"),
+        "{refused:?}"
+    );
+    let name = if ok[0] == &a { "gpu" } else { "cpu" };
+    // Its progress stream, in JupyterHub's event format.
+    let r = c.get(hub.url(&format!("/hub/api/users/{me}/servers/{name}/progress"))).send().await.expect("progress");
+    assert_eq!(r.status(), 200);
+    let events = tokio::time::timeout(Duration::from_secs(90), async {
+        use futures_util::StreamExt;
+        let mut seen = String::new();
+        let mut s = r.bytes_stream();
+        while let Some(Ok(chunk)) = s.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"ready\":true") || seen.contains("\"failed\":true") {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("the named server became ready");
+    assert!(events.contains("\"ready\":true") && events.contains(&format!("/user/{me}/{name}/")), "{events}");
+
+    // The user model: both servers, in JupyterHub's Server model.
+    let (s, u) = call(&hub, Method::GET, &format!("/hub/api/users/{me}"), &t, None).await;
+    assert_eq!(s, 200);
+    let named = &u["servers"][name];
+    for field in [
+        "name",
+        "ready",
+        "pending",
+        "url",
+        "progress_url",
+        "started",
+        "last_activity",
+        "state",
+        "user_options",
+        "stopped",
+    ] {
+        assert!(named.get(field).is_some(), "{field} in {named}");
+    }
+    assert_eq!((named["name"].as_str(), named["ready"].as_bool()), (Some(name), Some(true)), "{u}");
+    assert_eq!(named["url"], format!("/user/{me}/{name}/"));
+    assert_eq!(u["servers"][""]["ready"], true, "the default server is there too: {u}");
+
+    // Its own process, socket and log; reached at its own prefix, the default one at its.
+    let data = hub.data_dir.path();
+    assert!(data.join(format!("sockets/{me}/server@{name}.sock")).exists());
+    assert!(data.join(format!("logs/{me}@{name}.log")).exists());
+    assert!(ann.processes().len() >= 2, "two servers: {:?}", ann.processes());
+    let status = |path: String| {
+        let c = c.clone();
+        async move { c.get(path).send().await.expect("get").status().as_u16() }
+    };
+    assert_eq!(status(hub.url(&format!("/user/{me}/{name}/api/status"))).await, 200);
+    assert_eq!(status(hub.url(&format!("/user/{me}/api/status"))).await, 200);
+    // A token for this server only: it runs a kernel there as ann, and is refused by the
+    // default server.
+    let only = token_for(&hub, &c, &me, json!([format!("access:servers!server={me}/{name}")])).await;
+    let out = tokio::process::Command::new(venv().join("bin/python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/token_client.py"))
+        .args([hub.url(""), format!("{me}/{name}"), only.clone()])
+        .output()
+        .await
+        .expect("run the client");
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+        .unwrap_or_else(|_| panic!("client: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!((v["status"].as_u64(), v["kernel_uid"].as_u64()), (Some(200), Some(u64::from(ann.uid))), "{v}");
+    let r = reqwest::Client::new()
+        .get(hub.url(&format!("/user/{me}/api/status")))
+        .header("Authorization", format!("token {only}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403, "a token for {name} does not reach the default server");
+
+    // A hub restart re-adopts the named server: same process, same URL.
+    let pids = ann.processes();
+    let dir = hub.stop_keep_data().await;
+    let hub = TestHub::start_in(dir, &pam, None, opts()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let key = format!("{me}/{name}");
+    while !matches!(hub.state.servers.state(&key), hub::servers::ServerState::Running { .. }) {
+        assert!(std::time::Instant::now() < deadline, "not re-adopted: {:?}", hub.state.servers.state(&key));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(pids.iter().all(|p| ann.processes().contains(p)), "the same processes");
+    assert_eq!(status(hub.url(&format!("/user/{me}/{name}/api/status"))).await, 200, "the browser's session goes on");
+
+    // Stop: still listed (stopped); remove: gone, and its path is the default server's again.
+    let (s, _) = call(&hub, Method::DELETE, &format!("/hub/api/users/{me}/servers/{name}"), &t, None).await;
+    assert_eq!(s, 204);
+    let (_, u) = call(&hub, Method::GET, &format!("/hub/api/users/{me}?include_stopped_servers=1"), &t, None).await;
+    assert_eq!(u["servers"][name]["stopped"], true, "{u}");
+    let (s, _) =
+        call(&hub, Method::DELETE, &format!("/hub/api/users/{me}/servers/{name}"), &t, Some(json!({"remove": true})))
+            .await;
+    assert_eq!(s, 204);
+    let (_, u) = call(&hub, Method::GET, &format!("/hub/api/users/{me}?include_stopped_servers=1"), &t, None).await;
+    assert!(u["servers"].get(name).is_none(), "removed: {u}");
+    assert!(hub.state.store.get_server(&me, name).await.expect("store").is_none());
+    let (s, v) = call(&hub, Method::POST, &format!("/hub/api/users/{me}/servers/other"), &t, None).await;
+    assert!(s == 201 || s == 202, "room for a new one after the delete: {v}");
+    let (s, _) =
+        call(&hub, Method::DELETE, &format!("/hub/api/users/{me}/servers/other"), &t, Some(json!({"remove": true})))
+            .await;
+    assert_eq!(s, 204);
+    let user = hub::core::LinuxUser::lookup(&me).expect("user");
+    hub.state.servers.stop(&user).await;
+    hub.stop().await;
+    assert_eq!(ann.processes(), Vec::<u32>::new(), "nothing left");
+}

@@ -149,10 +149,16 @@ impl HubConfig {
 pub const MAX_SOCKET_PATH: usize = 107;
 
 impl HubConfig {
-    /// The Unix socket `user`'s server listens on with `transport = "unix"`:
+    /// The Unix socket `user`'s default server listens on with `transport = "unix"`:
     /// `<data_dir>/sockets/<user>/server.sock`.
     pub fn server_socket(&self, user: &str) -> PathBuf {
-        server_socket_in(&self.data_dir, user)
+        server_socket_in(&self.data_dir, user, "")
+    }
+
+    /// The Unix socket of `user`'s server `server_name` (`""`: the default one); a named
+    /// server's is `<data_dir>/sockets/<user>/server@<server_name>.sock`, in the same directory.
+    pub fn server_socket_for(&self, user: &str, server_name: &str) -> PathBuf {
+        server_socket_in(&self.data_dir, user, server_name)
     }
 
     /// Where the hub writes `user`'s `[[kernelspec]]` entries, the directory put on their
@@ -164,8 +170,9 @@ impl HubConfig {
 
 /// [`HubConfig::server_socket`] for a `data_dir` (also used before the config is built, to
 /// check the path fits).
-pub(crate) fn server_socket_in(data_dir: &Path, user: &str) -> PathBuf {
-    data_dir.join("sockets").join(user).join("server.sock")
+pub(crate) fn server_socket_in(data_dir: &Path, user: &str, server_name: &str) -> PathBuf {
+    let file = if server_name.is_empty() { "server.sock".to_string() } else { format!("server@{server_name}.sock") };
+    data_dir.join("sockets").join(user).join(file)
 }
 
 #[derive(Deserialize, Default)]

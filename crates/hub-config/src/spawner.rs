@@ -52,6 +52,12 @@ pub struct SpawnerConfig {
     pub log_max_mib: u64,
     /// How the hub reaches each server (`transport`, default `unix`).
     pub transport: Transport,
+    /// Whether users may have named servers besides their default one
+    /// (`allow_named_servers`, default false, as JupyterHub's `JupyterHub.allow_named_servers`).
+    pub allow_named_servers: bool,
+    /// Most named servers per user, running or not (`named_server_limit_per_user`, default 0 =
+    /// no limit; the default server does not count).
+    pub named_server_limit_per_user: usize,
 }
 
 /// How the hub reaches a single-user server (`spawner.transport`).
@@ -83,6 +89,8 @@ pub(crate) struct FileSpawner {
     pub(crate) cull_max_age: Option<Spanned<String>>,
     pub(crate) cull_interval: Option<Spanned<String>>,
     pub(crate) cull_busy: Option<bool>,
+    pub(crate) allow_named_servers: Option<bool>,
+    pub(crate) named_server_limit_per_user: Option<Spanned<i64>>,
     pub(crate) log_max_mib: Option<Spanned<i64>>,
     pub(crate) transport: Option<Spanned<String>>,
     pub(crate) term_timeout: Option<Spanned<String>>,
@@ -136,9 +144,14 @@ pub(crate) fn parse(src: &Source<'_>, f: FileSpawner, data_dir: &Path) -> Result
         Some(t) if t.get_ref() == "tcp" => Transport::Tcp,
         Some(t) => return Err(src.err("spawner.transport", t, "must be \"unix\" or \"tcp\"")),
     };
+    let allow_named_servers = f.allow_named_servers.unwrap_or(false);
     if transport == Transport::Unix {
-        // The longest user name the hub accepts makes the longest socket path.
-        let longest = crate::hub::server_socket_in(data_dir, &"u".repeat(hub_core::user::MAX_USERNAME_LEN));
+        // The longest user name the hub accepts (and, with named servers, the longest server
+        // name) makes the longest socket path.
+        let longest_server =
+            if allow_named_servers { "s".repeat(hub_core::server::MAX_SERVER_NAME) } else { String::new() };
+        let longest =
+            crate::hub::server_socket_in(data_dir, &"u".repeat(hub_core::user::MAX_USERNAME_LEN), &longest_server);
         let len = longest.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(ConfigError(format!(
@@ -175,5 +188,7 @@ pub(crate) fn parse(src: &Source<'_>, f: FileSpawner, data_dir: &Path) -> Result
         cull_busy: f.cull_busy.unwrap_or(false),
         log_max_mib: count("spawner.log_max_mib", &f.log_max_mib, 10)? as u64,
         transport,
+        allow_named_servers,
+        named_server_limit_per_user: count("spawner.named_server_limit_per_user", &f.named_server_limit_per_user, 0)?,
     })
 }

@@ -162,8 +162,11 @@ pub fn subscopes(name: &str) -> &'static [&'static str] {
 pub enum Filter {
     /// Every user.
     All,
-    /// Only this user (`!user=NAME`, or `!server=NAME/`).
+    /// Only this user (`!user=NAME`).
     User(String),
+    /// Only this server of this user (`!server=NAME/SERVER`; `""` is the default server,
+    /// `!server=NAME/`).
+    Server(String, String),
 }
 
 /// One granted scope, e.g. `servers!user=ann`.
@@ -180,6 +183,7 @@ impl fmt::Display for Scope {
         match &self.filter {
             Filter::All => write!(f, "{}", self.name),
             Filter::User(u) => write!(f, "{}!user={u}", self.name),
+            Filter::Server(u, n) => write!(f, "{}!server={u}/{n}", self.name),
         }
     }
 }
@@ -202,8 +206,8 @@ impl fmt::Display for Requested {
 /// Why a scope string is not one the hub understands; the text names the scope and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    /// `!server=` names something other than a user's default server.
-    #[error("scope {0:?}: only a user's default server can be named, as !server=NAME/")]
+    /// `!server=` is not `NAME/` or `NAME/SERVER` with a valid server name.
+    #[error("scope {0:?}: a server filter is !server=NAME/ (the default server) or !server=NAME/SERVER")]
     NamedServer(String),
     /// A filter other than `!user=` or `!server=`.
     #[error("scope {0:?}: unsupported filter; use !user=NAME or !server=NAME/")]
@@ -227,12 +231,14 @@ pub fn parse(s: &str) -> Result<Requested, ScopeError> {
     let (name, filter) = match s.split_once('!') {
         None => (s, Filter::All),
         Some((name, f)) => {
-            let user = if let Some(u) = f.strip_prefix("user=") {
-                u
+            let (user, server) = if let Some(u) = f.strip_prefix("user=") {
+                (u, None)
             } else if let Some(u) = f.strip_prefix("server=") {
-                u.strip_suffix('/')
-                    .filter(|u| !u.contains('/'))
-                    .ok_or_else(|| ScopeError::NamedServer(s.to_string()))?
+                let (u, server) = u.split_once('/').ok_or_else(|| ScopeError::NamedServer(s.to_string()))?;
+                if !server.is_empty() && crate::server::check_server_name(server).is_err() {
+                    return Err(ScopeError::NamedServer(s.to_string()));
+                }
+                (u, Some(server))
             } else if f.starts_with("group=") || f.starts_with("service=") {
                 return Err(ScopeError::NotSupported(
                     s.to_string(),
@@ -241,10 +247,13 @@ pub fn parse(s: &str) -> Result<Requested, ScopeError> {
             } else {
                 return Err(ScopeError::UnsupportedFilter(s.to_string()));
             };
-            if user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_control()) {
+            if user.is_empty() || user.len() > 256 || user.chars().any(|c| c.is_control() || c == '/') {
                 return Err(ScopeError::InvalidUser(s.to_string()));
             }
-            (name, Filter::User(user.to_string()))
+            match server {
+                None => (name, Filter::User(user.to_string())),
+                Some(server) => (name, Filter::Server(user.to_string(), server.to_string())),
+            }
         }
     };
     if name == "inherit" && filter != Filter::All {
@@ -341,7 +350,11 @@ impl ScopeSet {
                 && match (&s.filter, &scope.filter) {
                     (Filter::All, _) => true,
                     (Filter::User(a), Filter::User(b)) => a == b,
-                    (Filter::User(_), Filter::All) => false,
+                    (Filter::User(a), Filter::Server(b, _)) => a == b,
+                    (Filter::Server(a, n), Filter::Server(b, m)) => a == b && n == m,
+                    (Filter::User(_) | Filter::Server(..), Filter::All) | (Filter::Server(..), Filter::User(_)) => {
+                        false
+                    }
                 }
         })
     }
@@ -351,6 +364,12 @@ impl ScopeSet {
     pub fn allows(&self, name: &str, user: Option<&str>) -> bool {
         let filter = user.map_or(Filter::All, |u| Filter::User(u.to_string()));
         self.covers(&Scope { name: name.to_string(), filter })
+    }
+
+    /// Whether the set holds `name` for `user`'s server `server` (`""`: the default one): a
+    /// grant for everyone, for the user, or for that very server.
+    pub fn allows_server(&self, name: &str, user: &str, server: &str) -> bool {
+        self.covers(&Scope { name: name.to_string(), filter: Filter::Server(user.to_string(), server.to_string()) })
     }
 
     /// Whether the set holds `name` for at least one user (to tell 403 from an empty list).
@@ -375,9 +394,17 @@ mod tests {
     #[test]
     fn parsing_names_and_filters() {
         assert_eq!(parse("servers!user=ann").expect("ok").filter, Filter::User("ann".into()));
-        assert_eq!(parse("servers!server=ann/").expect("ok").filter, Filter::User("ann".into()));
+        assert_eq!(parse("servers!server=ann/").expect("ok").filter, Filter::Server("ann".into(), String::new()));
+        assert_eq!(parse("servers!server=ann/gpu").expect("ok").filter, Filter::Server("ann".into(), "gpu".into()));
+        assert!(parse("servers!server=ann").is_err() && parse("servers!server=ann/Bad--").is_err());
         assert!(parse("read:userz").expect_err("unknown").to_string().contains("unknown scope"));
-        assert!(parse("servers!server=ann/gpu").expect_err("named").to_string().contains("default server"));
+        // A server filter covers that server only; a user filter covers all of the user's.
+        let s = ScopeSet::expand(&req(&["access:servers!server=ann/gpu", "access:servers!server=bob/"]), None);
+        assert!(s.allows_server("access:servers", "ann", "gpu") && !s.allows_server("access:servers", "ann", ""));
+        assert!(s.allows_server("access:servers", "bob", "") && !s.allows_server("access:servers", "bob", "gpu"));
+        assert!(!s.allows("access:servers", Some("ann")), "a server grant is not the user's");
+        let s = ScopeSet::expand(&req(&["access:servers!user=ann"]), None);
+        assert!(s.allows_server("access:servers", "ann", "gpu") && s.allows_server("access:servers", "ann", ""));
         assert!(parse("servers!team=x").expect_err("filter").to_string().contains("unsupported filter"));
         assert!(parse("servers!user=").is_err());
         let e = parse("shares!user=ann").expect_err("shares").to_string();

@@ -76,3 +76,93 @@ impl std::fmt::Debug for ServerToken {
         f.write_str("ServerToken(..)")
     }
 }
+
+/// Longest server name (JupyterHub 6's safe-slug rule).
+pub const MAX_SERVER_NAME: usize = 30;
+
+/// Top-level paths of jupyter-server and JupyterLab under a server's base URL. A named server
+/// called one of these would hide that path of the user's default server
+/// (`/user/ann/lab/` would mean the named server "lab"), so such names are refused.
+pub const RESERVED_SERVER_NAMES: &[&str] = &[
+    "api",
+    "custom",
+    "doc",
+    "edit",
+    "files",
+    "kernelspecs",
+    "lab",
+    "login",
+    "logout",
+    "nbconvert",
+    "nbextensions",
+    "notebooks",
+    "static",
+    "terminals",
+    "tree",
+    "view",
+    "voila",
+];
+
+/// Checks a new named server's name by JupyterHub 6's rule (`is_valid_safe_slug` in
+/// `jupyterhub/slugs.py`: 1-30 characters of `a-z`, `0-9` and `-`, starting with a letter,
+/// ending with a letter or digit, no `--`), with JupyterHub's message, plus the
+/// [`RESERVED_SERVER_NAMES`].
+pub fn check_server_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_SERVER_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.contains("--");
+    let shown = crate::percent_encode(name);
+    if !valid {
+        return Err(format!(
+            "Invalid server_name: {shown} (use 1-{MAX_SERVER_NAME} lower-case letters, digits and single hyphens, \
+             starting with a letter and ending with a letter or digit)"
+        ));
+    }
+    if RESERVED_SERVER_NAMES.contains(&name) {
+        return Err(format!(
+            "Invalid server_name: {shown} (it is a path of the default server, /user/<name>/{shown}/; choose another name)"
+        ));
+    }
+    Ok(())
+}
+
+/// The key the hub keeps a server under: the user's name for the default server (`""`),
+/// `user/server_name` for a named one. User names never contain `/`.
+pub fn server_key(user: &str, server_name: &str) -> String {
+    if server_name.is_empty() { user.to_string() } else { format!("{user}/{server_name}") }
+}
+
+/// The `(user, server_name)` of a [`server_key`].
+pub fn split_server_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or((key, ""))
+}
+
+/// The URL prefix of a server: `/user/<user>/` or `/user/<user>/<server_name>/`.
+pub fn server_prefix(user: &str, server_name: &str) -> String {
+    if server_name.is_empty() { format!("/user/{user}/") } else { format!("/user/{user}/{server_name}/") }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn server_names_follow_jupyterhub_6() {
+        for ok in ["gpu", "big-memory", "a", "x1", &"a".repeat(30)] {
+            assert!(check_server_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "GPU", "1gpu", "gpu-", "a--b", "a/b", "a b", "ü", "../x", &"a".repeat(31)] {
+            let e = check_server_name(bad).expect_err(bad);
+            assert!(e.starts_with("Invalid server_name: "), "{e}");
+        }
+        assert!(check_server_name("lab").expect_err("reserved").contains("path of the default server"));
+        assert_eq!(server_key("ann", ""), "ann");
+        assert_eq!(server_key("ann", "gpu"), "ann/gpu");
+        assert_eq!(split_server_key("ann/gpu"), ("ann", "gpu"));
+        assert_eq!(split_server_key("ann"), ("ann", ""));
+        assert_eq!(server_prefix("ann", "gpu"), "/user/ann/gpu/");
+    }
+}

@@ -20,6 +20,7 @@ use crate::environment::{UserEnvironment, user_environment};
 use crate::renewer::{Renewer, Trigger};
 use crate::spawner::{ServerProcess, SpawnSpec, Spawner};
 use hub_config::{Config, Transport};
+use hub_core::server::{server_key, server_prefix, split_server_key};
 use hub_core::unix_now;
 use hub_core::{Endpoint, LinuxUser, Recover, ServerToken, TicketOwner};
 use hub_net::probe::{Probe, probe};
@@ -179,6 +180,22 @@ struct ServerSlot {
     activity: Arc<AtomicI64>,
     /// Unix seconds the running server became ready (or was re-adopted).
     running_since: AtomicI64,
+    /// The `user_options` JSON object the server was (or is being) started with.
+    options: std::sync::Mutex<String>,
+}
+
+impl ServerSlot {
+    fn new() -> Self {
+        ServerSlot {
+            state: watch::channel(ServerState::Stopped { message: None }).0,
+            op: Mutex::new(()),
+            cancel: AtomicBool::new(false),
+            process: Mutex::new(None),
+            activity: Arc::new(AtomicI64::new(0)),
+            running_since: AtomicI64::new(0),
+            options: std::sync::Mutex::new("{}".into()),
+        }
+    }
 }
 
 /// Why a spawn failed: the message for the user (the spawn page, the API, the admin page) and
@@ -207,6 +224,10 @@ pub enum SpawnRefused {
         "the hub is at its limit of {0} active servers (spawner.active_server_limit); try again later or ask an admin"
     )]
     TooManyActive(usize),
+    /// A new named server refused ([`Servers::check_named`]'s message), checked again under
+    /// the lock that creates it, so parallel requests cannot pass the per-user limit together.
+    #[error("{0}")]
+    Named(String),
 }
 
 impl SpawnRefused {
@@ -214,7 +235,7 @@ impl SpawnRefused {
     pub fn retry_after(&self) -> u64 {
         match self {
             SpawnRefused::TooManySpawns(_) => 5,
-            SpawnRefused::TooManyActive(_) => 60,
+            SpawnRefused::TooManyActive(_) | SpawnRefused::Named(_) => 60,
         }
     }
 }
@@ -251,26 +272,15 @@ impl Servers {
         if let Some(s) = self.slots.read().recover().get(name) {
             return s.clone();
         }
-        self.slots
-            .write()
-            .recover()
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(ServerSlot {
-                    state: watch::channel(ServerState::Stopped { message: None }).0,
-                    op: Mutex::new(()),
-                    cancel: AtomicBool::new(false),
-                    process: Mutex::new(None),
-                    activity: Arc::new(AtomicI64::new(0)),
-                    running_since: AtomicI64::new(0),
-                })
-            })
-            .clone()
+        self.slots.write().recover().entry(name.to_string()).or_insert_with(|| Arc::new(ServerSlot::new())).clone()
     }
 
     /// The current state of `name`'s server.
     pub fn state(&self, name: &str) -> ServerState {
-        self.slot(name).state.borrow().clone()
+        match self.slots.read().recover().get(name) {
+            Some(s) => s.state.borrow().clone(),
+            None => ServerState::Stopped { message: None },
+        }
     }
 
     /// A receiver that sees every state change of `name`'s server.
@@ -331,9 +341,101 @@ impl Servers {
         }
     }
 
-    /// The server log file of `name`: `<data_dir>/logs/<name>.log`.
-    pub fn log_path(&self, name: &str) -> PathBuf {
-        self.config.hub.data_dir.join("logs").join(format!("{name}.log"))
+    /// The server log file of the server with key `key` ([`hub_core::server::server_key`]):
+    /// `<data_dir>/logs/<user>.log` for a default server, `<user>@<server_name>.log` for a
+    /// named one (`@` is in neither a user name nor a server name).
+    pub fn log_path(&self, key: &str) -> PathBuf {
+        self.config.hub.data_dir.join("logs").join(format!("{}.log", unit_name(key)))
+    }
+
+    /// The user's servers the manager knows (the default one, as `""`, only if it has state),
+    /// as `(server_name, snapshot, user_options JSON)`, sorted by name.
+    pub fn servers_of(&self, user: &str) -> Vec<(String, ServerSnapshot, String)> {
+        let slots = self.slots.read().recover();
+        let mut out: Vec<_> = slots
+            .iter()
+            .filter_map(|(key, slot)| {
+                let (u, server) = split_server_key(key);
+                (u == user).then(|| {
+                    let snap = ServerSnapshot {
+                        state: slot.state.borrow().clone(),
+                        ready_since: slot.running_since.load(Ordering::Relaxed),
+                        last_activity: slot.activity.load(Ordering::Relaxed),
+                    };
+                    (server.to_string(), snap, slot.options.lock().recover().clone())
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The `user_options` JSON object of the server with key `key` (`{}` if none).
+    pub fn options(&self, key: &str) -> String {
+        self.slots.read().recover().get(key).map_or_else(|| "{}".into(), |s| s.options.lock().recover().clone())
+    }
+
+    /// Whether `user` may start their server `server_name` (`""`: the default one, always),
+    /// with JupyterHub's checks and messages: named servers enabled
+    /// (`[spawner] allow_named_servers`), and for a new one a valid name
+    /// ([`hub_core::server::check_server_name`]) and room under `named_server_limit_per_user`.
+    pub fn check_named(&self, user: &str, server_name: &str) -> Result<(), String> {
+        if server_name.is_empty() {
+            return Ok(());
+        }
+        let sc = &self.config.spawner;
+        if !sc.allow_named_servers {
+            return Err("Named servers are not enabled. (an admin sets [spawner] allow_named_servers = true)".into());
+        }
+        if self.has_named(user, server_name) {
+            return Ok(());
+        }
+        hub_core::server::check_server_name(server_name)?;
+        let limit = sc.named_server_limit_per_user;
+        if limit > 0 && self.named_count(user) >= limit {
+            return Err(format!(
+                "User {user} already has the maximum of {limit} named servers.  One must be deleted before a new server can be created"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets every server of a deleted `user` (call it once they are stopped).
+    pub fn forget_user(&self, user: &str) {
+        self.slots.write().recover().retain(|k, _| split_server_key(k).0 != user);
+    }
+
+    /// Whether `user` has a named server `server_name` (running or not).
+    pub fn has_named(&self, user: &str, server_name: &str) -> bool {
+        !server_name.is_empty() && self.slots.read().recover().contains_key(&server_key(user, server_name))
+    }
+
+    /// How many named servers `user` has (running or not).
+    pub fn named_count(&self, user: &str) -> usize {
+        self.slots
+            .read()
+            .recover()
+            .keys()
+            .filter(|k| matches!(split_server_key(k), (u, n) if u == user && !n.is_empty()))
+            .count()
+    }
+
+    /// Whether another server of `key`'s user than `key` is starting, running or stopping
+    /// (then the user's ticket stays on the renewer's timer).
+    fn others_active(&self, key: &str) -> bool {
+        let (user, _) = split_server_key(key);
+        self.slots
+            .read()
+            .recover()
+            .iter()
+            .any(|(k, s)| k != key && split_server_key(k).0 == user && s.state.borrow().is_active())
+    }
+
+    /// Takes `owner` off the renewer's timer unless another of their servers is active.
+    fn deactivate_unless_others(&self, key: &str, owner: &TicketOwner) {
+        if !self.others_active(key) {
+            self.renewer.deactivate(owner);
+        }
     }
 
     /// Starts `user`'s server in the background unless it is already starting or running.
@@ -342,7 +444,41 @@ impl Servers {
     /// Refused (and nothing started) when `concurrent_spawn_limit` spawns are in progress or
     /// `active_server_limit` servers are active.
     pub fn start(self: &Arc<Self>, user: LinuxUser) -> Result<(), SpawnRefused> {
-        let slot = self.slot(&user.name);
+        self.start_server(user, "", "{}".into())
+    }
+
+    /// Starts `user`'s server `server_name` (`""`: the default one) with `user_options` (a
+    /// JSON object, kept with the server), as [`Servers::start`] does. Checking the name and
+    /// the named-server limit is the caller's ([`hub_core::server::check_server_name`]).
+    pub fn start_server(
+        self: &Arc<Self>,
+        user: LinuxUser,
+        server_name: &str,
+        user_options: String,
+    ) -> Result<(), SpawnRefused> {
+        let key = server_key(&user.name, server_name);
+        if !server_name.is_empty() && !self.has_named(&user.name, server_name) {
+            // A new named server: its checks and its slot under one write lock, so parallel
+            // creations cannot pass named_server_limit_per_user together.
+            let mut slots = self.slots.write().recover();
+            if !slots.contains_key(&key) {
+                let mine = slots
+                    .keys()
+                    .filter(|k| matches!(split_server_key(k), (u, n) if u == user.name && !n.is_empty()))
+                    .count();
+                let limit = self.config.spawner.named_server_limit_per_user;
+                if !self.config.spawner.allow_named_servers || (limit > 0 && mine >= limit) {
+                    drop(slots);
+                    return Err(SpawnRefused::Named(
+                        self.check_named(&user.name, server_name)
+                            .err()
+                            .unwrap_or_else(|| "named server refused".into()),
+                    ));
+                }
+                slots.insert(key.clone(), Arc::new(ServerSlot::new()));
+            }
+        }
+        let slot = self.slot(&key);
         {
             // The limits are checked and the slot claimed under the slots lock, so two
             // concurrent requests cannot both squeeze under a limit.
@@ -369,14 +505,16 @@ impl Servers {
                 return Err(SpawnRefused::TooManyActive(active));
             }
             slot.state.send_replace(ServerState::Starting { progress: 5, message: "Spawn requested".into() });
+            *slot.options.lock().recover() = user_options;
         }
         let this = self.clone();
+        let server_name = server_name.to_string();
         tokio::spawn(async move {
             let _op = slot.op.lock().await;
             slot.cancel.store(false, Ordering::SeqCst);
-            let name = user.name.clone();
+            let name = key;
             let started = Instant::now();
-            let outcome = this.spawn_and_wait(&slot, user).await;
+            let outcome = this.spawn_and_wait(&slot, user, &server_name).await;
             let secs = started.elapsed().as_secs_f64();
             let status = if outcome.is_ok() { "success" } else { "failure" };
             this.spawn_duration.with_label_values(&[status]).observe(secs);
@@ -392,8 +530,13 @@ impl Servers {
         Ok(())
     }
 
-    async fn spawn_and_wait(self: &Arc<Self>, slot: &Arc<ServerSlot>, user: LinuxUser) -> Result<(), SpawnFailure> {
-        let name = user.name.clone();
+    async fn spawn_and_wait(
+        self: &Arc<Self>,
+        slot: &Arc<ServerSlot>,
+        user: LinuxUser,
+        server_name: &str,
+    ) -> Result<(), SpawnFailure> {
+        let name = server_key(&user.name, server_name);
         let owner = TicketOwner::from(&user);
         let progress = |p: u8, m: &str| {
             slot.state.send_replace(ServerState::Starting { progress: p, message: m.to_string() });
@@ -414,7 +557,7 @@ impl Servers {
             ));
         }
         let log_path = self.log_path(&name);
-        let endpoint = self.endpoint_for(&user)?;
+        let endpoint = self.endpoint_for(&user, server_name)?;
         let mut token = [0u8; 32];
         rand::fill(&mut token);
         let token = hex::encode(token);
@@ -424,7 +567,7 @@ impl Servers {
                 String::new(),
             ));
         };
-        let spec = self.spawn_spec(&user, &endpoint, &token, log_path.clone());
+        let spec = self.spawn_spec(&user, server_name, &endpoint, &token, log_path.clone());
         let process = match self.spawner.start(spec).await {
             Ok(p) => p,
             Err(e) => return Err(SpawnFailure::new(e.to_string(), log_tail(&log_path))),
@@ -438,7 +581,7 @@ impl Servers {
         progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
 
         let deadline = Instant::now() + self.config.spawner.start_timeout;
-        let path = format!("/user/{name}/api/status");
+        let path = format!("{}api/status", server_prefix(&user.name, server_name));
         let mut step = 0u32;
         loop {
             if slot.cancel.load(Ordering::SeqCst) {
@@ -514,7 +657,7 @@ impl Servers {
                 _ => None,
             };
             if let Some(owner) = owner {
-                this.renewer.deactivate(&owner);
+                this.deactivate_unless_others(&name, &owner);
                 let message = format!("The server {how} unexpectedly");
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
                 // Clean up what it left: kernels that outlived it, its cgroups.
@@ -532,13 +675,13 @@ impl Servers {
     /// owned by the user, so only the user's processes can create the socket there and only
     /// they and root can reach it) and removes a socket an earlier server left behind.
     /// Errors name the path and the cause.
-    fn endpoint_for(&self, user: &LinuxUser) -> Result<Endpoint, SpawnFailure> {
+    fn endpoint_for(&self, user: &LinuxUser, server_name: &str) -> Result<Endpoint, SpawnFailure> {
         match self.config.spawner.transport {
             Transport::Tcp => free_port()
                 .map(Endpoint::Tcp)
                 .map_err(|e| SpawnFailure::new(format!("no free port on 127.0.0.1: {e}"), String::new())),
             Transport::Unix => {
-                let path = self.config.hub.server_socket(&user.name);
+                let path = self.config.hub.server_socket_for(&user.name, server_name);
                 let dir = path.parent().unwrap_or(Path::new("/"));
                 let prepare = || -> std::io::Result<()> {
                     if let Some(base) = dir.parent() {
@@ -572,13 +715,20 @@ impl Servers {
         }
     }
 
-    fn spawn_spec(&self, user: &LinuxUser, endpoint: &Endpoint, token: &str, log_path: PathBuf) -> SpawnSpec {
+    fn spawn_spec(
+        &self,
+        user: &LinuxUser,
+        server_name: &str,
+        endpoint: &Endpoint,
+        token: &str,
+        log_path: PathBuf,
+    ) -> SpawnSpec {
         let sc = &self.config.spawner;
         let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user);
         env.retain(|(k, _)| k != "JUPYTER_TOKEN");
         env.push(("JUPYTER_TOKEN".into(), token.to_string()));
         let mut argv = sc.cmd.clone();
-        argv.push(format!("--ServerApp.base_url=/user/{}/", user.name));
+        argv.push(format!("--ServerApp.base_url={}", server_prefix(&user.name, server_name)));
         match endpoint {
             Endpoint::Tcp(port) => argv.extend([
                 "--ServerApp.ip=127.0.0.1".into(),
@@ -598,7 +748,7 @@ impl Servers {
             "hub_prefix": "/hub/",
             "hub_host": "",
             "user": user.name,
-            "page_config_data": {"hubPrefix": "/hub/", "hubHost": "", "hubUser": user.name, "hubServerName": ""},
+            "page_config_data": {"hubPrefix": "/hub/", "hubHost": "", "hubUser": user.name, "hubServerName": server_name},
         });
         argv.extend([
             format!("--ServerApp.tornado_settings={page_config}"),
@@ -610,7 +760,14 @@ impl Servers {
             "--ServerApp.allow_remote_access=True".into(),
         ]);
         argv.extend(sc.args.iter().cloned());
-        SpawnSpec { user: user.clone(), argv, env, log_path, limits, unit: user.name.clone() }
+        SpawnSpec {
+            user: user.clone(),
+            argv,
+            env,
+            log_path,
+            limits,
+            unit: unit_name(&server_key(&user.name, server_name)),
+        }
     }
 
     /// Removes what the hub made on disk for `name`'s servers: the socket directory
@@ -649,7 +806,13 @@ impl Servers {
     /// Stops `name`'s server (or a spawn in progress) and waits until it is gone. Stopping a
     /// stopped server does nothing. Removes the user's credential cache.
     pub async fn stop(&self, user: &LinuxUser) {
-        let slot = self.slot(&user.name);
+        self.stop_server(user, "").await;
+    }
+
+    /// Stops `user`'s server `server_name` (`""`: the default one), as [`Servers::stop`].
+    pub async fn stop_server(&self, user: &LinuxUser, server_name: &str) {
+        let key = server_key(&user.name, server_name);
+        let slot = self.slot(&key);
         slot.cancel.store(true, Ordering::SeqCst);
         let _op = slot.op.lock().await;
         let Some(process) = slot.process.lock().await.take() else {
@@ -664,7 +827,7 @@ impl Servers {
         };
         slot.state.send_replace(ServerState::Stopping);
         let how = process.stop(self.config.spawner.term_timeout).await;
-        tracing::info!(user = %user.name, pid = process.pid(), how = %how, "server stopped");
+        tracing::info!(user = %user.name, server = %server_name, pid = process.pid(), how = %how, "server stopped");
         // jupyter-server leaves its socket file behind when it exits.
         if let Some(Endpoint::Unix(path)) = endpoint
             && let Err(e) = std::fs::remove_file(&path)
@@ -672,9 +835,22 @@ impl Servers {
         {
             tracing::warn!(user = %user.name, path = %path.display(), error = %e, "could not remove the server's socket");
         }
-        self.renewer.deactivate(&TicketOwner::from(user));
+        self.deactivate_unless_others(&key, &TicketOwner::from(user));
         slot.state.send_replace(ServerState::Stopped { message: Some(format!("Stopped ({how})")) });
-        self.record(&user.name, "stopped", None, Some(how)).await;
+        self.record(&key, "stopped", None, Some(how)).await;
+    }
+
+    /// Stops `user`'s named server `server_name` and forgets it (JupyterHub's
+    /// `DELETE /users/{name}/servers/{server_name}` with `remove`); `false` if there was none.
+    pub async fn delete_named(&self, user: &LinuxUser, server_name: &str) -> Result<bool, hub_store::StoreError> {
+        let key = server_key(&user.name, server_name);
+        if server_name.is_empty() || !self.slots.read().recover().contains_key(&key) {
+            return Ok(false);
+        }
+        self.stop_server(user, server_name).await;
+        self.store.delete_server(&user.name, server_name).await?;
+        self.slots.write().recover().remove(&key);
+        Ok(true)
     }
 
     /// Asks every running server what it has seen (jupyter-server's `GET /api/status`:
@@ -692,7 +868,8 @@ impl Servers {
         futures_util::stream::iter(routes)
             .for_each_concurrent(POLL_CONCURRENCY, |(name, route)| async move {
                 let ask = |what: &str| {
-                    let path = format!("/user/{name}/api/{what}?no_track_activity=1");
+                    let (user, server) = split_server_key(&name);
+                    let path = format!("{}api/{what}?no_track_activity=1", server_prefix(user, server));
                     let (endpoint, token) = (route.endpoint.clone(), route.token.clone());
                     async move {
                         hub_net::probe::get_body(
@@ -771,10 +948,11 @@ impl Servers {
                 }
             }
             for (name, why) in cull {
-                tracing::info!(user = %name, reason = %why, "culling an idle server");
-                match LinuxUser::lookup_async(&name).await {
+                let (user_name, server_name) = split_server_key(&name);
+                tracing::info!(user = %user_name, server = %server_name, reason = %why, "culling an idle server");
+                match LinuxUser::lookup_async(user_name).await {
                     Ok(user) => {
-                        self.stop(&user).await;
+                        self.stop_server(&user, server_name).await;
                         let slot = self.slot(&name);
                         slot.state
                             .send_replace(ServerState::Stopped { message: Some(format!("Stopped by the hub: {why}")) });
@@ -801,8 +979,20 @@ impl Servers {
                 Vec::new()
             }
         };
+        // Named servers exist while stopped too: make each known, so the proxy and the home
+        // page see them.
+        match self.store.named_servers().await {
+            Ok(named) => {
+                for (user, server) in named {
+                    self.slot(&server_key(&user, &server));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not read the recorded named servers"),
+        }
         for r in &recs {
-            self.slot(&r.username).state.send_replace(ServerState::Starting {
+            let slot = self.slot(&server_key(&r.username, &r.server_name));
+            *slot.options.lock().recover() = r.user_options.clone();
+            slot.state.send_replace(ServerState::Starting {
                 progress: 50,
                 message: "Reconnecting to your server after a hub restart".into(),
             });
@@ -825,7 +1015,7 @@ impl Servers {
     }
 
     async fn adopt_one(self: &Arc<Self>, r: ServerRecord) {
-        let name = r.username.clone();
+        let name = server_key(&r.username, &r.server_name);
         let slot = self.slot(&name);
         let _op = slot.op.lock().await;
         let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
@@ -841,8 +1031,8 @@ impl Servers {
         ) else {
             return self.mark_stopped(&slot, &name, None, gone("incomplete record")).await;
         };
-        let owner = TicketOwner { username: name.clone(), uid, gid };
-        let Some(process) = self.spawner.adopt(&name, pid, uid, ticks).await else {
+        let owner = TicketOwner { username: r.username.clone(), uid, gid };
+        let Some(process) = self.spawner.adopt(&unit_name(&name), pid, uid, ticks).await else {
             tracing::info!(user = %name, pid, "recorded server is gone (or its pid was reused); not adopted");
             return self.mark_stopped(&slot, &name, Some(&owner), gone("process gone")).await;
         };
@@ -852,7 +1042,7 @@ impl Servers {
             let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
             return self.stop_adopted(&slot, &name, &owner, process, "has no usable endpoint or token", told).await;
         };
-        let path = format!("/user/{name}/api/status");
+        let path = format!("{}api/status", server_prefix(&r.username, &r.server_name));
         // A server that was still starting gets the rest of its start timeout.
         let deadline = match (r.state.as_str(), r.started) {
             ("starting", Some(t)) => {
@@ -912,7 +1102,7 @@ impl Servers {
 
     async fn mark_stopped(&self, slot: &ServerSlot, name: &str, owner: Option<&TicketOwner>, message: String) {
         if let Some(o) = owner {
-            self.renewer.deactivate(o);
+            self.deactivate_unless_others(name, o);
         }
         slot.state.send_replace(ServerState::Stopped { message: Some(message.clone()) });
         self.record(name, "stopped", None, Some(message)).await;
@@ -923,8 +1113,10 @@ impl Servers {
         let names: Vec<String> = self.slots.read().recover().keys().cloned().collect();
         let mut tasks = Vec::new();
         for name in names {
-            if let Ok(user) = LinuxUser::lookup_async(&name).await {
-                tasks.push(async move { self.stop(&user).await });
+            let (user_name, server_name) = split_server_key(&name);
+            let server_name = server_name.to_string();
+            if let Ok(user) = LinuxUser::lookup_async(user_name).await {
+                tasks.push(async move { self.stop_server(&user, &server_name).await });
             }
         }
         futures_util::future::join_all(tasks).await;
@@ -932,10 +1124,15 @@ impl Servers {
 
     async fn record(&self, name: &str, state: &str, live: Option<Live<'_>>, message: Option<String>) {
         let now = unix_now();
-        let prev = self.store.get_server(name).await.ok().flatten();
+        let (user, server_name) = split_server_key(name);
+        let prev = self.store.get_server(user, server_name).await.ok().flatten();
         let started = if state == "starting" { Some(now) } else { prev.and_then(|p| p.started) };
+        let user_options =
+            self.slots.read().recover().get(name).map_or_else(|| "{}".into(), |s| s.options.lock().recover().clone());
         let rec = ServerRecord {
-            username: name.to_string(),
+            username: user.to_string(),
+            server_name: server_name.to_string(),
+            user_options,
             state: state.to_string(),
             pid: live.as_ref().map(|l| i64::from(l.pid)),
             port: live.as_ref().and_then(|l| match l.endpoint {
@@ -958,6 +1155,12 @@ impl Servers {
             tracing::error!(user = %name, error = %e, "could not record the server's state");
         }
     }
+}
+
+/// The name of a server's cgroup and log file for its key: the user's name for the default
+/// server, `<user>@<server_name>` for a named one.
+pub fn unit_name(key: &str) -> String {
+    key.replacen('/', "@", 1)
 }
 
 /// What the database needs to find a live server again.

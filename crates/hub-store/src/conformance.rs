@@ -116,6 +116,8 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
 
     let rec = ServerRecord {
         username: "ann".into(),
+        server_name: String::new(),
+        user_options: "{}".into(),
         state: "running".into(),
         pid: Some(42),
         port: Some(5000),
@@ -136,9 +138,27 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
     assert_eq!(store.active_servers().await.expect("active"), vec![unix.clone()]);
     let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), message: Some("exit 0".into()), ..unix };
     store.put_server(&stopped).await.expect("put again");
-    assert_eq!(store.get_server("ann").await.expect("get"), Some(stopped));
+    assert_eq!(store.get_server("ann", "").await.expect("get"), Some(stopped.clone()));
     assert!(store.active_servers().await.expect("active").is_empty());
-    assert_eq!(store.get_server("bob").await.expect("get"), None);
+    assert_eq!(store.get_server("bob", "").await.expect("get"), None);
+    // Named servers: rows of their own beside the default one, kept while stopped, deleted
+    // one by one.
+    let gpu = ServerRecord {
+        server_name: "gpu".into(),
+        user_options: r#"{"profile":"large"}"#.into(),
+        state: "running".into(),
+        stopped: None,
+        ..stopped.clone()
+    };
+    store.put_server(&gpu).await.expect("put named");
+    assert_eq!(store.get_server("ann", "gpu").await.expect("get"), Some(gpu.clone()));
+    assert_eq!(store.get_server("ann", "").await.expect("get"), Some(stopped.clone()), "the default one is untouched");
+    assert_eq!(store.servers_of("ann").await.expect("list"), vec![stopped.clone(), gpu.clone()]);
+    assert_eq!(store.named_servers().await.expect("named"), vec![("ann".to_string(), "gpu".to_string())]);
+    assert_eq!(store.active_servers().await.expect("active"), vec![gpu.clone()]);
+    assert!(store.delete_server("ann", "gpu").await.expect("delete"));
+    assert!(!store.delete_server("ann", "gpu").await.expect("delete twice"));
+    assert_eq!(store.servers_of("ann").await.expect("list"), vec![stopped]);
 
     let t = TicketRecord {
         username: "ann".into(),
@@ -158,7 +178,7 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
     assert_eq!(store.get_ticket("ann").await.expect("get"), Some(t2));
     assert_eq!(store.get_ticket("bob").await.expect("get"), None);
     assert!(store.delete_user("ann").await.expect("delete"));
-    assert_eq!(store.get_server("ann").await.expect("get"), None, "the server row goes with the user");
+    assert_eq!(store.get_server("ann", "").await.expect("get"), None, "the server row goes with the user");
     assert_eq!(store.get_ticket("ann").await.expect("get"), None, "the ticket row goes with the user");
 }
 

@@ -61,6 +61,11 @@ pub struct SessionRecord {
 pub struct ServerRecord {
     /// Owner of the server.
     pub username: String,
+    /// The server's name: `""` for the default server, else a named server's name
+    /// (JupyterHub's `allow_named_servers`).
+    pub server_name: String,
+    /// The JSON object the server was started with (`user_options`, e.g. `{"profile": "large"}`).
+    pub user_options: String,
     /// `starting`, `running`, `stopped` or `failed`.
     pub state: String,
     /// Process id of the server, while it runs.
@@ -253,8 +258,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError>;
     /// Records a server's state, replacing the previous record.
     async fn put_server(&self, s: &ServerRecord) -> Result<(), StoreError>;
-    /// The recorded state of `username`'s server.
-    async fn get_server(&self, username: &str) -> Result<Option<ServerRecord>, StoreError>;
+    /// The recorded state of `username`'s server `server_name` (`""`: the default one).
+    async fn get_server(&self, username: &str, server_name: &str) -> Result<Option<ServerRecord>, StoreError>;
+    /// Every server recorded for `username` (the default one first), in any state.
+    async fn servers_of(&self, username: &str) -> Result<Vec<ServerRecord>, StoreError>;
+    /// `(username, server_name)` of every recorded named server, in any state.
+    async fn named_servers(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Forgets `username`'s server `server_name`; `false` if there was no record.
+    async fn delete_server(&self, username: &str, server_name: &str) -> Result<bool, StoreError>;
     /// Every server recorded as `starting` or `running` (what a restarted hub must check).
     async fn active_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
     /// Sets `users.last_activity` for many users in one transaction: `(name, unix seconds)`.

@@ -82,12 +82,14 @@ macro_rules! store_queries {
 
             async fn put_server(&self, s: &$crate::model::ServerRecord) -> Result<(), $crate::model::StoreError> {
                 sqlx::query(
-                    "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid, socket)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT(username) DO UPDATE SET state = excluded.state, pid = excluded.pid, port = excluded.port,
+                    "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid, socket,
+                       server_name, user_options)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                     ON CONFLICT(username, server_name) DO UPDATE SET state = excluded.state, pid = excluded.pid, port = excluded.port,
                        socket = excluded.socket,
                        started = excluded.started, stopped = excluded.stopped, message = excluded.message,
-                       token = excluded.token, pid_start = excluded.pid_start, uid = excluded.uid, gid = excluded.gid",
+                       token = excluded.token, pid_start = excluded.pid_start, uid = excluded.uid, gid = excluded.gid,
+                       user_options = excluded.user_options",
                 )
                 .bind(&s.username)
                 .bind(&s.state)
@@ -101,27 +103,51 @@ macro_rules! store_queries {
                 .bind(s.uid)
                 .bind(s.gid)
                 .bind(&s.socket)
+                .bind(&s.server_name)
+                .bind(&s.user_options)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
             }
 
-            async fn get_server(&self, username: &str) -> Result<Option<$crate::model::ServerRecord>, $crate::model::StoreError> {
-                let row = sqlx::query(
-                    "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
-                     FROM servers WHERE username = $1",
-                )
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+            async fn get_server(&self, username: &str, server_name: &str) -> Result<Option<$crate::model::ServerRecord>, $crate::model::StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SERVER_COLUMNS} FROM servers WHERE username = $1 AND server_name = $2")))
+                    .bind(username)
+                    .bind(server_name)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 row.map(|r| server_row(&r)).transpose()
             }
 
+            async fn servers_of(&self, username: &str) -> Result<Vec<$crate::model::ServerRecord>, $crate::model::StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SERVER_COLUMNS} FROM servers WHERE username = $1 ORDER BY server_name")))
+                    .bind(username)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(server_row).collect()
+            }
+
+            async fn named_servers(&self) -> Result<Vec<(String, String)>, $crate::model::StoreError> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT username, server_name FROM servers WHERE server_name <> '' ORDER BY username, server_name")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows)
+            }
+
+            async fn delete_server(&self, username: &str, server_name: &str) -> Result<bool, $crate::model::StoreError> {
+                let r = sqlx::query("DELETE FROM servers WHERE username = $1 AND server_name = $2")
+                    .bind(username)
+                    .bind(server_name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn active_servers(&self) -> Result<Vec<$crate::model::ServerRecord>, $crate::model::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT username, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid
-                     FROM servers WHERE state IN ('starting', 'running') ORDER BY username",
-                )
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers WHERE state IN ('starting', 'running') ORDER BY username, server_name"
+                )))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(server_row).collect()
@@ -638,9 +664,14 @@ macro_rules! store_queries {
             })
         }
 
+        const SERVER_COLUMNS: &str =
+            "username, server_name, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid, user_options";
+
         fn server_row(r: &$row) -> Result<$crate::model::ServerRecord, $crate::model::StoreError> {
             Ok($crate::model::ServerRecord {
                 username: r.try_get("username")?,
+                server_name: r.try_get("server_name")?,
+                user_options: r.try_get("user_options")?,
                 state: r.try_get("state")?,
                 pid: r.try_get("pid")?,
                 port: r.try_get("port")?,

@@ -104,6 +104,18 @@ impl Caller {
         }
     }
 
+    /// As [`Caller::require`], for `scope` on `user`'s server `server` (`""`: the default one):
+    /// a grant for the user or for that very server (`!server=user/server`) will do.
+    pub fn require_server(&self, scope: &str, user: &str, server: &str) -> Result<(), ApiError> {
+        if self.scopes.allows_server(scope, user, server) {
+            return Ok(());
+        }
+        if !self.may_see(user) && !self.scopes.allows_server("read:servers", user, server) {
+            return Err(ApiError::not_found(format!("No such user: {user}")));
+        }
+        Err(ApiError::forbidden(&format!("{scope}!server={user}/{server}")))
+    }
+
     /// Whether the caller may see that `user` exists.
     pub fn may_see(&self, user: &str) -> bool {
         ["read:users:name", "list:users", "read:users:activity", "read:servers", "read:tokens", "users:activity"]

@@ -73,9 +73,20 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
         );
     }
     let next = uri.path_and_query().map_or(path, |p| p.as_str());
+    // `/user/<name>/<server_name>/...` is a named server when the user has one of that name
+    // (a name can never be one of the default server's own paths: RESERVED_SERVER_NAMES).
+    let after_name = &rest[name.len() + 1..];
+    let first = after_name.split('/').next().unwrap_or_default();
+    let server_name = if app.servers.has_named(name, first) { first } else { "" };
+    let in_server = if server_name.is_empty() { after_name } else { &after_name[server_name.len()..] };
+    if !server_name.is_empty() && in_server.is_empty() {
+        let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        return Redirect::to(&format!("/user/{name}/{server_name}/{q}")).into_response();
+    }
+    let in_server = in_server.trim_start_matches('/');
     // JupyterLab's File → Log Out goes to the server's own `logout`; as under JupyterHub, that
     // means signing out of the hub.
-    if &rest[name.len()..] == "/logout" {
+    if in_server == "logout" {
         return Redirect::to("/hub/logout").into_response();
     }
 
@@ -95,13 +106,15 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             Err(e) => Err(e),
         };
         match caller {
-            Ok(c) if c.scopes.allows("access:servers", Some(name)) => by_token = true,
+            Ok(c) if c.scopes.allows_server("access:servers", name, server_name) => by_token = true,
             Ok(c) => {
-                tracing::warn!(caller = %c.label(), route = %name, path = %path,
+                tracing::warn!(caller = %c.label(), route = %name, server = %server_name, path = %path,
                     "refused: a token without access:servers for this server");
                 return json_error(
                     StatusCode::FORBIDDEN,
-                    &format!("this token does not hold access:servers!server={name}/; create a token with that scope"),
+                    &format!(
+                        "this token does not hold access:servers!server={name}/{server_name}; create a token with that scope"
+                    ),
                 );
             }
             Err(e) => {
@@ -132,17 +145,24 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             return refusal.json();
         }
     }
-    let Some(up) = app.servers.route(name) else {
+    let Some(up) = app.servers.route(&hub_core::server::server_key(name, server_name)) else {
         let wants_html =
             req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         if *req.method() == Method::GET && wants_html {
-            return Redirect::to(&format!("/hub/spawn?next={}", percent_encode(next))).into_response();
+            let spawn = if server_name.is_empty() {
+                "/hub/spawn".to_string()
+            } else {
+                format!("/hub/spawn/{name}/{server_name}")
+            };
+            return Redirect::to(&format!("{spawn}?next={}", percent_encode(next))).into_response();
         }
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "your server is not running: start it at /hub/home");
+        let which =
+            if server_name.is_empty() { "your server".to_string() } else { format!("your server {server_name:?}") };
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("{which} is not running: start it at /hub/home"));
     };
 
     up.activity.store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-    let tap = notebook_event(req.method(), path, uri.query());
+    let tap = notebook_event(req.method(), in_server, uri.query());
     let upgrade = is_upgrade(req.headers());
     let mut req = req;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -258,11 +278,10 @@ fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-/// Which renewal, if any, a request to the user's server stands for.
+/// Which renewal, if any, a request to a user's server stands for; `path` is the part after
+/// the server's prefix (`api/contents/x.ipynb` of `/user/ann/gpu/api/contents/x.ipynb`).
 pub fn notebook_event(method: &Method, path: &str, query: Option<&str>) -> Option<Trigger> {
-    let rest = path.strip_prefix("/user/")?;
-    let (_, rest) = rest.split_once('/')?;
-    let file = rest.strip_prefix("api/contents/")?;
+    let file = path.strip_prefix("api/contents/")?;
     if !file.ends_with(".ipynb") {
         return None;
     }
@@ -352,13 +371,13 @@ mod tests {
 
     #[test]
     fn recognises_open_and_save() {
-        let p = "/user/ann/api/contents/work/x.ipynb";
+        let p = "api/contents/work/x.ipynb";
         assert_eq!(notebook_event(&Method::GET, p, Some("type=notebook&content=1&hash=0")), Some(Trigger::Open));
         assert_eq!(notebook_event(&Method::GET, p, None), Some(Trigger::Open));
         assert_eq!(notebook_event(&Method::GET, p, Some("content=0")), None);
         assert_eq!(notebook_event(&Method::PUT, p, None), Some(Trigger::Save));
-        assert_eq!(notebook_event(&Method::PUT, "/user/ann/api/contents/x.py", None), None);
+        assert_eq!(notebook_event(&Method::PUT, "api/contents/x.py", None), None);
         assert_eq!(notebook_event(&Method::DELETE, p, None), None);
-        assert_eq!(notebook_event(&Method::GET, "/user/ann/files/x.ipynb", None), None);
+        assert_eq!(notebook_event(&Method::GET, "files/x.ipynb", None), None);
     }
 }

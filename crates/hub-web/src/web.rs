@@ -45,6 +45,9 @@ pub fn pages() -> Router<AppState> {
         .route("/hub/home/start", post(home_start))
         .route("/hub/home/stop", post(home_stop))
         .route("/hub/spawn", get(spawn_page).post(spawn_submit))
+        .route("/hub/spawn/{user}/{server_name}", get(spawn_named_page))
+        .route("/hub/home/servers", post(named_create))
+        .route("/hub/home/servers/{server_name}/{action}", post(named_action))
         .route("/hub/static/hub.css", get(static_css))
         .route("/hub/static/spawn.js", get(static_spawn_js))
         .route("/hub/static/admin.js", get(static_admin_js))
@@ -545,8 +548,9 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
     } else {
         ""
     };
+    let named = if app.config.spawner.allow_named_servers { named_section(&app, &s) } else { String::new() };
     let body = format!(
-        r#"{}<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section><section class="card" id="kerberos">{ticket}</section>{admin}
+        r#"{}<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section>{named}<section class="card" id="kerberos">{ticket}</section>{admin}
 <form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
         announcement(&app, AnnouncementPage::Home),
         e(name),
@@ -591,6 +595,174 @@ async fn home_stop(
     }
 }
 
+/// The home page's named servers: each with its state and Open / Start / Stop / Delete, and a
+/// form to create one (JupyterHub's home page with `allow_named_servers`).
+fn named_section(app: &AppState, s: &Session) -> String {
+    let e = esc;
+    let me = &s.username;
+    let x = xsrf_field(app, s);
+    let servers: Vec<_> = app.servers.servers_of(me).into_iter().filter(|(n, _, _)| !n.is_empty()).collect();
+    let rows: String = servers
+        .iter()
+        .map(|(name, snap, _)| {
+            let n = e(name);
+            let act = |action: &str, label: &str, class: &str| {
+                format!(
+                    r#"<form method="post" action="/hub/home/servers/{n}/{action}" class="inline">{x}<button class="{class}">{label}</button></form>"#
+                )
+            };
+            let actions = match &snap.state {
+                ServerState::Running { .. } => format!(
+                    r#"<a class="button" href="/user/{u}/{n}{url}">Open</a> {}"#,
+                    act("stop", "Stop", "secondary"),
+                    u = e(me),
+                    url = e(&app.config.spawner.default_url)
+                ),
+                ServerState::Starting { .. } => {
+                    format!(r#"<a href="/hub/spawn/{u}/{n}">Show progress</a> {}"#, act("stop", "Cancel", "secondary"), u = e(me))
+                }
+                ServerState::Stopping => String::new(),
+                ServerState::Stopped { .. } | ServerState::Failed { .. } => {
+                    format!("{} {}", act("start", "Start", ""), act("delete", "Delete", "secondary"))
+                }
+            };
+            let activity = if snap.last_activity > 0 { clock(snap.last_activity) } else { "—".into() };
+            format!(
+                r#"<tr data-server="{n}" data-state="{st}"><td>{n}</td><td>{st}</td><td>{activity}</td><td>{actions}</td></tr>"#,
+                st = snap.state.name()
+            )
+        })
+        .collect();
+    let limit = app.config.spawner.named_server_limit_per_user;
+    let room = if limit > 0 {
+        format!(r#"<p class="muted">{} of {limit} named servers.</p>"#, servers.len())
+    } else {
+        String::new()
+    };
+    let table = if servers.is_empty() {
+        r#"<p class="muted">You have no named servers.</p>"#.to_string()
+    } else {
+        format!(
+            r#"<table id="named"><thead><tr><th>Name</th><th>State</th><th>Last activity</th><th></th></tr></thead><tbody>{rows}</tbody></table>"#
+        )
+    };
+    format!(
+        r#"<section class="card" id="named-servers"><h2>Named servers</h2>{table}{room}
+<form method="post" action="/hub/home/servers" id="new-server">{x}<label>Name <input name="server_name" required maxlength="{max}" placeholder="e.g. gpu"></label> <button>Create and start</button></form></section>"#,
+        max = hub_core::server::MAX_SERVER_NAME
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct NamedForm {
+    #[serde(default)]
+    _xsrf: String,
+    #[serde(default)]
+    server_name: String,
+}
+
+/// `POST /hub/home/servers`: creates and starts a named server, then follows its progress.
+async fn named_create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Form(f): Form<NamedForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a named server start") {
+        return refused;
+    }
+    start_named(&app, &s, f.server_name.trim()).await
+}
+
+async fn start_named(app: &AppState, s: &Session, server_name: &str) -> Response {
+    if server_name.is_empty() {
+        return error_page(StatusCode::BAD_REQUEST, "Cannot start", "Give the new server a name.");
+    }
+    if let Err(why) = app.servers.check_named(&s.username, server_name) {
+        return error_page(StatusCode::BAD_REQUEST, "Cannot start", &why);
+    }
+    match LinuxUser::lookup_async(&s.username).await {
+        Ok(u) => match app.servers.start_server(u, server_name, "{}".into()) {
+            Ok(()) => Redirect::to(&format!("/hub/spawn/{}/{server_name}", s.username)).into_response(),
+            Err(refused) => too_many(&refused),
+        },
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &e.to_string()),
+    }
+}
+
+/// `POST /hub/home/servers/{server_name}/{start|stop|delete}`.
+async fn named_action(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    CurrentUser(s): CurrentUser,
+    Path((server_name, action)): Path<(String, String)>,
+    Form(f): Form<XsrfForm>,
+) -> Response {
+    if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a named server action") {
+        return refused;
+    }
+    if !app.servers.has_named(&s.username, &server_name) {
+        return error_page(StatusCode::NOT_FOUND, "No such server", "You have no server of that name.");
+    }
+    if action == "start" {
+        return start_named(&app, &s, &server_name).await;
+    }
+    let user = match LinuxUser::lookup_async(&s.username).await {
+        Ok(u) => u,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot stop", &e.to_string()),
+    };
+    match action.as_str() {
+        "stop" => app.servers.stop_server(&user, &server_name).await,
+        "delete" => {
+            if let Err(e) = app.servers.delete_named(&user, &server_name).await {
+                tracing::error!(user = %s.username, server = %server_name, error = %e, "cannot delete a named server");
+                return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot delete", "Try again in a moment.");
+            }
+            tracing::info!(user = %s.username, server = %server_name, "named server deleted");
+        }
+        _ => return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such action."),
+    }
+    Redirect::to("/hub/home").into_response()
+}
+
+/// `GET /hub/spawn/{user}/{server_name}`: a named server's spawn page (JupyterLab's Hub menu
+/// sends "Restart Server" here): its progress, the server itself once it runs, or a start
+/// button. Only for one's own servers.
+async fn spawn_named_page(
+    State(app): State<AppState>,
+    CurrentUser(s): CurrentUser,
+    Path((user, server_name)): Path<(String, String)>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    if user != s.username {
+        return error_page(StatusCode::FORBIDDEN, "Forbidden", "This server belongs to another user.");
+    }
+    if !app.servers.has_named(&user, &server_name) {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such server",
+            "You have no server of that name; create it on the home page.",
+        );
+    }
+    let prefix = hub_core::server::server_prefix(&user, &server_name);
+    let target = safe_next(q.next.as_deref())
+        .filter(|n| n.starts_with(&prefix))
+        .unwrap_or_else(|| format!("{}{}", prefix.trim_end_matches('/'), app.config.spawner.default_url));
+    match app.servers.state(&hub_core::server::server_key(&user, &server_name)) {
+        ServerState::Running { .. } => Redirect::to(&target).into_response(),
+        ServerState::Starting { .. } => progress_page(&app, &s, &target, &server_name),
+        _ => {
+            let body = format!(
+                r#"{banner}<h1>Your server {n} is not running</h1><section class="card"><form method="post" action="/hub/home/servers/{n}/start">{x}<button>Start {n}</button></form></section>"#,
+                banner = announcement(&app, AnnouncementPage::Spawn),
+                n = esc(&server_name),
+                x = xsrf_field(&app, &s),
+            );
+            page_with_user(&app, "Start your server", &body, &s).into_response()
+        }
+    }
+}
+
 /// `GET /hub/spawn`: the spawn page. It follows a spawn in progress and moves on to the
 /// server when it is ready; it never starts a server itself (a cross-site link or image could
 /// otherwise start anyone's server and fill `active_server_limit`). A stopped or failed server
@@ -614,7 +786,7 @@ async fn spawn_page(
         .is_some_and(|v| v.eq_ignore_ascii_case("same-origin") || v.eq_ignore_ascii_case("none"));
     match app.servers.state(&s.username) {
         ServerState::Running { .. } => Redirect::to(&target).into_response(),
-        ServerState::Starting { .. } => progress_page(&app, &s, &target),
+        ServerState::Starting { .. } => progress_page(&app, &s, &target, ""),
         ServerState::Stopping | ServerState::Stopped { .. } | ServerState::Failed { .. } => {
             start_page(&app, &s, &target, own_navigation)
         }
@@ -643,7 +815,7 @@ async fn spawn_submit(
     let target = spawn_target(&app, &s.username, f.next.as_deref());
     match LinuxUser::lookup_async(&s.username).await {
         Ok(u) => match app.servers.start(u) {
-            Ok(()) => progress_page(&app, &s, &target),
+            Ok(()) => progress_page(&app, &s, &target, ""),
             Err(refused) => too_many(&refused),
         },
         Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
@@ -685,11 +857,16 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
 }
 
 /// The page that follows a spawn's progress stream and then opens `target`.
-fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
+fn progress_page(app: &AppState, s: &Session, target: &str, server_name: &str) -> Response {
     let e = esc;
+    let progress_url = if server_name.is_empty() {
+        format!("/hub/api/users/{}/server/progress", percent_encode(&s.username))
+    } else {
+        format!("/hub/api/users/{}/servers/{server_name}/progress", percent_encode(&s.username))
+    };
     let body = format!(
         r#"{banner}<h1>Starting your server</h1>
-<section class="card" id="spawn" data-progress-url="/hub/api/users/{n}/server/progress" data-next="{t}">
+<section class="card" id="spawn" data-progress-url="{p}" data-next="{t}">
 <progress id="bar" max="100" value="0"></progress>
 <p id="msg" role="status">Waiting for the spawner…</p>
 <div id="fail" hidden><p class="error" id="failmsg"></p><pre id="log"></pre><p><a class="button" href="/hub/home">Back to home</a></p></div>
@@ -697,7 +874,7 @@ fn progress_page(app: &AppState, s: &Session, target: &str) -> Response {
 </section>
 <script src="/hub/static/spawn.js"></script>"#,
         t = e(target),
-        n = percent_encode(&s.username),
+        p = e(&progress_url),
         banner = announcement(app, AnnouncementPage::Spawn),
     );
     page_with_user(app, "Starting", &body, s).into_response()

@@ -84,6 +84,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/users/{name}", get(get_user).post(create_user).patch(patch_user).delete(delete_user))
         .route("/users/{name}/server", axum::routing::post(start_server).delete(stop_server))
         .route("/users/{name}/server/progress", get(progress))
+        .route("/users/{name}/servers/{server_name}", axum::routing::post(start_named).delete(stop_named))
+        .route("/users/{name}/servers/{server_name}/progress", get(progress_named))
         .route("/users/{name}/activity", axum::routing::post(user_activity))
         .route("/users/{name}/tokens", get(tokens::list).post(tokens::create))
         .route("/users/{name}/tokens/{id}", get(tokens::get_one).delete(tokens::delete))
@@ -122,21 +124,27 @@ fn pending_of(st: &ServerState) -> Value {
     }
 }
 
-/// The `Server` model of `name`'s default server, or `None` when it is not active (and
-/// stopped servers were not asked for).
-fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Value> {
-    let snap = app.servers.snapshot(name);
+/// The `Server` model of `name`'s server `server_name` (`""`: the default one), or `None`
+/// when it is not active (and stopped servers were not asked for).
+fn server_model(app: &AppState, name: &str, server_name: &str, include_stopped: bool) -> Option<Value> {
+    let key = hub_core::server::server_key(name, server_name);
+    let snap = app.servers.snapshot(&key);
     let (st, since, activity) = (snap.state, snap.ready_since, snap.last_activity);
     let active = st.is_active();
     if !active && !include_stopped {
         return None;
     }
-    let url = format!("/user/{name}/");
-    let progress_url = format!("/hub/api/users/{name}/server/progress");
+    let url = hub_core::server::server_prefix(name, server_name);
+    let progress_url = if server_name.is_empty() {
+        format!("/hub/api/users/{name}/server/progress")
+    } else {
+        format!("/hub/api/users/{name}/servers/{server_name}/progress")
+    };
     let full = |p: &str| format!("{}{p}", app.config.hub.public_url.trim_end_matches('/'));
+    let options: Value = serde_json::from_str(&app.servers.options(&key)).unwrap_or_else(|_| json!({}));
     let mut m = json!({
-        "name": "",
-        "display_name": "",
+        "name": server_name,
+        "display_name": server_name,
         "ready": matches!(st, ServerState::Running { .. }),
         "stopped": !active,
         "pending": pending_of(&st),
@@ -147,7 +155,7 @@ fn server_model(app: &AppState, name: &str, include_stopped: bool) -> Option<Val
         "started": iso_opt(Some(since).filter(|_| active)),
         "last_activity": iso_opt(Some(activity.max(since))),
         "state": null,
-        "user_options": {},
+        "user_options": options,
         "hub_state": st.name(),
     });
     if let ServerState::Failed { message, .. } | ServerState::Stopped { message: Some(message) } = &st {
@@ -178,14 +186,19 @@ async fn user_model(app: &AppState, u: &UserRecord, caller: &Caller, include_sto
         m["last_activity"] = iso_opt(Some(u.last_activity.unwrap_or(0).max(activity)));
     }
     if caller.scopes.allows("read:servers", Some(name)) {
-        let server = server_model(app, name, include_stopped);
         m["server"] =
             if matches!(st, ServerState::Running { .. }) { json!(format!("/user/{name}/")) } else { Value::Null };
         m["pending"] = pending_of(&st);
-        m["servers"] = match server {
-            Some(s) => json!({"": s}),
-            None => json!({}),
-        };
+        let mut servers = serde_json::Map::new();
+        if let Some(s) = server_model(app, name, "", include_stopped) {
+            servers.insert(String::new(), s);
+        }
+        for (server_name, _, _) in app.servers.servers_of(name).into_iter().filter(|(n, _, _)| !n.is_empty()) {
+            if let Some(s) = server_model(app, name, &server_name, include_stopped) {
+                servers.insert(server_name, s);
+            }
+        }
+        m["servers"] = Value::Object(servers);
     }
     m
 }
@@ -463,11 +476,14 @@ async fn delete_user(State(app): State<AppState>, caller: Caller, Path(name): Pa
     {
         return Err(ApiError::bad("you cannot delete yourself"));
     }
-    let st = app.servers.snapshot(&name).state;
-    if !matches!(st, ServerState::Stopped { .. } | ServerState::Failed { .. }) {
+    // Every server of the user: the default one and each named one.
+    for (server_name, snap, _) in app.servers.servers_of(&name) {
+        if matches!(snap.state, ServerState::Stopped { .. } | ServerState::Failed { .. }) {
+            continue;
+        }
         match LinuxUser::lookup_async(&name).await {
-            Ok(u) => app.servers.stop(&u).await,
-            Err(e) => return Err(ApiError::internal(format!("cannot stop {name}'s server: {e}"))),
+            Ok(u) => app.servers.stop_server(&u, &server_name).await,
+            Err(e) => return Err(ApiError::internal(format!("cannot stop {name}'s server {server_name:?}: {e}"))),
         }
     }
     if let Ok(u) = LinuxUser::lookup_async(&name).await {
@@ -478,6 +494,7 @@ async fn delete_user(State(app): State<AppState>, caller: Caller, Path(name): Pa
     // catches a session a login made in between.
     let revoked = app.sessions.revoke_all(&name).await?;
     app.store.delete_user(&name).await?;
+    app.servers.forget_user(&name);
     app.tokens.revoke_all();
     app.sessions.revoke_all(&name).await?;
     // The record is gone either way; files left behind are the hub's own and harmless, so a
@@ -492,28 +509,56 @@ async fn delete_user(State(app): State<AppState>, caller: Caller, Path(name): Pa
 // ---- servers -------------------------------------------------------------------------------
 
 async fn start_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>, raw: Bytes) -> ApiResult {
-    caller.require("start:servers", Some(&name))?;
-    let _options: serde_json::Map<String, Value> = body(&raw)?;
-    user_or_404(&app, &name).await?;
-    match app.servers.snapshot(&name).state {
+    start_common(&app, &caller, &name, "", &raw).await
+}
+
+/// `POST /users/{name}/servers/{server_name}`: creates (if new) and starts a named server, with
+/// JupyterHub's checks and messages: named servers enabled, a valid new name, the per-user limit.
+async fn start_named(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((name, server_name)): Path<(String, String)>,
+    raw: Bytes,
+) -> ApiResult {
+    if server_name.is_empty() {
+        return start_common(&app, &caller, &name, "", &raw).await;
+    }
+    caller.require_server("start:servers", &name, &server_name)?;
+    app.servers.check_named(&name, &server_name).map_err(ApiError::bad)?;
+    start_common(&app, &caller, &name, &server_name, &raw).await
+}
+
+/// Starts `name`'s server `server_name` for the API: 201 when it is ready within
+/// `SLOW_TIMEOUT`, 202 while it is still starting, 400 when it already runs, 429 at a limit.
+async fn start_common(app: &AppState, caller: &Caller, name: &str, server_name: &str, raw: &Bytes) -> ApiResult {
+    caller.require_server("start:servers", name, server_name)?;
+    let options: serde_json::Map<String, Value> = body(raw)?;
+    let options = user_options(app, name, &options).await?;
+    user_or_404(app, name).await?;
+    let key = hub_core::server::server_key(name, server_name);
+    let which =
+        if server_name.is_empty() { format!("{name}'s server") } else { format!("{name}'s server {server_name}") };
+    match app.servers.snapshot(&key).state {
         ServerState::Starting { .. } => return Ok(StatusCode::ACCEPTED.into_response()),
-        ServerState::Running { .. } => return Err(ApiError::bad(format!("{name}'s server is already running"))),
-        ServerState::Stopping => return Err(ApiError::bad(format!("{name}'s server is pending stop"))),
+        ServerState::Running { .. } => return Err(ApiError::bad(format!("{which} is already running"))),
+        ServerState::Stopping => return Err(ApiError::bad(format!("{which} is pending stop"))),
         _ => {}
     }
-    let user = match LinuxUser::lookup_async(&name).await {
+    let user = match LinuxUser::lookup_async(name).await {
         Ok(u) => u,
         Err(LookupError::NoSuchUser(_)) => {
             return Err(ApiError::bad(format!("there is no Linux account named {name:?}; the server cannot start")));
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let mut rx = app.servers.subscribe(&name);
-    if let Err(refused) = app.servers.start(user) {
+    // Subscribed after the start: a new named server's slot is made only by the start,
+    // under the lock that enforces named_server_limit_per_user.
+    if let Err(refused) = app.servers.start_server(user, server_name, options) {
         let answer = ApiError::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response();
         return Ok(crate::error::with_retry_after(answer, refused.retry_after()));
     }
-    tracing::info!(user = %name, by = %caller.label(), "server start requested through the API");
+    let mut rx = app.servers.subscribe(&key);
+    tracing::info!(user = %name, server = %server_name, by = %caller.label(), "server start requested through the API");
     let outcome = tokio::time::timeout(SLOW_TIMEOUT, async {
         loop {
             let st = rx.borrow_and_update().clone();
@@ -537,21 +582,78 @@ async fn start_server(State(app): State<AppState>, caller: Caller, Path(name): P
     }
 }
 
+/// The `user_options` of a start request, checked, as the JSON text kept with the server.
+/// Errors name the key and the fix.
+async fn user_options(
+    _app: &AppState,
+    _name: &str,
+    options: &serde_json::Map<String, Value>,
+) -> Result<String, ApiError> {
+    if let Some(k) = options.keys().next() {
+        return Err(ApiError::bad(format!("user_options: unknown option {k:?}; this hub takes no spawn options")));
+    }
+    Ok("{}".into())
+}
+
 async fn stop_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
-    caller.require("delete:servers", Some(&name))?;
-    user_or_404(&app, &name).await?;
-    match app.servers.snapshot(&name).state {
+    stop_common(&app, &caller, &name, "", false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopNamed {
+    #[serde(default)]
+    remove: bool,
+}
+
+/// `DELETE /users/{name}/servers/{server_name}`: stops a named server; with `{"remove": true}`
+/// also forgets it (JupyterHub's body).
+async fn stop_named(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((name, server_name)): Path<(String, String)>,
+    raw: Bytes,
+) -> ApiResult {
+    let req: StopNamed = if raw.is_empty() { StopNamed::default() } else { body(&raw)? };
+    if !server_name.is_empty() && !app.servers.has_named(&name, &server_name) {
+        caller.require_server("delete:servers", &name, &server_name)?;
+        return Err(ApiError::not_found(format!("{name} has no server named {server_name}")));
+    }
+    stop_common(&app, &caller, &name, &server_name, req.remove).await
+}
+
+/// Stops (and with `remove`, forgets) `name`'s server `server_name` for the API: 204 when done
+/// within `SLOW_TIMEOUT`, else 202.
+async fn stop_common(app: &AppState, caller: &Caller, name: &str, server_name: &str, remove: bool) -> ApiResult {
+    caller.require_server("delete:servers", name, server_name)?;
+    user_or_404(app, name).await?;
+    let key = hub_core::server::server_key(name, server_name);
+    match app.servers.snapshot(&key).state {
         ServerState::Stopping => return Ok(StatusCode::ACCEPTED.into_response()),
-        ServerState::Stopped { .. } | ServerState::Failed { .. } => {
-            return Err(ApiError::bad(format!("{name}'s server is not running")));
+        ServerState::Stopped { .. } | ServerState::Failed { .. } if !remove => {
+            let which = if server_name.is_empty() {
+                format!("{name}'s server")
+            } else {
+                format!("{name}'s server {server_name}")
+            };
+            return Err(ApiError::bad(format!("{which} is not running")));
         }
         _ => {}
     }
-    let user = LinuxUser::lookup_async(&name).await.map_err(ApiError::internal)?;
-    tracing::info!(user = %name, by = %caller.label(), "server stop requested through the API");
+    let user = LinuxUser::lookup_async(name).await.map_err(ApiError::internal)?;
+    tracing::info!(user = %name, server = %server_name, remove, by = %caller.label(), "server stop requested through the API");
     let servers = app.servers.clone();
-    let stopping = tokio::spawn(async move { servers.stop(&user).await });
+    let server_name = server_name.to_string();
+    let stopping = tokio::spawn(async move {
+        if remove && !server_name.is_empty() {
+            servers.delete_named(&user, &server_name).await.map(|_| ())
+        } else {
+            servers.stop_server(&user, &server_name).await;
+            Ok(())
+        }
+    });
     match tokio::time::timeout(SLOW_TIMEOUT, stopping).await {
+        Ok(Ok(Err(e))) => Err(ApiError::internal(e)),
         Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(_) => Ok(StatusCode::ACCEPTED.into_response()),
     }
@@ -560,9 +662,25 @@ async fn stop_server(State(app): State<AppState>, caller: Caller, Path(name): Pa
 /// Spawn progress as server-sent events in JupyterHub's format (see
 /// [`crate::progress::progress_stream`]); needs `read:servers` for the user.
 async fn progress(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
-    caller.require("read:servers", Some(&name))?;
-    let url = format!("/user/{name}/");
-    let rx = app.servers.subscribe(&name);
+    progress_common(&app, &caller, &name, "")
+}
+
+async fn progress_named(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((name, server_name)): Path<(String, String)>,
+) -> ApiResult {
+    if !server_name.is_empty() && !app.servers.has_named(&name, &server_name) {
+        caller.require_server("read:servers", &name, &server_name)?;
+        return Err(ApiError::not_found(format!("{name} has no server named {server_name}")));
+    }
+    progress_common(&app, &caller, &name, &server_name)
+}
+
+fn progress_common(app: &AppState, caller: &Caller, name: &str, server_name: &str) -> ApiResult {
+    caller.require_server("read:servers", name, server_name)?;
+    let url = hub_core::server::server_prefix(name, server_name);
+    let rx = app.servers.subscribe(&hub_core::server::server_key(name, server_name));
     let mut closing = app.closing.subscribe();
     let stream = futures_util::StreamExt::take_until(crate::progress::progress_stream(rx, url), async move {
         let _ = closing.wait_for(|c| *c).await;
@@ -593,14 +711,12 @@ async fn user_activity(State(app): State<AppState>, caller: Caller, Path(name): 
         None => None,
     };
     for (server, a) in &req.servers {
-        if !server.is_empty() {
-            return Err(ApiError::not_found(format!(
-                "{name} has no server named {server:?}; this hub has only the default server \"\""
-            )));
+        if !server.is_empty() && !app.servers.has_named(&name, server) {
+            return Err(ApiError::not_found(format!("{name} has no server named {server:?}")));
         }
-        let t = parse_time("servers[\"\"].last_activity", &a.last_activity)?;
+        let t = parse_time(&format!("servers[{server:?}].last_activity"), &a.last_activity)?;
         // Activity from the future is clamped to now, as JupyterHub does.
-        app.servers.note_activity(&name, t.min(now));
+        app.servers.note_activity(&hub_core::server::server_key(&name, server), t.min(now));
         latest = Some(latest.map_or(t, |l| l.max(t)));
     }
     if let Some(t) = latest {
@@ -770,13 +886,14 @@ async fn proxy_routes(State(app): State<AppState>, caller: Caller) -> ApiResult 
             b => b.to_string(),
         }, "data": {"hub": true}}),
     );
-    for (name, endpoint) in app.servers.running() {
-        let spec = format!("/user/{name}/");
-        let activity = app.servers.snapshot(&name).last_activity;
+    for (key, endpoint) in app.servers.running() {
+        let (user, server_name) = hub_core::server::split_server_key(&key);
+        let spec = hub_core::server::server_prefix(user, server_name);
+        let activity = app.servers.snapshot(&key).last_activity;
         table.insert(
             spec.clone(),
             json!({"routespec": spec, "target": endpoint.url(),
-                   "data": {"user": name, "server_name": "", "last_activity": iso_opt(Some(activity))}}),
+                   "data": {"user": user, "server_name": server_name, "last_activity": iso_opt(Some(activity))}}),
         );
     }
     Ok(axum::Json(Value::Object(table)).into_response())

@@ -129,6 +129,20 @@ function row(u) {
   } else {
     serverCell.append(el("span", { class: "muted", title: (server && server.hub_message) || "" }, state));
   }
+  // Named servers: each with its state and a Stop button while it runs.
+  for (const [name, s] of Object.entries(u.servers || {})) {
+    if (!name) continue;
+    const line = el("div", { class: "named", "data-server": name, "data-state": s.hub_state });
+    line.append(el("span", {}, name + ": "));
+    line.append(s.hub_state === "running" ? el("a", { href: s.url }, "running") : el("span", { class: "muted", title: s.hub_message || "" }, s.hub_state));
+    if (s.hub_state === "running" || s.hub_state === "starting") {
+      line.append(" ", action("Stop", "secondary", async () => {
+        await api("DELETE", "/users/" + encodeURIComponent(u.name) + "/servers/" + encodeURIComponent(name));
+        say(`Stopped ${u.name}'s server ${name}.`);
+      }));
+    }
+    serverCell.append(line);
+  }
   const actions = el("td", { class: "actions" });
   const path = "/users/" + encodeURIComponent(u.name);
   if (state === "running" || state === "starting") {
