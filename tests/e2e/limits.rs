@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::{HubOptions, PamService, TestHub, TestUser, random_hex, require_root};
 
 /// The memory cgroup directory of `pid` (cgroup v2 `0::` line, else the v1 `memory` line).
-fn memory_cgroup(pid: u32) -> PathBuf {
+pub(crate) fn memory_cgroup(pid: u32) -> PathBuf {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
     for l in text.lines() {
         let mut p = l.splitn(3, ':');

@@ -428,3 +428,127 @@ async fn named_servers_as_jupyterhub_has_them() {
     hub.stop().await;
     assert_eq!(ann.processes(), Vec::<u32>::new(), "nothing left");
 }
+
+/// The memory limit of the cgroup `pid` runs in (cgroup v1 or v2), in bytes.
+fn memory_limit_of(pid: u32) -> u64 {
+    let cg = crate::limits::memory_cgroup(pid);
+    let text = std::fs::read_to_string(cg.join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(cg.join("memory.max")))
+        .expect("a memory limit file");
+    text.trim().parse().expect("a number")
+}
+
+/// Profiles: with two profiles open to ann, signing in starts nothing and the spawn page
+/// offers the choice; "large" gives her server the large memory limit in its cgroup and is
+/// reported in `user_options`. bob, outside the profile's group, gets the one profile open to
+/// him without being asked, and is refused "large" (403 naming who may), an unknown profile
+/// and an unknown option (400), with nothing started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_set_the_servers_limits_and_who_may_choose_them() {
+    require_root();
+    let pam = PamService::create();
+    let (ann, bob) = (TestUser::create(), TestUser::create());
+    let opts = HubOptions {
+        tail: format!(
+            "[limits]\nmemory = \"300 MiB\"\n\
+             [[profiles]]\nslug = \"small\"\ndisplay_name = \"Small\"\ndescription = \"300 MiB\"\ndefault = true\n\
+             [[profiles]]\nslug = \"large\"\ndisplay_name = \"Large\"\ndescription = \"600 MiB\"\ngroups = [\"{}\"]\n\
+             limits = {{ memory = \"600 MiB\" }}\nenv = {{ HUB_PROFILE = \"large\" }}\n",
+            ann.group
+        ),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let (ca, cb) = (client_for(&hub.url("")), client_for(&hub.url("")));
+    assert_eq!(hub.login(&ca, &ann.name, &ann.password).await.status(), 303);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        matches!(hub.state.servers.state(&ann.name), hub::servers::ServerState::Stopped { .. }),
+        "with a choice to make, signing in starts nothing"
+    );
+    let page = ca.get(hub.url("/hub/spawn")).send().await.expect("spawn").text().await.expect("body");
+    assert!(
+        page.contains(r#"<select name="profile">"#)
+            && page.contains(r#"<option value="small" selected>Small: 300 MiB</option>"#)
+            && page.contains(r#"<option value="large">Large: 600 MiB</option>"#)
+            && page.contains(r#"data-autostart="false""#),
+        "the choice, not submitted by itself: {page}"
+    );
+    let xsrf = crate::support::xsrf_in(&page).expect("xsrf");
+    let r = ca
+        .post(hub.url("/hub/spawn"))
+        .form(&[("_xsrf", xsrf.as_str()), ("profile", "large")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    hub.wait_ready(&ca, &ann.name).await;
+    let hub::servers::ServerState::Running { pid, .. } = hub.state.servers.state(&ann.name) else {
+        panic!("not running")
+    };
+    assert_eq!(memory_limit_of(pid), 600 << 20, "the large profile's memory limit");
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(String::from_utf8_lossy(&env).split('\0').any(|kv| kv == "HUB_PROFILE=large"), "the profile's env");
+    let t = token_for(&hub, &ca, &ann.name, json!(["inherit"])).await;
+    let (s, u) = call(&hub, reqwest::Method::GET, &format!("/hub/api/users/{}", ann.name), &t, None).await;
+    assert_eq!((s, &u["servers"][""]["user_options"]), (200, &json!({"profile": "large"})), "{u}");
+
+    // bob: only "small" is open to him, so his sign-in starts it.
+    assert_eq!(hub.login(&cb, &bob.name, &bob.password).await.status(), 303);
+    hub.wait_ready(&cb, &bob.name).await;
+    let hub::servers::ServerState::Running { pid, .. } = hub.state.servers.state(&bob.name) else {
+        panic!("not running")
+    };
+    assert_eq!(memory_limit_of(pid), 300 << 20, "the default profile");
+    let tb = token_for(&hub, &cb, &bob.name, json!(["inherit"])).await;
+    let server = format!("/hub/api/users/{}/server", bob.name);
+    assert_eq!(call(&hub, reqwest::Method::DELETE, &server, &tb, None).await.0, 204);
+    for (options, status, words) in [
+        (json!({"profile": "large"}), 403, "is not available to"),
+        (json!({"profile": "huge"}), 400, "there is no profile \"huge\""),
+        (json!({"colour": "red"}), 400, "unknown option \"colour\""),
+    ] {
+        let (s, v) = call(&hub, reqwest::Method::POST, &server, &tb, Some(options.clone())).await;
+        let m = v["message"].as_str().unwrap_or_default();
+        assert!(s == status && m.contains(words), "{options}: {s} {v}");
+    }
+    let (_, v) = call(&hub, reqwest::Method::POST, &server, &tb, Some(json!({"profile": "large"}))).await;
+    assert!(v["message"].as_str().expect("m").contains(&format!("groups {}", ann.group)), "names who may: {v}");
+    assert!(matches!(hub.state.servers.state(&bob.name), hub::servers::ServerState::Stopped { .. }), "nothing started");
+    assert_eq!(bob.processes(), Vec::<u32>::new());
+    hub.stop().await;
+}
+
+/// Named servers and profiles on the home page in headless Chromium
+/// (`tests/browser/named.mjs`): create one with the "large" profile, land in its JupyterLab,
+/// stop and delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_and_profiles_in_chromium() {
+    require_root();
+    let script = crate::support::browser_script("named.mjs");
+    let pam = PamService::create();
+    let ann = TestUser::create();
+    let opts = HubOptions {
+        spawner: "allow_named_servers = true".into(),
+        tail: "[[profiles]]\nslug = \"small\"\ndefault = true\n[[profiles]]\nslug = \"large\"\nlimits = { memory = \"700 MiB\" }\n"
+            .into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, opts).await;
+    let shot = hub.data_dir.path().join("named.png");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([hub.url("").as_str(), &ann.name, &ann.password, "gpu"])
+        .arg(&shot)
+        .output()
+        .await
+        .expect("run node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("browser-named.png"));
+    }
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("stopped and deleted"), "{stdout}");
+    assert!(hub.state.store.get_server(&ann.name, "gpu").await.expect("store").is_none(), "forgotten");
+    hub.stop().await;
+}

@@ -13,6 +13,7 @@ mod jobs;
 mod kerberos;
 mod kernelspec;
 pub mod limits;
+pub mod profiles;
 mod source;
 mod spawner;
 mod template;
@@ -62,13 +63,15 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// `[jobs]`: scheduled and on-demand notebook runs.
     pub jobs: JobsConfig,
+    /// `[[profiles]]`: the server options users choose from (empty: no choice).
+    pub profiles: Vec<profiles::ProfileConfig>,
     /// The file this was read from (`hub serve` re-reads its announcements on SIGHUP).
     pub source: std::path::PathBuf,
 }
 
 impl fmt::Debug for Config {
     /// Every section, as validated (what `hub check-config` prints). Secrets are redacted: the
-    /// values of `[spawner] env` and of each `[[kernelspec]]`'s `env` (admins put tokens
+    /// values of `[spawner] env`, of each `[[kernelspec]]`'s and `[[profiles]]`' `env` (admins put tokens
     /// there), and a password in `database_url`. Service tokens are not in the configuration
     /// (only the file or variable they are read from).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,6 +85,9 @@ impl fmt::Debug for Config {
         for k in &mut shown.kernelspecs {
             redact(&mut k.env);
         }
+        for p in &mut shown.profiles {
+            redact(&mut p.env);
+        }
         shown.hub.database_url = hub_core::redact_url(&shown.hub.database_url);
         f.debug_struct("Config")
             .field("hub", &shown.hub)
@@ -93,6 +99,7 @@ impl fmt::Debug for Config {
             .field("services", &shown.services)
             .field("limits", &shown.limits)
             .field("jobs", &shown.jobs)
+            .field("profiles", &shown.profiles)
             .finish()
     }
 }
@@ -120,6 +127,8 @@ struct FileConfig {
     limits: limits::FileLimitsTable,
     #[serde(default)]
     jobs: jobs::FileJobs,
+    #[serde(default)]
+    profiles: Vec<profiles::FileProfile>,
 }
 
 impl Config {
@@ -171,7 +180,10 @@ impl Config {
         let limits = limits::parse(&src, &file.limits)?;
         let services = api::parse_services(&src, &file.services)?;
         let jobs = jobs::parse(&src, &file.jobs)?;
+        let names: Vec<String> = kernelspecs.iter().map(|k| k.name.clone()).collect();
+        let profiles = profiles::parse(&src, &file.profiles, &names)?;
         Ok(Config {
+            profiles,
             hub,
             auth,
             spawner,
@@ -202,6 +214,37 @@ mod tests {
     }
 
     const MINIMAL: &str = "[spawner]\ncmd = [\"/bin/true\"]\n";
+
+    #[test]
+    fn profiles() {
+        let c = parse(MINIMAL).expect("defaults");
+        assert!(c.profiles.is_empty());
+        let text = format!(
+            "{MINIMAL}[[kernelspec]]\nname = \"spark\"\nargv = [\"python\"]\n\
+             [[profiles]]\nslug = \"small\"\ndefault = true\nlimits = {{ memory = \"2 GiB\" }}\n\
+             [[profiles]]\nslug = \"large\"\ndisplay_name = \"Large\"\ngroups = [\"bigdata\"]\nkernelspecs = [\"spark\"]\n\
+             limits = {{ memory = \"32 GiB\", cpu = 8 }}\nenv = {{ SPARK_DRIVER_MEMORY = \"24g\" }}\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.profiles.len(), 2);
+        let large = &c.profiles[1];
+        assert_eq!((large.limits.memory, large.limits.cpu), (Some(32 << 30), Some(8.0)));
+        assert!(large.allows("x", &["bigdata".into()]) && !large.allows("x", &[]));
+        assert!(c.profiles[0].allows("anyone", &[]), "no users or groups: everyone");
+        assert_eq!(large.who(), "groups bigdata");
+        let e = parse(&text.replace("\"spark\"]", "\"sparc\"]")).expect_err("unknown kernelspec");
+        assert!(e.to_string().contains("\"sparc\", which is not a [[kernelspec]] entry"), "{e}");
+        let e = parse(&text.replace("slug = \"large\"", "slug = \"small\"")).expect_err("twice");
+        assert!(e.to_string().contains("`profiles.slug` is declared twice"), "{e}");
+        let e = parse(&text.replace("slug = \"large\"", "slug = \"Large!\"")).expect_err("slug");
+        assert!(e.to_string().contains("`profiles.slug` must be 1-30 lower-case"), "{e}");
+        let e = parse(&text.replace("groups = [", "default = true\ngroups = [")).expect_err("two defaults");
+        assert!(e.to_string().contains("more than one profile"), "{e}");
+        let e = parse(&text.replace("memory = \"32 GiB\"", "memory = \"lots\"")).expect_err("memory");
+        assert!(e.to_string().contains("`profiles.large.limits.memory` is not a size"), "{e}");
+        let e = parse(&format!("{MINIMAL}[[profiles]]\nslug = \"x\"\ncolour = 1\n")).expect_err("unknown key");
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
 
     #[test]
     fn announcements() {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::renewer::Renewer;
 use hub_config::limits::Limits;
+use hub_config::profiles::ProfileConfig;
 use hub_config::{Config, TemplateVars};
 use hub_core::{LinuxUser, TicketOwner};
 
@@ -22,9 +23,16 @@ pub struct UserEnvironment {
     pub limits: Limits,
 }
 
-/// The environment and limits for `user`'s processes (see [`UserEnvironment`]). Writes the
+/// The environment and limits for `user`'s processes (see [`UserEnvironment`]), with
+/// `profile`'s changes when a server starts with one: its limits replace the user's where set,
+/// its `env` comes after `[spawner] env`, and only its `kernelspecs` are written. Writes the
 /// `[[kernelspec]]` files (logged, not fatal, when that fails).
-pub fn user_environment(config: &Config, renewer: &Renewer, user: &LinuxUser) -> UserEnvironment {
+pub fn user_environment(
+    config: &Config,
+    renewer: &Renewer,
+    user: &LinuxUser,
+    profile: Option<&ProfileConfig>,
+) -> UserEnvironment {
     let sc = &config.spawner;
     let owner = TicketOwner::from(user);
     let krb = renewer.paths(&owner);
@@ -52,12 +60,13 @@ pub fn user_environment(config: &Config, renewer: &Renewer, user: &LinuxUser) ->
             env.push(("KRB5_CONFIG".into(), k.display().to_string()));
         }
     }
-    for (k, v) in &sc.env {
+    for (k, v) in sc.env.iter().chain(profile.iter().flat_map(|p| p.env.iter())) {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.expand(&vars)));
     }
     if !config.kernelspecs.is_empty() {
-        match write_kernelspecs(config, user, &vars) {
+        let offered = profile.and_then(|p| p.kernelspecs.as_deref());
+        match write_kernelspecs(config, user, &vars, offered) {
             Ok(dir) => {
                 env.retain(|(k, _)| k != "JUPYTER_PATH");
                 env.push(("JUPYTER_PATH".into(), dir.display().to_string()));
@@ -67,17 +76,84 @@ pub fn user_environment(config: &Config, renewer: &Renewer, user: &LinuxUser) ->
     }
     // The user's Unix groups that [limits.groups] names (looked up by name, so that only
     // configured groups cost a lookup).
-    let groups: Vec<String> = config
-        .limits
-        .groups
-        .keys()
+    let groups = member_of(user, config.limits.groups.keys());
+    let mut limits = config.limits.for_user(&user.name, &groups);
+    if let Some(p) = profile {
+        limits.memory = p.limits.memory.or(limits.memory);
+        limits.cpu = p.limits.cpu.or(limits.cpu);
+        limits.tasks = p.limits.tasks.or(limits.tasks);
+    }
+    UserEnvironment { env, limits }
+}
+
+/// The Unix groups among `names` that `user` is a member of (looked up by name).
+pub fn member_of<'a>(user: &LinuxUser, names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    names
+        .into_iter()
         .filter(|g| {
             nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|gr| user.groups.contains(&gr.gid.as_raw()))
         })
         .cloned()
-        .collect();
-    let limits = config.limits.for_user(&user.name, &groups);
-    UserEnvironment { env, limits }
+        .collect()
+}
+
+/// Why a profile cannot be used for a server; the text names the profile and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileRefusal {
+    /// No such profile, or profiles are not configured.
+    #[error("{0}")]
+    Unknown(String),
+    /// The user may not choose it.
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+/// The profiles `user` may choose, in hub.toml's order.
+pub fn profiles_for<'a>(config: &'a Config, user: &LinuxUser) -> Vec<&'a ProfileConfig> {
+    let groups = member_of(user, config.profiles.iter().flat_map(|p| p.groups.iter()));
+    config.profiles.iter().filter(|p| p.allows(&user.name, &groups)).collect()
+}
+
+/// The profile a server of `user` starts with when they ask for `requested` (`None`: the
+/// default): `Ok(None)` when no `[[profiles]]` are configured; the profile marked `default`
+/// if the user may choose it, else the first they may.
+pub fn choose_profile<'a>(
+    config: &'a Config,
+    user: &LinuxUser,
+    requested: Option<&str>,
+) -> Result<Option<&'a ProfileConfig>, ProfileRefusal> {
+    if config.profiles.is_empty() {
+        return match requested {
+            None => Ok(None),
+            Some(p) => Err(ProfileRefusal::Unknown(format!(
+                "user_options: profile {p:?} is not offered: this hub has no [[profiles]]; start without user_options"
+            ))),
+        };
+    }
+    let mine = profiles_for(config, user);
+    match requested {
+        Some(slug) => {
+            let Some(p) = config.profiles.iter().find(|p| p.slug == slug) else {
+                let all: Vec<&str> = mine.iter().map(|p| p.slug.as_str()).collect();
+                return Err(ProfileRefusal::Unknown(format!(
+                    "user_options: there is no profile {slug:?}; {} may choose: {}",
+                    user.name,
+                    all.join(", ")
+                )));
+            };
+            if !mine.iter().any(|m| m.slug == p.slug) {
+                return Err(ProfileRefusal::NotAllowed(format!(
+                    "profile {slug:?} is not available to {} (it is for {}); choose another or ask an admin",
+                    user.name,
+                    p.who()
+                )));
+            }
+            Ok(Some(p))
+        }
+        None => mine.iter().find(|p| p.default).or(mine.first()).copied().map(Some).ok_or_else(|| {
+            ProfileRefusal::NotAllowed(format!("no profile is available to {}; ask an admin", user.name))
+        }),
+    }
 }
 
 /// Writes each `[[kernelspec]]` as `<data_dir>/jupyter/<user>/kernels/<name>/kernel.json`
@@ -85,7 +161,12 @@ pub fn user_environment(config: &Config, renewer: &Renewer, user: &LinuxUser) ->
 /// put on the server's `JUPYTER_PATH`. The per-user directory is root-owned, group the
 /// user's primary group, mode 0750: the user reads it, other users do not, nobody but the
 /// hub writes it. It is rewritten on every spawn, so a removed entry disappears.
-pub fn write_kernelspecs(config: &Config, user: &LinuxUser, vars: &TemplateVars<'_>) -> std::io::Result<PathBuf> {
+pub fn write_kernelspecs(
+    config: &Config,
+    user: &LinuxUser,
+    vars: &TemplateVars<'_>,
+    offered: Option<&[String]>,
+) -> std::io::Result<PathBuf> {
     let root = config.hub.kernelspec_root(&user.name);
     if let Some(base) = root.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o711).create(base)?;
@@ -95,7 +176,7 @@ pub fn write_kernelspecs(config: &Config, user: &LinuxUser, vars: &TemplateVars<
     }
     std::fs::DirBuilder::new().mode(0o750).create(&root)?;
     std::os::unix::fs::chown(&root, Some(0), Some(user.gid))?;
-    for ks in &config.kernelspecs {
+    for ks in config.kernelspecs.iter().filter(|k| offered.is_none_or(|o| o.contains(&k.name))) {
         let dir = root.join("kernels").join(&ks.name);
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
         let env: serde_json::Map<String, serde_json::Value> =

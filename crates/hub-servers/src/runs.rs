@@ -84,7 +84,7 @@ impl RunLauncher {
     ) -> Result<StartedRun, RunStartError> {
         let owner = TicketOwner::from(user);
         let ticket = self.ticket_for(&owner, spec.timeout_s).await?;
-        let UserEnvironment { mut env, mut limits } = user_environment(&self.config, &self.renewer, user);
+        let UserEnvironment { mut env, mut limits } = user_environment(&self.config, &self.renewer, user, None);
         // [jobs.limits] over the user's own.
         let jl = &self.config.jobs.limits;
         limits.memory = jl.memory.or(limits.memory);

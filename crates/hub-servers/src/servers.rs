@@ -724,10 +724,18 @@ impl Servers {
         log_path: PathBuf,
     ) -> SpawnSpec {
         let sc = &self.config.spawner;
-        let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user);
+        // The profile the server was started with (`user_options.profile`, checked by
+        // `choose_profile` before the start).
+        let options: serde_json::Value =
+            serde_json::from_str(&self.options(&server_key(&user.name, server_name))).unwrap_or_default();
+        let profile = options
+            .get("profile")
+            .and_then(|p| p.as_str())
+            .and_then(|slug| self.config.profiles.iter().find(|p| p.slug == slug));
+        let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user, profile);
         env.retain(|(k, _)| k != "JUPYTER_TOKEN");
         env.push(("JUPYTER_TOKEN".into(), token.to_string()));
-        let mut argv = sc.cmd.clone();
+        let mut argv = profile.and_then(|p| p.cmd.clone()).unwrap_or_else(|| sc.cmd.clone());
         argv.push(format!("--ServerApp.base_url={}", server_prefix(&user.name, server_name)));
         match endpoint {
             Endpoint::Tcp(port) => argv.extend([

@@ -422,9 +422,19 @@ async fn finish_login(
     }) {
         return ([(header::SET_COOKIE, set_cookie)], Redirect::to(page)).into_response();
     }
-    if start_server && let Err(refused) = app.servers.start(linux) {
-        // The spawn page offers to start it again and says why if it is still refused.
-        tracing::info!(user = %user, reason = %refused, "spawn at login refused");
+    // With a choice of profiles the spawn page asks first (as JupyterHub's options form);
+    // otherwise the server starts now, with the one profile the user may use, if any.
+    let choice = hub_servers::environment::profiles_for(&app.config, &linux).len() > 1;
+    if start_server && !choice {
+        match start_options(app, &linux, None) {
+            Ok(options) => {
+                if let Err(refused) = app.servers.start_server(linux, "", options) {
+                    // The spawn page offers to start it again and says why if it is still refused.
+                    tracing::info!(user = %user, reason = %refused, "spawn at login refused");
+                }
+            }
+            Err(_) => tracing::info!(user = %user, "no profile for the spawn at login; the spawn page says why"),
+        }
     }
     let target = match next {
         Some(n) if !n.starts_with("/hub/login") => format!("/hub/spawn?next={}", percent_encode(&n)),
@@ -507,6 +517,7 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
     let e = esc;
     let name = &s.username;
     let x = xsrf_field(&app, &s);
+    let choice = profile_choice(&app, name).await;
     let state = app.servers.state(name);
     let server = match &state {
         ServerState::Running { pid, .. } => format!(
@@ -524,12 +535,12 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
         ServerState::Stopping => r#"<p class="state">Your server is stopping.</p>"#.to_string(),
         ServerState::Stopped { message } => format!(
             r#"<p class="state">Your server is not running.{}</p>
-<form method="post" action="/hub/home/start">{x}<button>Start my server</button></form>"#,
+<form method="post" action="/hub/home/start">{x}{choice}<button>Start my server</button></form>"#,
             message.as_deref().map(|m| format!(" {}", e(m))).unwrap_or_default()
         ),
         ServerState::Failed { message, log_tail } => format!(
             r#"<p class="state error">Your server failed: {}</p>{}
-<form method="post" action="/hub/home/start">{x}<button>Start my server</button></form>"#,
+<form method="post" action="/hub/home/start">{x}{choice}<button>Start my server</button></form>"#,
             e(message),
             log_block(log_tail)
         ),
@@ -548,7 +559,7 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
     } else {
         ""
     };
-    let named = if app.config.spawner.allow_named_servers { named_section(&app, &s) } else { String::new() };
+    let named = if app.config.spawner.allow_named_servers { named_section(&app, &s, &choice) } else { String::new() };
     let body = format!(
         r#"{}<h1>Hello, {}</h1><section class="card" id="server" data-state="{}">{server}{oom}</section>{named}<section class="card" id="kerberos">{ticket}</section>{admin}
 <form method="post" action="/hub/logout/everywhere" class="muted">{x}<button class="secondary">Sign out everywhere</button> ends every session of yours, in every browser.</form>"#,
@@ -563,15 +574,16 @@ async fn home_start(
     State(app): State<AppState>,
     headers: HeaderMap,
     CurrentUser(s): CurrentUser,
-    Form(f): Form<XsrfForm>,
+    Form(f): Form<StartForm>,
 ) -> Response {
     if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a server start") {
         return refused;
     }
     match LinuxUser::lookup_async(&s.username).await {
-        Ok(u) => match app.servers.start(u) {
-            Ok(()) => Redirect::to("/hub/spawn").into_response(),
-            Err(refused) => too_many(&refused),
+        Ok(u) => match start_options(&app, &u, f.profile.as_deref()).map(|o| app.servers.start_server(u, "", o)) {
+            Err(refusal) => *refusal,
+            Ok(Ok(())) => Redirect::to("/hub/spawn").into_response(),
+            Ok(Err(refused)) => too_many(&refused),
         },
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &e.to_string()),
     }
@@ -595,9 +607,51 @@ async fn home_stop(
     }
 }
 
+/// The profile choice of a start form for `name`: a `<select name="profile">` of the
+/// profiles they may choose (the default one selected) with each one's description, when
+/// there is more than one; else nothing (one profile is used without asking).
+async fn profile_choice(app: &AppState, name: &str) -> String {
+    use hub_servers::environment::{choose_profile, profiles_for};
+    if app.config.profiles.len() < 2 {
+        return String::new();
+    }
+    let Ok(user) = LinuxUser::lookup_async(name).await else { return String::new() };
+    let mine = profiles_for(&app.config, &user);
+    if mine.len() < 2 {
+        return String::new();
+    }
+    let chosen = choose_profile(&app.config, &user, None).ok().flatten().map(|p| p.slug.clone());
+    let options: String = mine
+        .iter()
+        .map(|p| {
+            let selected = if Some(&p.slug) == chosen.as_ref() { " selected" } else { "" };
+            let label = if p.description.is_empty() {
+                esc(&p.display_name).into_owned()
+            } else {
+                format!("{}: {}", esc(&p.display_name), esc(&p.description))
+            };
+            format!(r#"<option value="{}"{selected}>{label}</option>"#, esc(&p.slug))
+        })
+        .collect();
+    format!(r#"<label class="profile">Server options <select name="profile">{options}</select></label> "#)
+}
+
+/// The `user_options` JSON for starting a server of `user` with the `requested` profile (an
+/// empty choice is the default), or the refusal page (400 for an unknown profile, 403 for one
+/// the user may not choose); nothing is started on a refusal.
+fn start_options(app: &AppState, user: &LinuxUser, requested: Option<&str>) -> Result<String, Box<Response>> {
+    use hub_servers::environment::{ProfileRefusal, choose_profile};
+    match choose_profile(&app.config, user, requested.filter(|p| !p.is_empty())) {
+        Ok(None) => Ok("{}".into()),
+        Ok(Some(p)) => Ok(serde_json::json!({"profile": p.slug}).to_string()),
+        Err(ProfileRefusal::Unknown(m)) => Err(Box::new(error_page(StatusCode::BAD_REQUEST, "Cannot start", &m))),
+        Err(ProfileRefusal::NotAllowed(m)) => Err(Box::new(error_page(StatusCode::FORBIDDEN, "Cannot start", &m))),
+    }
+}
+
 /// The home page's named servers: each with its state and Open / Start / Stop / Delete, and a
 /// form to create one (JupyterHub's home page with `allow_named_servers`).
-fn named_section(app: &AppState, s: &Session) -> String {
+fn named_section(app: &AppState, s: &Session, choice: &str) -> String {
     let e = esc;
     let me = &s.username;
     let x = xsrf_field(app, s);
@@ -648,7 +702,7 @@ fn named_section(app: &AppState, s: &Session) -> String {
     };
     format!(
         r#"<section class="card" id="named-servers"><h2>Named servers</h2>{table}{room}
-<form method="post" action="/hub/home/servers" id="new-server">{x}<label>Name <input name="server_name" required maxlength="{max}" placeholder="e.g. gpu"></label> <button>Create and start</button></form></section>"#,
+<form method="post" action="/hub/home/servers" id="new-server">{x}<label>Name <input name="server_name" required maxlength="{max}" placeholder="e.g. gpu"></label> {choice}<button>Create and start</button></form></section>"#,
         max = hub_core::server::MAX_SERVER_NAME
     )
 }
@@ -659,6 +713,17 @@ struct NamedForm {
     _xsrf: String,
     #[serde(default)]
     server_name: String,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+/// A start form: its XSRF token and the chosen profile, if the form offered a choice.
+#[derive(Deserialize, Default)]
+struct StartForm {
+    #[serde(default)]
+    _xsrf: String,
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 /// `POST /hub/home/servers`: creates and starts a named server, then follows its progress.
@@ -671,20 +736,25 @@ async fn named_create(
     if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a named server start") {
         return refused;
     }
-    start_named(&app, &s, f.server_name.trim()).await
+    start_named(&app, &s, f.server_name.trim(), f.profile.as_deref()).await
 }
 
-async fn start_named(app: &AppState, s: &Session, server_name: &str) -> Response {
+async fn start_named(app: &AppState, s: &Session, server_name: &str, profile: Option<&str>) -> Response {
     if server_name.is_empty() {
         return error_page(StatusCode::BAD_REQUEST, "Cannot start", "Give the new server a name.");
     }
     if let Err(why) = app.servers.check_named(&s.username, server_name) {
         return error_page(StatusCode::BAD_REQUEST, "Cannot start", &why);
     }
+    let key = hub_core::server::server_key(&s.username, server_name);
+    // Starting an existing named server again without a choice keeps its profile.
+    let previous: serde_json::Value = serde_json::from_str(&app.servers.options(&key)).unwrap_or_default();
+    let profile = profile.or_else(|| previous.get("profile").and_then(|p| p.as_str()));
     match LinuxUser::lookup_async(&s.username).await {
-        Ok(u) => match app.servers.start_server(u, server_name, "{}".into()) {
-            Ok(()) => Redirect::to(&format!("/hub/spawn/{}/{server_name}", s.username)).into_response(),
-            Err(refused) => too_many(&refused),
+        Ok(u) => match start_options(app, &u, profile).map(|o| app.servers.start_server(u, server_name, o)) {
+            Err(refusal) => *refusal,
+            Ok(Ok(())) => Redirect::to(&format!("/hub/spawn/{}/{server_name}", s.username)).into_response(),
+            Ok(Err(refused)) => too_many(&refused),
         },
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &e.to_string()),
     }
@@ -696,7 +766,7 @@ async fn named_action(
     headers: HeaderMap,
     CurrentUser(s): CurrentUser,
     Path((server_name, action)): Path<(String, String)>,
-    Form(f): Form<XsrfForm>,
+    Form(f): Form<StartForm>,
 ) -> Response {
     if let Some(refused) = form_allowed(&app, &headers, &s, &f._xsrf, "a named server action") {
         return refused;
@@ -705,7 +775,7 @@ async fn named_action(
         return error_page(StatusCode::NOT_FOUND, "No such server", "You have no server of that name.");
     }
     if action == "start" {
-        return start_named(&app, &s, &server_name).await;
+        return start_named(&app, &s, &server_name, f.profile.as_deref()).await;
     }
     let user = match LinuxUser::lookup_async(&s.username).await {
         Ok(u) => u,
@@ -788,7 +858,8 @@ async fn spawn_page(
         ServerState::Running { .. } => Redirect::to(&target).into_response(),
         ServerState::Starting { .. } => progress_page(&app, &s, &target, ""),
         ServerState::Stopping | ServerState::Stopped { .. } | ServerState::Failed { .. } => {
-            start_page(&app, &s, &target, own_navigation)
+            let choice = profile_choice(&app, &s.username).await;
+            start_page(&app, &s, &target, own_navigation, &choice)
         }
     }
 }
@@ -799,6 +870,8 @@ struct SpawnForm {
     _xsrf: String,
     #[serde(default)]
     next: Option<String>,
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 /// `POST /hub/spawn`: starts the user's server (Origin and XSRF checked) and shows the
@@ -814,9 +887,10 @@ async fn spawn_submit(
     }
     let target = spawn_target(&app, &s.username, f.next.as_deref());
     match LinuxUser::lookup_async(&s.username).await {
-        Ok(u) => match app.servers.start(u) {
-            Ok(()) => progress_page(&app, &s, &target, ""),
-            Err(refused) => too_many(&refused),
+        Ok(u) => match start_options(&app, &u, f.profile.as_deref()).map(|o| app.servers.start_server(u, "", o)) {
+            Err(refusal) => *refusal,
+            Ok(Ok(())) => progress_page(&app, &s, &target, ""),
+            Ok(Err(refused)) => too_many(&refused),
         },
         Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "Cannot start", &err.to_string()),
     }
@@ -832,7 +906,7 @@ fn spawn_target(app: &AppState, name: &str, next: Option<&str>) -> String {
 
 /// The page with a "Start my server" button (a form posting to `/hub/spawn`), which
 /// `spawn.js` submits at once when `autostart`.
-fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Response {
+fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool, choice: &str) -> Response {
     let e = esc;
     // After a failure the user decides: starting again by itself could loop.
     let (why, autostart) = match app.servers.state(&s.username) {
@@ -842,10 +916,12 @@ fn start_page(app: &AppState, s: &Session, target: &str, autostart: bool) -> Res
         ServerState::Stopped { message: Some(m) } => (format!(r#"<p class="state">{}</p>"#, e(&m)), autostart),
         _ => (String::new(), autostart),
     };
+    // With a choice of profiles, the user chooses: the form is not submitted by itself.
+    let autostart = autostart && choice.is_empty();
     let body = format!(
         r#"{banner}<h1>Your server is not running</h1>
 <section class="card" id="start" data-autostart="{auto}">{why}
-<form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}"><button id="start-button">Start my server</button></form>
+<form method="post" action="/hub/spawn" id="start-form">{x}<input type="hidden" name="next" value="{t}">{choice}<button id="start-button">Start my server</button></form>
 </section>
 <script src="/hub/static/spawn.js"></script>"#,
         x = xsrf_field(app, s),

@@ -533,7 +533,6 @@ async fn start_named(
 async fn start_common(app: &AppState, caller: &Caller, name: &str, server_name: &str, raw: &Bytes) -> ApiResult {
     caller.require_server("start:servers", name, server_name)?;
     let options: serde_json::Map<String, Value> = body(raw)?;
-    let options = user_options(app, name, &options).await?;
     user_or_404(app, name).await?;
     let key = hub_core::server::server_key(name, server_name);
     let which =
@@ -551,6 +550,7 @@ async fn start_common(app: &AppState, caller: &Caller, name: &str, server_name: 
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
+    let options = user_options(app, &user, &options)?;
     // Subscribed after the start: a new named server's slot is made only by the start,
     // under the lock that enforces named_server_limit_per_user.
     if let Err(refused) = app.servers.start_server(user, server_name, options) {
@@ -582,17 +582,34 @@ async fn start_common(app: &AppState, caller: &Caller, name: &str, server_name: 
     }
 }
 
-/// The `user_options` of a start request, checked, as the JSON text kept with the server.
-/// Errors name the key and the fix.
-async fn user_options(
-    _app: &AppState,
-    _name: &str,
+/// The `user_options` of a start request for `user`, checked, as the JSON text kept with the
+/// server: `{"profile": "<slug>"}` (KubeSpawner's `profile_list` convention) or `{}` without
+/// `[[profiles]]`. 400 for an unknown option or profile, 403 for a profile the user may not
+/// choose; the message names it and the fix.
+fn user_options(
+    app: &AppState,
+    user: &LinuxUser,
     options: &serde_json::Map<String, Value>,
 ) -> Result<String, ApiError> {
-    if let Some(k) = options.keys().next() {
-        return Err(ApiError::bad(format!("user_options: unknown option {k:?}; this hub takes no spawn options")));
+    let mut requested = None;
+    for (k, v) in options {
+        match (k.as_str(), v) {
+            ("profile", Value::String(p)) => requested = Some(p.as_str()),
+            ("profile", _) => return Err(ApiError::bad("user_options.profile must be a string: a profile's slug")),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "user_options: unknown option {k:?}; this hub takes {{\"profile\": \"<slug>\"}}"
+                )));
+            }
+        }
     }
-    Ok("{}".into())
+    use hub_servers::environment::{ProfileRefusal, choose_profile};
+    match choose_profile(&app.config, user, requested) {
+        Ok(None) => Ok("{}".into()),
+        Ok(Some(p)) => Ok(json!({"profile": p.slug}).to_string()),
+        Err(ProfileRefusal::Unknown(m)) => Err(ApiError::bad(m)),
+        Err(ProfileRefusal::NotAllowed(m)) => Err(ApiError::new(StatusCode::FORBIDDEN, m)),
+    }
 }
 
 async fn stop_server(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
