@@ -392,20 +392,7 @@ async fn named_servers_as_jupyterhub_has_them() {
         .expect("get");
     assert_eq!(r.status(), 403, "a token for {name} does not reach the default server");
 
-    // A hub restart re-adopts the named server: same process, same URL.
-    let pids = ann.processes();
-    let dir = hub.stop_keep_data().await;
-    let hub = TestHub::start_in(dir, &pam, None, opts()).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let key = format!("{me}/{name}");
-    while !matches!(hub.state.servers.state(&key), hub::servers::ServerState::Running { .. }) {
-        assert!(std::time::Instant::now() < deadline, "not re-adopted: {:?}", hub.state.servers.state(&key));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(pids.iter().all(|p| ann.processes().contains(p)), "the same processes");
-    assert_eq!(status(hub.url(&format!("/user/{me}/{name}/api/status"))).await, 200, "the browser's session goes on");
-
-    // Stop: still listed (stopped); remove: gone, and its path is the default server's again.
+    // Stop: still listed (stopped); remove: gone from the model and the store.
     let (s, _) = call(&hub, Method::DELETE, &format!("/hub/api/users/{me}/servers/{name}"), &t, None).await;
     assert_eq!(s, 204);
     let (_, u) = call(&hub, Method::GET, &format!("/hub/api/users/{me}?include_stopped_servers=1"), &t, None).await;
@@ -419,11 +406,31 @@ async fn named_servers_as_jupyterhub_has_them() {
     assert!(hub.state.store.get_server(&me, name).await.expect("store").is_none());
     let (s, v) = call(&hub, Method::POST, &format!("/hub/api/users/{me}/servers/other"), &t, None).await;
     assert!(s == 201 || s == 202, "room for a new one after the delete: {v}");
-    let (s, _) =
-        call(&hub, Method::DELETE, &format!("/hub/api/users/{me}/servers/other"), &t, Some(json!({"remove": true})))
-            .await;
-    assert_eq!(s, 204);
+    let key = format!("{me}/other");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !matches!(hub.state.servers.state(&key), hub::servers::ServerState::Running { .. }) {
+        assert!(std::time::Instant::now() < deadline, "other did not start: {:?}", hub.state.servers.state(&key));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A hub restart re-adopts the named server: same process, same URL. (Last: the first hub's
+    // tasks live on in this test process and would record what they see of its end.)
+    let running_pid = |hub: &TestHub| match hub.state.servers.state(&key) {
+        hub::servers::ServerState::Running { pid, .. } => Some(pid),
+        _ => None,
+    };
+    let before = running_pid(&hub).expect("other runs");
+    let dir = hub.stop_keep_data().await;
+    let hub = TestHub::start_in(dir, &pam, None, opts()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(hub.state.servers.state(&key), hub::servers::ServerState::Running { .. }) {
+        assert!(std::time::Instant::now() < deadline, "not re-adopted: {:?}", hub.state.servers.state(&key));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(running_pid(&hub), Some(before), "the same process");
+    assert_eq!(status(hub.url(&format!("/user/{me}/other/api/status"))).await, 200, "the browser's session goes on");
     let user = hub::core::LinuxUser::lookup(&me).expect("user");
+    hub.state.servers.stop_server(&user, "other").await;
     hub.state.servers.stop(&user).await;
     hub.stop().await;
     assert_eq!(ann.processes(), Vec::<u32>::new(), "nothing left");
@@ -550,5 +557,64 @@ async fn named_servers_and_profiles_in_chromium() {
     assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("stopped and deleted"), "{stdout}");
     assert!(hub.state.store.get_server(&ann.name, "gpu").await.expect("store").is_none(), "forgotten");
+    hub.stop().await;
+}
+
+/// The server's `KRB5CCNAME` (the path after `FILE:`), from its environment.
+fn ccache_of(pid: u32) -> std::path::PathBuf {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let env = String::from_utf8_lossy(&env);
+    let v = env.split('\0').find_map(|kv| kv.strip_prefix("KRB5CCNAME=")).expect("KRB5CCNAME");
+    std::path::PathBuf::from(v.trim_start_matches("FILE:"))
+}
+
+/// One Kerberos ticket per user serves all their servers: the default and a named server get
+/// the same credential cache, and with `remove_ccache_on_stop` stopping one of them leaves the
+/// ticket (valid, on the renewer's timer) to the other; it goes when the last one stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ticket_serves_all_of_a_users_servers() {
+    require_root();
+    let pam = PamService::create();
+    let kdc = crate::support::Kdc::start();
+    let ann = TestUser::create();
+    kdc.add_user_with_keytab(&ann);
+    let opts = HubOptions {
+        spawner: "allow_named_servers = true".into(),
+        kerberos: "remove_ccache_on_stop = true".into(),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, Some(&kdc), opts).await;
+    let c = client_for(&hub.url(""));
+    assert_eq!(hub.login(&c, &ann.name, &ann.password).await.status(), 303);
+    hub.wait_ready(&c, &ann.name).await;
+    let t = token_for(&hub, &c, &ann.name, json!(["inherit"])).await;
+    let (s, v) = call(&hub, reqwest::Method::POST, &format!("/hub/api/users/{}/servers/gpu", ann.name), &t, None).await;
+    assert!(s == 201 || s == 202, "{v}");
+    let key = format!("{}/gpu", ann.name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pid_of = |key: &str| match hub.state.servers.state(key) {
+        hub::servers::ServerState::Running { pid, .. } => Some(pid),
+        _ => None,
+    };
+    while pid_of(&key).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the named server did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (default_pid, named_pid) = (pid_of(&ann.name).expect("default runs"), pid_of(&key).expect("named runs"));
+    let cc = ccache_of(default_pid);
+    assert_eq!(ccache_of(named_pid), cc, "one credential cache for both servers");
+    assert!(kdc.klist(&cc).status.success(), "a valid ticket");
+
+    let (s, _) = call(&hub, reqwest::Method::DELETE, &format!("/hub/api/users/{}/server", ann.name), &t, None).await;
+    assert_eq!(s, 204);
+    assert!(cc.exists() && kdc.klist(&cc).status.success(), "the named server still has its ticket");
+    assert!(
+        hub.state.renewer.status(&ann.name).is_some_and(|st| st.next_renewal.is_some()),
+        "still on the renewer's timer"
+    );
+    let (s, _) =
+        call(&hub, reqwest::Method::DELETE, &format!("/hub/api/users/{}/servers/gpu", ann.name), &t, None).await;
+    assert_eq!(s, 204);
+    assert!(!cc.exists(), "the last server stopped: the ticket goes (remove_ccache_on_stop)");
     hub.stop().await;
 }

@@ -77,7 +77,8 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
     // (a name can never be one of the default server's own paths: RESERVED_SERVER_NAMES).
     let after_name = &rest[name.len() + 1..];
     let first = after_name.split('/').next().unwrap_or_default();
-    let server_name = if app.servers.has_named(name, first) { first } else { "" };
+    let named = app.config.spawner.allow_named_servers && app.servers.has_named(name, first);
+    let server_name = if named { first } else { "" };
     let in_server = if server_name.is_empty() { after_name } else { &after_name[server_name.len()..] };
     if !server_name.is_empty() && in_server.is_empty() {
         let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -145,7 +146,13 @@ pub async fn forward(app: &AppState, peer: SocketAddr, req: Request, conn: Optio
             return refusal.json();
         }
     }
-    let Some(up) = app.servers.route(&hub_core::server::server_key(name, server_name)) else {
+    // The default server's key is the user's name: no key to build on the hot path.
+    let route = if named {
+        app.servers.route(&hub_core::server::server_key(name, server_name))
+    } else {
+        app.servers.route(name)
+    };
+    let Some(up) = route else {
         let wants_html =
             req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         if *req.method() == Method::GET && wants_html {
