@@ -236,6 +236,27 @@ async fn announcements_show_escaped_and_change_on_sighup() {
     assert!(text("/hub/login").await.contains("Back to normal"), "unchanged");
 }
 
+/// Runs the browser script `script` with the hub's URL, `args` and a screenshot path (copied to
+/// `$HUB_TEST_ARTIFACTS/browser-<name>.png` when set); fails the test unless it exits 0, and
+/// returns what it printed.
+async fn run_browser(hub: &TestHub, script: &std::path::Path, args: &[&str], name: &str) -> String {
+    let shot = hub.data_dir.path().join(format!("{name}.png"));
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(hub.url(""))
+        .args(args)
+        .arg(&shot)
+        .output()
+        .await
+        .expect("run node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join(format!("browser-{name}.png")));
+    }
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
 /// The token page in headless Chromium (`tests/browser/token.mjs`): the announcement on the
 /// home page, a token made with a note, an expiry and one scope, shown once, used against the
 /// user's server, its last use shown, revoked and then refused.
@@ -248,19 +269,7 @@ async fn token_page_in_chromium() {
     let announcement = "Maintenance on Saturday: save your work";
     let opts = HubOptions { hub: format!("announcement = \"{announcement}\""), ..Default::default() };
     let hub = TestHub::start_with(&pam, None, opts).await;
-    let shot = hub.data_dir.path().join("token.png");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .args([hub.url("").as_str(), &ann.name, &ann.password, announcement])
-        .arg(&shot)
-        .output()
-        .await
-        .expect("run node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
-        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("browser-token.png"));
-    }
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let stdout = run_browser(&hub, &script, &[&ann.name, &ann.password, announcement], "token").await;
     assert!(stdout.contains("revoked on the page, then refused"), "{stdout}");
     assert!(hub.state.store.tokens_of(&ann.name).await.expect("tokens").is_empty(), "the revoked token is gone");
     hub.stop().await;
@@ -542,19 +551,7 @@ async fn named_servers_and_profiles_in_chromium() {
         ..Default::default()
     };
     let hub = TestHub::start_with(&pam, None, opts).await;
-    let shot = hub.data_dir.path().join("named.png");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .args([hub.url("").as_str(), &ann.name, &ann.password, "gpu"])
-        .arg(&shot)
-        .output()
-        .await
-        .expect("run node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if let Ok(dir) = std::env::var("HUB_TEST_ARTIFACTS") {
-        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("browser-named.png"));
-    }
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let stdout = run_browser(&hub, &script, &[&ann.name, &ann.password, "gpu"], "named").await;
     assert!(stdout.contains("stopped and deleted"), "{stdout}");
     assert!(hub.state.store.get_server(&ann.name, "gpu").await.expect("store").is_none(), "forgotten");
     hub.stop().await;
