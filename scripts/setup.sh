@@ -12,7 +12,7 @@ set -euo pipefail
 HUB_VENV=${HUB_VENV:-/opt/hub/jupyter-venv}
 APT_PACKAGES=(krb5-kdc krb5-admin-server krb5-user libkrb5-dev libpam0g-dev pkg-config
   libclang-dev clang curl python3-venv procps passwd chromium nginx-light openssl postgresql
-  systemd)
+  systemd slurmctld slurmd slurm-client munge)
 PIP_PACKAGES=("jupyter-server>=2.14,<3" "jupyterlab>=4,<5" "ipykernel>=6" "websocket-client>=1.6")
 
 if [ "$(id -u)" != 0 ]; then

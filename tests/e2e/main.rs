@@ -15,6 +15,7 @@ mod postgres;
 mod renewer;
 mod runs;
 mod security;
+mod slurm;
 mod support;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

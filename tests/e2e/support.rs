@@ -198,15 +198,36 @@ impl Kdc {
     /// A KDC for `realm` with its own database and keys: given an existing realm's name, an
     /// impostor KDC (the KDC-spoofing test).
     pub fn start_realm(realm: &str, max_life: Option<Duration>) -> Self {
+        Self::start_at(realm, max_life, tempfile::tempdir().expect("tmp"), None)
+    }
+
+    /// A KDC whose files are in a new directory under `base` (a filesystem cluster nodes share)
+    /// and that listens on `addr` too (the login host's address on the cluster network); its
+    /// krb5.conf names `addr`, so nodes reach the same KDC.
+    pub fn start_for_nodes(base: &Path, addr: std::net::IpAddr, max_life: Option<Duration>) -> Self {
+        let dir = tempfile::Builder::new().prefix("kdc-").tempdir_in(base).expect("tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let realm = format!("HUBTEST{}.LOCAL", random_hex(3).to_uppercase());
+        Self::start_at(&realm, max_life, dir, Some(addr))
+    }
+
+    fn start_at(
+        realm: &str,
+        max_life: Option<Duration>,
+        dir: tempfile::TempDir,
+        also: Option<std::net::IpAddr>,
+    ) -> Self {
         let realm = realm.to_string();
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let bind_ip = also.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let port = std::net::TcpListener::bind((bind_ip, 0)).expect("bind").local_addr().expect("addr").port();
         let d = dir.path();
+        let kdc_addr = also.map_or_else(|| format!("127.0.0.1:{port}"), |a| format!("{a}:{port}"));
+        let listen = also.map_or_else(|| format!("127.0.0.1:{port}"), |a| format!("127.0.0.1:{port}, {a}:{port}"));
         std::fs::write(
             d.join("krb5.conf"),
             format!(
                 "[libdefaults]\n default_realm = {realm}\n renew_lifetime = 7d\n forwardable = true\n dns_lookup_realm = false\n dns_lookup_kdc = false\n rdns = false\n udp_preference_limit = 1\n clockskew = {skew}\n\
-                 [realms]\n {realm} = {{\n  kdc = 127.0.0.1:{port}\n }}\n",
+                 [realms]\n {realm} = {{\n  kdc = {kdc_addr}\n }}\n",
                 skew = if max_life.is_some() { 1 } else { 300 },
             ),
         )
@@ -218,7 +239,7 @@ impl Kdc {
         std::fs::write(
             d.join("kdc.conf"),
             format!(
-                "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\
+                "[kdcdefaults]\n kdc_listen = {listen}\n kdc_tcp_listen = {listen}\n\
                  [realms]\n {realm} = {{\n  database_name = {db}\n  key_stash_file = {stash}\n  acl_file = {acl}\n  max_life = {life}\n  max_renewable_life = {renew}\n }}\n",
                 db = d.join("principal").display(),
                 stash = d.join("stash").display(),
@@ -226,6 +247,7 @@ impl Kdc {
             ),
         )
         .expect("kdc.conf");
+        std::fs::set_permissions(d.join("krb5.conf"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
         std::fs::write(d.join("kadm5.acl"), "").expect("acl");
         let env = |c: &mut Command| {
             c.env("KRB5_CONFIG", d.join("krb5.conf")).env("KRB5_KDC_PROFILE", d.join("kdc.conf"));
@@ -338,10 +360,18 @@ pub struct GssPostgres {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// The address the nodes reach it at, when it listens on a cluster network too.
+    also: Option<std::net::IpAddr>,
 }
 
 impl GssPostgres {
     pub fn start(kdc: &Kdc) -> Self {
+        Self::start_on(kdc, None)
+    }
+
+    /// Also listening on `also` (the login host's address on the cluster network), with
+    /// GSSAPI logins allowed from that /24: a Kerberos-secured service the nodes reach.
+    pub fn start_on(kdc: &Kdc, also: Option<std::net::IpAddr>) -> Self {
         let bin = PathBuf::from(std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
         assert!(bin.join("initdb").exists(), "no PostgreSQL at {}: run `bash scripts/setup.sh`", bin.display());
         let dir = tempfile::Builder::new().prefix("hub-gss-pg-").tempdir().expect("tmp");
@@ -369,7 +399,13 @@ impl GssPostgres {
         ]));
         std::fs::write(
             d.join("data/pg_hba.conf"),
-            format!("local all hub trust\nhost all all 127.0.0.1/32 gss include_realm=0 krb_realm={}\n", kdc.realm),
+            format!(
+                "local all hub trust\nhost all all 127.0.0.1/32 gss include_realm=0 krb_realm={r}\n{extra}",
+                r = kdc.realm,
+                extra = also
+                    .map(|a| format!("host all all {a}/24 gss include_realm=0 krb_realm={}\n", kdc.realm))
+                    .unwrap_or_default(),
+            ),
         )
         .expect("pg_hba.conf");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -380,12 +416,13 @@ impl GssPostgres {
             .arg(d.join("server.log"))
             .args(["-w", "-t", "30", "-o"])
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c krb_server_keyfile=FILE:{}",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1{} -c fsync=off -c krb_server_keyfile=FILE:{}",
                 d.display(),
+                also.map(|a| format!(",{a}")).unwrap_or_default(),
                 keytab.display()
             ))
             .arg("start"));
-        Self { dir, port, bin }
+        Self { dir, port, bin, also }
     }
 
     /// Creates a login role `name` (no password: it can only come in with a ticket).
@@ -409,6 +446,13 @@ impl GssPostgres {
     /// The libpq connection string a notebook of `user` uses (Kerberos, over TCP).
     pub fn conninfo(&self, user: &str) -> String {
         format!("host=localhost hostaddr=127.0.0.1 port={} dbname=postgres user={user}", self.port)
+    }
+
+    /// The connection string from a cluster node (the principal is still `postgres/localhost`;
+    /// the TCP connection goes to the login host's cluster address).
+    pub fn conninfo_from_nodes(&self, user: &str) -> String {
+        let a = self.also.expect("started with start_on(.., Some(addr))");
+        format!("host=localhost hostaddr={a} port={} dbname=postgres user={user}", self.port)
     }
 }
 
@@ -444,7 +488,8 @@ pub struct HubOptions {
     /// Lines added to `[hub]`.
     pub hub: String,
     /// `[hub] bind` instead of a fresh loopback port, e.g. `unix:/tmp/x/hub.sock` (then
-    /// [`TestHub::addr`] is `0.0.0.0:0`: reach the hub through whatever proxies it).
+    /// [`TestHub::addr`] is `0.0.0.0:0`: reach the hub through whatever proxies it), or
+    /// `10.1.2.1:0` (a fresh port there). `{HUB_ADDR}` in `spawner` becomes the bound address.
     pub bind: Option<String>,
 }
 
@@ -495,6 +540,11 @@ impl TestHub {
                 let addr = l.local_addr().expect("addr");
                 (Some(l), addr, addr.to_string())
             }
+            Some(b) if !b.starts_with("unix:") => {
+                let l = tokio::net::TcpListener::bind(b.as_str()).await.expect("bind");
+                let addr = l.local_addr().expect("addr");
+                (Some(l), addr, addr.to_string())
+            }
             Some(b) => (None, "0.0.0.0:0".parse().expect("addr"), b.clone()),
         };
         // Runs start the hub binary as the runner (the test binary is not it).
@@ -510,7 +560,7 @@ impl TestHub {
              [spawner]\ncmd = {cmd}\nstart_timeout = \"60s\"\nterm_timeout = \"5s\"\n{extra}\n{kerberos}\n{tail}\n",
             dd = data_dir.path().display(),
             pam = pam.name,
-            extra = o.spawner,
+            extra = o.spawner.replace("{HUB_ADDR}", &addr.to_string()),
             auth = o.auth,
             stop = !o.keep_servers,
             hubx = o.hub,

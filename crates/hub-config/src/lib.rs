@@ -14,6 +14,7 @@ mod kerberos;
 mod kernelspec;
 pub mod limits;
 pub mod profiles;
+mod slurm;
 mod source;
 mod spawner;
 mod template;
@@ -27,7 +28,8 @@ pub use hub::{AnnouncementPage, Announcements, Bind, HubConfig, MAX_ANNOUNCEMENT
 pub use jobs::JobsConfig;
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
-pub use spawner::{SpawnerConfig, Transport};
+pub use slurm::SlurmConfig;
+pub use spawner::{SpawnerConfig, SpawnerKind, Transport};
 pub use template::{Template, TemplateError, TemplateVars};
 
 use std::collections::BTreeMap;

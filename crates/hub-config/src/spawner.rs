@@ -58,6 +58,18 @@ pub struct SpawnerConfig {
     /// Most named servers per user, running or not (`named_server_limit_per_user`, default 0 =
     /// no limit; the default server does not count).
     pub named_server_limit_per_user: usize,
+    /// Where servers run (`kind`, default `"local"`).
+    pub kind: SpawnerKind,
+}
+
+/// Where users' servers run (`spawner.kind`).
+#[derive(Clone, Debug)]
+pub enum SpawnerKind {
+    /// On this machine, as local processes under each user's UID (`"local"`).
+    Local,
+    /// On cluster nodes, as Slurm batch jobs submitted as the user (`"slurm"`), with
+    /// `[spawner.slurm]`.
+    Slurm(Box<crate::slurm::SlurmConfig>),
 }
 
 /// How the hub reaches a single-user server (`spawner.transport`).
@@ -95,6 +107,8 @@ pub(crate) struct FileSpawner {
     pub(crate) transport: Option<Spanned<String>>,
     pub(crate) term_timeout: Option<Spanned<String>>,
     pub(crate) default_url: Option<Spanned<String>>,
+    pub(crate) kind: Option<Spanned<String>>,
+    pub(crate) slurm: Option<crate::slurm::FileSlurm>,
 }
 
 /// Validates `[spawner]`; `data_dir` is `[hub] data_dir` (the servers' sockets live under it).
@@ -145,6 +159,16 @@ pub(crate) fn parse(src: &Source<'_>, f: FileSpawner, data_dir: &Path) -> Result
         Some(t) => return Err(src.err("spawner.transport", t, "must be \"unix\" or \"tcp\"")),
     };
     let allow_named_servers = f.allow_named_servers.unwrap_or(false);
+    let kind_slurm = match &f.kind {
+        None => false,
+        Some(k) if k.get_ref() == "local" => false,
+        Some(k) if k.get_ref() == "slurm" => true,
+        Some(k) => return Err(src.err("spawner.kind", k, "must be \"local\" or \"slurm\"")),
+    };
+    let kind = match crate::slurm::parse(src, f.slurm, kind_slurm)? {
+        Some(slurm) if kind_slurm => SpawnerKind::Slurm(Box::new(slurm)),
+        _ => SpawnerKind::Local,
+    };
     if transport == Transport::Unix {
         // The longest user name the hub accepts (and, with named servers, the longest server
         // name) makes the longest socket path.
@@ -190,5 +214,6 @@ pub(crate) fn parse(src: &Source<'_>, f: FileSpawner, data_dir: &Path) -> Result
         transport,
         allow_named_servers,
         named_server_limit_per_user: count("spawner.named_server_limit_per_user", &f.named_server_limit_per_user, 0)?,
+        kind,
     })
 }

@@ -112,6 +112,30 @@ impl Template {
         out
     }
 
+    /// Substitutes each placeholder with `value(name)` (nothing where it is `None`); `{{` and
+    /// `}}` become single braces. For templates whose values are not [`TemplateVars`] (the
+    /// Slurm job script).
+    pub fn expand_with(&self, value: impl Fn(&str) -> Option<String>) -> String {
+        let mut out = String::with_capacity(self.0.len() + 64);
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['{', '}']) {
+            out.push_str(&rest[..i]);
+            let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+            if after.starts_with(c as char) {
+                out.push(c as char);
+                rest = &after[1..];
+                continue;
+            }
+            let end = after.find('}').unwrap_or(after.len());
+            if let Some(v) = value(&after[..end]) {
+                out.push_str(&v);
+            }
+            rest = after.get(end + 1..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// The template as written in hub.toml.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -14,7 +14,7 @@ pub mod scopes;
 pub mod server;
 pub mod user;
 
-pub use server::{Endpoint, ServerToken};
+pub use server::{Endpoint, RemoteEndpoint, ServerToken};
 pub use user::{LinuxUser, TicketOwner};
 
 /// Seconds since the Unix epoch, now.

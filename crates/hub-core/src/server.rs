@@ -11,6 +11,29 @@ pub enum Endpoint {
     Tcp(u16),
     /// A Unix socket at this path (shared, so that the proxy's per-request copy is cheap).
     Unix(Arc<Path>),
+    /// A server on another machine (a cluster node), reached over TCP with TLS pinned to the
+    /// certificate its own job made (`hub_net::tls`). Shared, as `Unix` is.
+    Tls(Arc<RemoteEndpoint>),
+}
+
+/// Where a server on another machine listens, and the certificate the hub accepts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// The node's address (as the scheduler reports it) and the port the server's node agent
+    /// listens on.
+    pub addr: std::net::SocketAddr,
+    /// The node's name (`node1`), for messages and the admin page.
+    pub node: String,
+    /// SHA-256 of the DER certificate the node agent made for this server (32 bytes).
+    pub pin: [u8; 32],
+}
+
+impl Endpoint {
+    /// Whether the server runs on this machine (a Unix socket or loopback TCP): then the hub
+    /// checks the listener's owner on every connection and may splice(2) bodies.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Endpoint::Tls(_))
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -19,6 +42,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(port) => write!(f, "127.0.0.1:{port}"),
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tls(r) => write!(f, "tls://{} (on {})", r.addr, r.node),
         }
     }
 }
@@ -27,7 +51,8 @@ impl Endpoint {
     /// The endpoint as a URL: `http://127.0.0.1:<port>`, or `http+unix://<percent-encoded
     /// path>` (the form jupyter-server prints for `ServerApp.sock`, its
     /// `urlencode_unix_socket_path`: Python's `quote(path, safe="")`, which leaves letters,
-    /// digits and `-._~` as they are; requests-unixsocket reads it).
+    /// digits and `-._~` as they are; requests-unixsocket reads it), or `https://<addr>` for a
+    /// server on another machine (its certificate is self-signed: only the hub can check it).
     pub fn url(&self) -> String {
         const QUOTE: &percent_encoding::AsciiSet =
             &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -36,6 +61,7 @@ impl Endpoint {
             Endpoint::Unix(path) => {
                 format!("http+unix://{}", percent_encoding::utf8_percent_encode(&path.to_string_lossy(), QUOTE))
             }
+            Endpoint::Tls(r) => format!("https://{}", r.addr),
         }
     }
 }

@@ -10,10 +10,14 @@
 //! - [`splice`]: large response bodies moved with splice(2).
 //! - [`probe`]: the readiness probe.
 //! - [`body`]: the minimum-rate body wrapper against slow uploads.
+//! - [`agent`]: the node agent's report and control protocol (servers on cluster nodes).
+//! - [`tls`]: TLS to a server on another machine, pinned to the key it made.
 
 pub mod accept;
+pub mod agent;
 pub mod body;
 pub mod peer;
 pub mod probe;
 pub mod splice;
+pub mod tls;
 pub mod upstream;

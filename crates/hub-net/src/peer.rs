@@ -43,6 +43,10 @@ pub enum PeerError {
         /// What failed.
         why: String,
     },
+    /// A server on another machine answered with a TLS key other than the pinned one
+    /// ([`crate::tls::TlsError::NotPinned`]'s message); nothing was sent to it.
+    #[error("{0}; nothing was sent to it")]
+    NotPinned(String),
 }
 
 /// Checks that the process listening on the other end of `stream` runs as `uid`.

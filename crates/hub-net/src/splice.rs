@@ -72,6 +72,9 @@ pub enum SocketStream {
     Tcp(TcpStream),
     /// A Unix-socket connection.
     Unix(UnixStream),
+    /// A TLS connection to a server on another machine (`crate::tls`). Its bytes are
+    /// encrypted, so it is never spliced: the proxy copies its bodies.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl SocketStream {
@@ -89,6 +92,7 @@ impl SocketStream {
                     ready!(s.poll_read_ready(cx))?;
                     s.try_io(Interest::READABLE, || splice(s.as_raw_fd(), pipe_w, len))
                 }
+                SocketStream::Tls(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
             };
             match r {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
@@ -112,6 +116,7 @@ impl SocketStream {
                     ready!(s.poll_write_ready(cx))?;
                     s.try_io(Interest::WRITABLE, || splice(pipe_r, s.as_raw_fd(), len))
                 }
+                SocketStream::Tls(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
             };
             match r {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
@@ -127,6 +132,8 @@ impl SocketStream {
         let fd = match self {
             SocketStream::Tcp(s) => s.as_raw_fd(),
             SocketStream::Unix(s) => s.as_raw_fd(),
+            // Never spliced, so never given back.
+            SocketStream::Tls(_) => return false,
         };
         let mut byte = 0u8;
         // SAFETY: recv into one live byte on a socket descriptor we hold; MSG_PEEK leaves
@@ -141,6 +148,7 @@ impl AsyncRead for SocketStream {
         match self.get_mut() {
             SocketStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             SocketStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            SocketStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -150,6 +158,7 @@ impl AsyncWrite for SocketStream {
         match self.get_mut() {
             SocketStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             SocketStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            SocketStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -161,6 +170,7 @@ impl AsyncWrite for SocketStream {
         match self.get_mut() {
             SocketStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             SocketStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            SocketStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -172,6 +182,7 @@ impl AsyncWrite for SocketStream {
         match self.get_mut() {
             SocketStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             SocketStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            SocketStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -179,6 +190,7 @@ impl AsyncWrite for SocketStream {
         match self.get_mut() {
             SocketStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             SocketStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            SocketStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -112,6 +112,7 @@ impl ConnUpstream {
         on_spliced: impl FnOnce(u64),
     ) -> Result<Response, UpstreamError> {
         let resp = self.send(endpoint, token, owner, req).await?;
+        let plain_get = plain_get && endpoint.is_local();
         match (self.splice.as_deref(), splice_length(plain_get, resp.status(), resp.headers())) {
             (Some(slot), Some(len)) if slot.is_idle() => {
                 self.splice_response(slot, (endpoint, token), resp, len, on_spliced).await
@@ -270,6 +271,8 @@ impl ConnUpstream {
 /// anything is sent, that its listener runs as `owner` (the server's UID; see `peer.rs`). Every
 /// upstream connection the hub makes (readiness probe, proxied requests, WebSocket tunnels)
 /// comes from here, so no byte, and no token, reaches a squatter or a socket a user linked in.
+/// A server on another machine ([`Endpoint::Tls`]) cannot be asked for its UID: there, the TLS
+/// handshake must prove the key pinned for that server (`crate::tls`), or nothing is sent.
 pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::SocketStream, UpstreamError> {
     let connect = |source| UpstreamError::Connect { endpoint: endpoint.to_string(), source };
     Ok(match endpoint {
@@ -284,6 +287,13 @@ pub async fn open(endpoint: &Endpoint, owner: u32) -> Result<splice::SocketStrea
             crate::peer::check_unix(&stream, owner, &endpoint.to_string())?;
             splice::SocketStream::Unix(stream)
         }
+        Endpoint::Tls(remote) => match crate::tls::connect(remote.addr, &remote.pin, crate::tls::ALPN_HTTP).await {
+            Ok(tls) => splice::SocketStream::Tls(Box::new(tls)),
+            Err(crate::tls::TlsError::Connect { source, .. }) => return Err(connect(source)),
+            Err(e @ crate::tls::TlsError::NotPinned { .. }) => {
+                return Err(UpstreamError::Peer(crate::peer::PeerError::NotPinned(e.to_string())));
+            }
+        },
     })
 }
 
@@ -458,6 +468,10 @@ async fn tunnel(
         }
         splice::SocketStream::Unix(unix) => {
             let (r, w) = unix.into_split();
+            pump(client, r, w, parts.read_buf, |_| {}, activity).await
+        }
+        splice::SocketStream::Tls(tls) => {
+            let (r, w) = tokio::io::split(*tls);
             pump(client, r, w, parts.read_buf, |_| {}, activity).await
         }
     }

@@ -269,6 +269,9 @@ pub struct Renewer {
     peak: AtomicUsize,
     kinit_total: AtomicU64,
     renewal_failures: AtomicU64,
+    /// The user name after each successful renewal (for delivering the new ticket to servers
+    /// on other machines, [`Renewer::subscribe_renewals`]).
+    renewed: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Renewer {
@@ -292,7 +295,42 @@ impl Renewer {
             peak: AtomicUsize::new(0),
             kinit_total: AtomicU64::new(0),
             renewal_failures: AtomicU64::new(0),
+            renewed: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// A receiver of the user names whose ticket was just renewed (or installed from a
+    /// sign-in), in order. A receiver that falls more than 1024 behind gets `Lagged` and should
+    /// treat every user as renewed.
+    pub fn subscribe_renewals(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.renewed.subscribe()
+    }
+
+    /// The bytes of `owner`'s credential cache on this host (at most 1 MiB), opened without
+    /// following a link and only if it is a regular file owned by `owner`: what is delivered
+    /// to their servers on other machines.
+    pub fn ccache_bytes(&self, owner: &TicketOwner) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = self.paths(owner).ccache;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.uid() != owner.uid {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file owned by {}",
+                path.display(),
+                owner.username
+            )));
+        }
+        let mut bytes = Vec::new();
+        f.take(ccache::MAX_CCACHE_BYTES + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > ccache::MAX_CCACHE_BYTES {
+            return Err(std::io::Error::other(format!("{} is larger than 1 MiB", path.display())));
+        }
+        Ok(bytes)
     }
 
     /// `(renewal attempts, failed attempts)` since the hub started: the metrics' counters.
@@ -611,6 +649,9 @@ impl Renewer {
         };
         let now = unix_now();
         let times = result.as_ref().ok().and_then(|_| ccache::read(&paths.ccache).ok());
+        if result.is_ok() {
+            let _ = self.renewed.send(owner.username.clone());
+        }
         let record = {
             let mut inner = self.lock();
             let u = inner.users.entry(owner.username.clone()).or_default();

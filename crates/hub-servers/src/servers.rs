@@ -557,7 +557,8 @@ impl Servers {
             ));
         }
         let log_path = self.log_path(&name);
-        let endpoint = self.endpoint_for(&user, server_name)?;
+        // A spawner that runs servers elsewhere learns the endpoint from the server itself.
+        let chosen = if self.spawner.is_remote() { None } else { Some(self.endpoint_for(&user, server_name)?) };
         let mut token = [0u8; 32];
         rand::fill(&mut token);
         let token = hex::encode(token);
@@ -567,7 +568,7 @@ impl Servers {
                 String::new(),
             ));
         };
-        let spec = self.spawn_spec(&user, server_name, &endpoint, &token, log_path.clone());
+        let spec = self.spawn_spec(&user, server_name, chosen.as_ref(), &token, log_path.clone());
         let process = match self.spawner.start(spec).await {
             Ok(p) => p,
             Err(e) => return Err(SpawnFailure::new(e.to_string(), log_tail(&log_path))),
@@ -575,25 +576,35 @@ impl Servers {
         let pid = process.pid();
         let start_ticks = process.start_ticks();
         let mut exited = process.exited();
+        let remote = chosen.is_none();
         *slot.process.lock().await = Some(process);
-        let live = |token| Live { pid, endpoint: &endpoint, token, start_ticks, owner: &owner };
-        self.record(&name, "starting", Some(live(&token)), None).await;
-        progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
+        if let Some(endpoint) = &chosen {
+            let live = Live { pid, endpoint, token: &token, start_ticks, owner: &owner, state: None };
+            self.record(&name, "starting", Some(live), None).await;
+            progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
+        } else {
+            self.record(&name, "starting", None, None).await;
+        }
 
         let deadline = Instant::now() + self.config.spawner.start_timeout;
         let path = format!("{}api/status", server_prefix(&user.name, server_name));
         let mut step = 0u32;
-        loop {
+        let endpoint = loop {
             if slot.cancel.load(Ordering::SeqCst) {
+                // The process stays in the slot: the stop that cancelled the spawn stops it.
                 return Err(SpawnFailure::new("The spawn was cancelled", log_tail(&log_path)));
             }
             let how = exited.borrow().clone();
             if let Some(how) = how {
-                slot.process.lock().await.take();
-                return Err(SpawnFailure::new(format!("The server {how} during start-up"), log_tail(&log_path)));
+                let p = slot.process.lock().await.take();
+                let tail = self.tail(p.as_deref(), &log_path).await;
+                let what = if remote { "server's job" } else { "server" };
+                return Err(SpawnFailure::new(format!("The {what} {how} during start-up"), tail));
             }
             if Instant::now() >= deadline {
-                if let Some(p) = slot.process.lock().await.take() {
+                let p = slot.process.lock().await.take();
+                let tail = self.tail(p.as_deref(), &log_path).await;
+                if let Some(p) = p {
                     p.stop(self.config.spawner.term_timeout).await;
                 }
                 return Err(SpawnFailure::new(
@@ -601,43 +612,165 @@ impl Servers {
                         "The server did not answer within {} (spawner.start_timeout)",
                         humantime::format_duration(self.config.spawner.start_timeout)
                     ),
-                    log_tail(&log_path),
+                    tail,
                 ));
             }
+            // Where it listens: chosen by the hub, or (elsewhere) reported by the server and
+            // confirmed by the spawner; until then, what the scheduler says.
+            let (endpoint, status) = match &chosen {
+                Some(e) => (Some(e.clone()), None),
+                None => match slot.process.lock().await.as_ref() {
+                    Some(p) => (p.endpoint(), p.status()),
+                    None => (None, None),
+                },
+            };
+            let Some(endpoint) = endpoint else {
+                progress(35, status.as_deref().unwrap_or("Waiting for the scheduler"));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = exited.changed() => {}
+                }
+                continue;
+            };
             match probe(&endpoint, owner.uid, &path, &server_token).await {
-                Probe::Ready => break,
+                Probe::Ready => break endpoint,
                 Probe::NotYet => {}
                 Probe::Impostor(why) => {
                     tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
-                    if let Some(p) = slot.process.lock().await.take() {
+                    let p = slot.process.lock().await.take();
+                    let tail = self.tail(p.as_deref(), &log_path).await;
+                    if let Some(p) = p {
                         p.stop(self.config.spawner.term_timeout).await;
                     }
                     return Err(SpawnFailure::new(
                         format!(
                             "The server could not be reached safely: {why}. Start it again (it gets a new address)"
                         ),
-                        log_tail(&log_path),
+                        tail,
                     ));
                 }
             }
             step += 1;
             // The bar creeps from 50 % to 95 % over the first 4.5 s of waiting, whatever the
             // poll interval; a poll every 10 ms is a refused connect until the server listens,
-            // and finds it ready within 5 ms on average.
-            let waited = u64::from(step) * READY_POLL_MS / 100;
-            progress((50 + waited.min(45)) as u8, &format!("Waiting for the server (pid {pid}) to answer"));
+            // and finds it ready within 5 ms on average. A remote server is asked every 100 ms
+            // (each ask is a TLS handshake).
+            let every = if remote { 100 } else { READY_POLL_MS };
+            let waited = u64::from(step) * every / 100;
+            let message = match status {
+                Some(s) => s,
+                None => format!("Waiting for the server (pid {pid}) to answer"),
+            };
+            progress((50 + waited.min(45)) as u8, &message);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(READY_POLL_MS)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(every)) => {}
                 _ = exited.changed() => {}
             }
+        };
+        if remote && self.renewer.enabled() {
+            progress(96, "Delivering your Kerberos ticket to the server's node");
+            if let Some(p) = slot.process.lock().await.as_ref() {
+                self.deliver(p.as_ref(), &owner, &name).await;
+            }
         }
-        self.record(&name, "running", Some(live(&token)), None).await;
+        let state = slot.process.lock().await.as_ref().and_then(|p| p.state());
+        let live = Live { pid, endpoint: &endpoint, token: &token, start_ticks, owner: &owner, state };
+        self.record(&name, "running", Some(live), None).await;
         slot.running_since.store(unix_now(), Ordering::Relaxed);
         slot.activity.store(unix_now(), Ordering::Relaxed);
         self.renewer.activate(&owner);
         slot.state.send_replace(ServerState::Running { endpoint, token: server_token, pid, owner: owner.clone() });
         self.watch_exit(name, slot.clone(), pid, exited, log_path);
         Ok(())
+    }
+
+    /// The last lines of a server's log: the spawner's (a batch job's output on another
+    /// machine) if it has one, else the hub's log file at `log_path`.
+    async fn tail(&self, process: Option<&dyn ServerProcess>, log_path: &Path) -> String {
+        if let Some(p) = process
+            && let Some(t) = p.log_tail().await
+        {
+            return t;
+        }
+        log_tail(log_path)
+    }
+
+    /// Delivers `owner`'s credential cache from this host to the machine `process` runs on;
+    /// a failure is logged (the server keeps running with the copy it has).
+    async fn deliver(&self, process: &dyn ServerProcess, owner: &TicketOwner, key: &str) {
+        let renewer = self.renewer.clone();
+        let o = owner.clone();
+        let bytes = match tokio::task::spawn_blocking(move || renewer.ccache_bytes(&o)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(user = %key, error = %e, "no credential cache to deliver to the server's node");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(user = %key, error = %e, "could not read the credential cache");
+                return;
+            }
+        };
+        let len = bytes.len();
+        match process.deliver_ccache(bytes).await {
+            Ok(()) => tracing::info!(user = %key, bytes = len, "credential cache delivered to the server's node"),
+            Err(e) => {
+                tracing::warn!(user = %key, error = %e, "could not deliver the credential cache to the server's node")
+            }
+        }
+    }
+
+    /// For a spawner whose servers run elsewhere: after every renewal of a user's ticket (on
+    /// the renewer's timer, at sign-in, or on a notebook open or save the proxy saw), delivers
+    /// the new credential cache to each of that user's running servers. Runs until `shutdown`
+    /// resolves.
+    pub async fn run_delivery(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        use tokio::sync::broadcast::error::RecvError;
+        if !self.spawner.is_remote() {
+            return;
+        }
+        let mut renewed = self.renewer.subscribe_renewals();
+        tokio::pin!(shutdown);
+        loop {
+            let who = tokio::select! {
+                _ = &mut shutdown => return,
+                r = renewed.recv() => match r {
+                    Ok(user) => Some(user),
+                    // Fell behind: deliver to everyone's servers.
+                    Err(RecvError::Lagged(_)) => None,
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let targets: Vec<(String, Arc<ServerSlot>, TicketOwner)> = self
+                .slots
+                .read()
+                .recover()
+                .iter()
+                .filter(|(k, _)| who.as_deref().is_none_or(|u| split_server_key(k).0 == u))
+                .filter_map(|(k, slot)| match &*slot.state.borrow() {
+                    ServerState::Running { endpoint, owner, .. } if !endpoint.is_local() => {
+                        Some((k.clone(), slot.clone(), owner.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (key, slot, owner) in targets {
+                if let Some(p) = slot.process.lock().await.as_ref() {
+                    self.deliver(p.as_ref(), &owner, &key).await;
+                }
+            }
+        }
+    }
+
+    /// A node agent's report of where its server listens (`POST /hub/api/spawner/report`),
+    /// checked by the spawner ([`Spawner::report`]).
+    pub fn report(&self, body: &[u8], signature: Option<&str>) -> Result<(), crate::spawner::ReportError> {
+        self.spawner.report(body, signature)
+    }
+
+    /// Whether servers run on other machines ([`Spawner::is_remote`]).
+    pub fn is_remote(&self) -> bool {
+        self.spawner.is_remote()
     }
 
     /// Marks the server failed if its process exits while it is meant to be running.
@@ -661,10 +794,12 @@ impl Servers {
                 let message = format!("The server {how} unexpectedly");
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
                 // Clean up what it left: kernels that outlived it, its cgroups.
-                if let Some(p) = slot.process.lock().await.take() {
+                let p = slot.process.lock().await.take();
+                let tail = this.tail(p.as_deref(), &log).await;
+                if let Some(p) = p {
                     p.stop(this.config.spawner.term_timeout).await;
                 }
-                slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: log_tail(&log) });
+                slot.state.send_replace(ServerState::Failed { message: message.clone(), log_tail: tail });
                 this.record(&name, "failed", None, Some(message)).await;
             }
         });
@@ -719,7 +854,7 @@ impl Servers {
         &self,
         user: &LinuxUser,
         server_name: &str,
-        endpoint: &Endpoint,
+        endpoint: Option<&Endpoint>,
         token: &str,
         log_path: PathBuf,
     ) -> SpawnSpec {
@@ -738,12 +873,14 @@ impl Servers {
         let mut argv = profile.and_then(|p| p.cmd.clone()).unwrap_or_else(|| sc.cmd.clone());
         argv.push(format!("--ServerApp.base_url={}", server_prefix(&user.name, server_name)));
         match endpoint {
-            Endpoint::Tcp(port) => argv.extend([
+            // A server elsewhere: its node agent adds where it listens.
+            None | Some(Endpoint::Tls(_)) => {}
+            Some(Endpoint::Tcp(port)) => argv.extend([
                 "--ServerApp.ip=127.0.0.1".into(),
                 format!("--ServerApp.port={port}"),
                 "--ServerApp.port_retries=0".into(),
             ]),
-            Endpoint::Unix(path) => {
+            Some(Endpoint::Unix(path)) => {
                 argv.extend([format!("--ServerApp.sock={}", path.display()), "--ServerApp.sock_mode=0600".into()])
             }
         }
@@ -1027,6 +1164,9 @@ impl Servers {
         let slot = self.slot(&name);
         let _op = slot.op.lock().await;
         let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
+        if self.spawner.is_remote() {
+            return self.adopt_remote(&slot, &name, r).await;
+        }
         let endpoint = match (&r.socket, r.port.and_then(|p| u16::try_from(p).ok())) {
             (Some(path), _) => Some(Endpoint::Unix(Arc::from(Path::new(path)))),
             (None, port) => port.map(Endpoint::Tcp),
@@ -1080,8 +1220,9 @@ impl Servers {
             return self.stop_adopted(&slot, &name, &owner, process, "did not answer", told).await;
         }
         let start_ticks = process.start_ticks();
+        let state = process.state();
         *slot.process.lock().await = Some(process);
-        let live = Live { pid, endpoint: &endpoint, token: token.as_str(), start_ticks, owner: &owner };
+        let live = Live { pid, endpoint: &endpoint, token: token.as_str(), start_ticks, owner: &owner, state };
         self.record(&name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
         slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
@@ -1090,6 +1231,70 @@ impl Servers {
         slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
         let log = self.log_path(&name);
         self.watch_exit(name, slot.clone(), pid, exited, log);
+    }
+
+    /// [`Servers::adopt_one`] for a server on another machine: the spawner checks the
+    /// recorded job with the scheduler ([`Spawner::adopt_remote`]), then the server must
+    /// answer `api/status` with its token over the pinned channel within 10 s.
+    async fn adopt_remote(self: &Arc<Self>, slot: &Arc<ServerSlot>, name: &str, r: ServerRecord) {
+        let gone = |why: &str| format!("Your server was not running any more when the hub restarted ({why})");
+        let user = match LinuxUser::lookup_async(&r.username).await {
+            Ok(u) => u,
+            Err(e) => return self.mark_stopped(slot, name, None, gone(&format!("account lookup failed: {e}"))).await,
+        };
+        let owner = TicketOwner::from(&user);
+        let (Some(state), Some(token)) = (r.spawner_state.as_deref(), r.token.as_deref().and_then(ServerToken::new))
+        else {
+            return self.mark_stopped(slot, name, Some(&owner), gone("incomplete record")).await;
+        };
+        let Some(process) = self.spawner.adopt_remote(&unit_name(name), &user, state, &token).await else {
+            return self.mark_stopped(slot, name, Some(&owner), gone("its job is no longer running")).await;
+        };
+        let Some(endpoint) = process.endpoint() else {
+            let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
+            return self.stop_adopted(slot, name, &owner, process, "has no endpoint", told).await;
+        };
+        let path = format!("{}api/status", server_prefix(&r.username, &r.server_name));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exited = process.exited();
+        let mut ready = false;
+        while Instant::now() < deadline && exited.borrow().is_none() {
+            match probe(&endpoint, owner.uid, &path, &token).await {
+                Probe::Ready => {
+                    ready = true;
+                    break;
+                }
+                Probe::NotYet => {}
+                Probe::Impostor(why) => {
+                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !ready {
+            let told = "Your server did not answer after the hub restarted and was stopped";
+            return self.stop_adopted(slot, name, &owner, process, "did not answer", told).await;
+        }
+        let pid = process.pid();
+        let live_state = process.state();
+        *slot.process.lock().await = Some(process);
+        let live = Live {
+            pid,
+            endpoint: &endpoint,
+            token: token.as_str(),
+            start_ticks: None,
+            owner: &owner,
+            state: live_state,
+        };
+        self.record(name, "running", Some(live), None).await;
+        self.renewer.restore(std::slice::from_ref(&owner)).await;
+        slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
+        slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
+        tracing::info!(user = %name, job = pid, endpoint = %endpoint, "re-adopted a running server job");
+        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
+        let log = self.log_path(name);
+        self.watch_exit(name.to_string(), slot.clone(), pid, exited, log);
     }
 
     /// Stops a re-adopted server process the hub cannot use and records it stopped: `why`
@@ -1145,11 +1350,11 @@ impl Servers {
             pid: live.as_ref().map(|l| i64::from(l.pid)),
             port: live.as_ref().and_then(|l| match l.endpoint {
                 Endpoint::Tcp(port) => Some(i64::from(*port)),
-                Endpoint::Unix(_) => None,
+                Endpoint::Unix(_) | Endpoint::Tls(_) => None,
             }),
             socket: live.as_ref().and_then(|l| match l.endpoint {
-                Endpoint::Tcp(_) => None,
                 Endpoint::Unix(path) => Some(path.to_string_lossy().into_owned()),
+                Endpoint::Tcp(_) | Endpoint::Tls(_) => None,
             }),
             started,
             stopped: matches!(state, "stopped" | "failed").then_some(now),
@@ -1158,6 +1363,7 @@ impl Servers {
             pid_start: live.as_ref().and_then(|l| l.start_ticks),
             uid: live.as_ref().map(|l| i64::from(l.owner.uid)),
             gid: live.as_ref().map(|l| i64::from(l.owner.gid)),
+            spawner_state: live.as_ref().and_then(|l| l.state.clone()),
         };
         if let Err(e) = self.store.put_server(&rec).await {
             tracing::error!(user = %name, error = %e, "could not record the server's state");
@@ -1178,6 +1384,8 @@ struct Live<'a> {
     token: &'a str,
     start_ticks: Option<i64>,
     owner: &'a TicketOwner,
+    /// The spawner's state ([`crate::spawner::ServerProcess::state`]) for a remote server.
+    state: Option<String>,
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (the kernel picks it). The server is

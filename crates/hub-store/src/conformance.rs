@@ -129,11 +129,16 @@ pub async fn sessions_servers_tickets(store: &dyn Store) {
         pid_start: Some(123),
         uid: Some(1000),
         gid: Some(1000),
+        spawner_state: None,
     };
     store.put_server(&rec).await.expect("put");
     assert_eq!(store.active_servers().await.expect("active"), vec![rec.clone()]);
     // The same user's next server on a Unix socket: the upsert replaces port with socket.
     let unix = ServerRecord { port: None, socket: Some("/var/lib/hub/sockets/ann/server.sock".into()), ..rec };
+    // A server on a cluster node records its spawner's state; the next put replaces it.
+    let remote = ServerRecord { spawner_state: Some(r#"{"job_id":12,"node":"node1"}"#.into()), ..unix.clone() };
+    store.put_server(&remote).await.expect("put remote");
+    assert_eq!(store.active_servers().await.expect("active"), vec![remote]);
     store.put_server(&unix).await.expect("put unix");
     assert_eq!(store.active_servers().await.expect("active"), vec![unix.clone()]);
     let stopped = ServerRecord { state: "stopped".into(), stopped: Some(12), message: Some("exit 0".into()), ..unix };

@@ -89,6 +89,9 @@ pub struct ServerRecord {
     pub uid: Option<i64>,
     /// Owner's primary GID at spawn.
     pub gid: Option<i64>,
+    /// What the spawner needs to adopt the server after a restart when it is not a local
+    /// process (a JSON object; the Slurm spawner's job id, node, port and certificate pin).
+    pub spawner_state: Option<String>,
 }
 
 /// A user's Kerberos ticket as the renewer last saw it. Times are unix seconds.

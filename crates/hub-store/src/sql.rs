@@ -83,13 +83,13 @@ macro_rules! store_queries {
             async fn put_server(&self, s: &$crate::model::ServerRecord) -> Result<(), $crate::model::StoreError> {
                 sqlx::query(
                     "INSERT INTO servers (username, state, pid, port, started, stopped, message, token, pid_start, uid, gid, socket,
-                       server_name, user_options)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                       server_name, user_options, spawner_state)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT(username, server_name) DO UPDATE SET state = excluded.state, pid = excluded.pid, port = excluded.port,
                        socket = excluded.socket,
                        started = excluded.started, stopped = excluded.stopped, message = excluded.message,
                        token = excluded.token, pid_start = excluded.pid_start, uid = excluded.uid, gid = excluded.gid,
-                       user_options = excluded.user_options",
+                       user_options = excluded.user_options, spawner_state = excluded.spawner_state",
                 )
                 .bind(&s.username)
                 .bind(&s.state)
@@ -105,6 +105,7 @@ macro_rules! store_queries {
                 .bind(&s.socket)
                 .bind(&s.server_name)
                 .bind(&s.user_options)
+                .bind(&s.spawner_state)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -665,7 +666,7 @@ macro_rules! store_queries {
         }
 
         const SERVER_COLUMNS: &str =
-            "username, server_name, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid, user_options";
+            "username, server_name, state, pid, port, socket, started, stopped, message, token, pid_start, uid, gid, user_options, spawner_state";
 
         fn server_row(r: &$row) -> Result<$crate::model::ServerRecord, $crate::model::StoreError> {
             Ok($crate::model::ServerRecord {
@@ -683,6 +684,7 @@ macro_rules! store_queries {
                 pid_start: r.try_get("pid_start")?,
                 uid: r.try_get("uid")?,
                 gid: r.try_get("gid")?,
+                spawner_state: r.try_get("spawner_state")?,
             })
         }
 

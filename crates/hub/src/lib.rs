@@ -10,6 +10,7 @@
 //! [`runner::main`] is the runner it starts as the notebook's owner.
 
 pub mod logging;
+pub mod node_agent;
 pub mod run_cli;
 
 pub use hub_auth as auth;
@@ -115,10 +116,23 @@ pub async fn build(config: Config) -> anyhow::Result<hub_web::state::AppState> {
         config.auth.failed_login_window,
     );
     let renewer = Arc::new(renewer::Renewer::new(config.kerberos.clone(), Some(store.clone())));
-    let spawner: Arc<dyn spawner::Spawner> = Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(
+    let local: Arc<dyn spawner::Spawner> = Arc::new(spawner::local::LocalSpawner::new(limits::Enforcer::detect(
         config.limits.any() || config.jobs.limits.any(),
     )));
-    let servers = Arc::new(servers::Servers::new(config.clone(), spawner.clone(), renewer.clone(), store.clone()));
+    // Users' servers run where `[spawner] kind` says; notebook runs always run here.
+    let server_spawner: Arc<dyn spawner::Spawner> = match &config.spawner.kind {
+        config::SpawnerKind::Local => local.clone(),
+        config::SpawnerKind::Slurm(slurm) => {
+            let agent = match &slurm.agent {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()
+                    .context("cannot find the hub binary (the Slurm jobs start it as the node agent)")?,
+            };
+            Arc::new(spawner::slurm::SlurmSpawner::new((**slurm).clone(), agent))
+        }
+    };
+    let spawner = local;
+    let servers = Arc::new(servers::Servers::new(config.clone(), server_spawner, renewer.clone(), store.clone()));
     let exe = match &config.jobs.runner {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find the hub binary (runs start it as the runner)")?,
@@ -364,6 +378,8 @@ pub async fn serve_state(
     let culler = tokio::spawn(state.servers.clone().run_culler(async move {
         let _ = culler_stopped.await;
     }));
+    // Renewed tickets go to the servers on other machines (a no-op for local servers).
+    let delivery = tokio::spawn(state.servers.clone().run_delivery(std::future::pending::<()>()));
     // On shutdown: tunnels and progress streams close at once; other in-flight requests get
     // up to shutdown_timeout to finish.
     let closing = state.closing.clone();
@@ -382,6 +398,7 @@ pub async fn serve_state(
     }
     ready.abort();
     reload.abort();
+    delivery.abort();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if state.config.hub.stop_servers_on_shutdown {
         state.servers.stop_all().await;

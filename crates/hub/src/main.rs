@@ -42,6 +42,20 @@ enum Command {
     /// Exit status: 0 when every cell succeeded, 1 when a cell failed, 2 when the run was
     /// refused before anything ran, 3 on a timeout, 4 when cancelled.
     Run(RunCmd),
+    /// The node agent a Slurm server job runs as the user (not run by hand): starts the
+    /// server behind a TLS listener and reports to the hub.
+    #[command(hide = true)]
+    NodeAgent {
+        /// `<hub_url>/hub/api/spawner/report`.
+        #[arg(long)]
+        report_url: String,
+        /// The server's unit (`user` or `user@server`).
+        #[arg(long)]
+        server: String,
+        /// The server's command line.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// The notebook runner, started by the hub as the notebook's owner (not run by hand).
     #[command(hide = true)]
     Runner {
@@ -94,6 +108,12 @@ fn main() -> ExitCode {
             Some(path) => hub::runner::cat(path),
             None => hub::runner::main(),
         });
+    }
+    if let Command::NodeAgent { report_url, server, argv } = &cli.command {
+        // As the user, on a cluster node, with no hub.toml there.
+        let args =
+            hub::node_agent::AgentArgs { report_url: report_url.clone(), server: server.clone(), argv: argv.clone() };
+        return ExitCode::from(hub::node_agent::main(args));
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -152,7 +172,7 @@ fn main() -> ExitCode {
                 };
                 hub::run_cli::run_notebook(&config, args).await
             }
-            Command::ExampleConfig | Command::Runner { .. } => Ok(0u8),
+            Command::ExampleConfig | Command::Runner { .. } | Command::NodeAgent { .. } => Ok(0u8),
         }
     });
     match result {

@@ -2,10 +2,13 @@
 //!
 //! A [`Spawner`] turns a [`SpawnSpec`] (argv, environment, Linux identity, log file) into a
 //! running [`ServerProcess`]. [`local::LocalSpawner`] runs it as a local process under the
-//! user's UID; other spawners (Kubernetes) plug in behind the same trait. What to run and
-//! when is decided by [`crate::servers`]; this module only knows processes.
+//! user's UID; [`slurm::SlurmSpawner`] submits it as a Slurm batch job that runs on a cluster
+//! node; other spawners (Kubernetes, YARN) plug in behind the same trait
+//! (docs/spawners.md says what one implements). What to run and when is decided by
+//! [`crate::servers`]; this module only knows processes and jobs.
 
 pub mod local;
+pub mod slurm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use hub_core::LinuxUser;
+use hub_core::{Endpoint, LinuxUser};
 
 /// Errors starting a server.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum SpawnError {
         /// Which file and why.
         source: std::io::Error,
     },
+    /// The scheduler refused the job (sbatch's own message).
+    #[error("Slurm refused the job: {0}")]
+    Submit(String),
     /// The log file could not be opened.
     #[error("could not open the server log {path}: {source}")]
     Log {
@@ -84,6 +90,48 @@ pub trait ServerProcess: Send + Sync {
     fn oom_kills(&self) -> u64 {
         0
     }
+    /// For a server on another machine: where it listens, once its node agent has reported
+    /// (`None` until then). `None` for a local server, whose endpoint the hub chose.
+    fn endpoint(&self) -> Option<Endpoint> {
+        None
+    }
+    /// What the scheduler says of it now, for the progress bar ("Waiting in Slurm's queue:
+    /// waiting for resources (Resources)"); `None` when there is nothing to add.
+    fn status(&self) -> Option<String> {
+        None
+    }
+    /// What a later hub process needs to adopt it (a JSON object: job id, node, port, pin),
+    /// recorded with the server; JupyterHub's `Spawner.get_state`. `None` for a local process,
+    /// which the pid and its start time identify.
+    fn state(&self) -> Option<String> {
+        None
+    }
+    /// Delivers the bytes of the owner's credential cache to the machine the server runs on
+    /// (replacing the copy there atomically). A local server reads the hub's copy itself:
+    /// nothing to do. Errors are messages for the log.
+    async fn deliver_ccache(&self, _ccache: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    /// The last lines of the server's log when it is not the hub's log file (a batch job's
+    /// output in the user's home); `None` to use the hub's.
+    async fn log_tail(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Why a node agent's report was refused (the answer to `POST /hub/api/spawner/report`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// No spawn in progress expects it (the spawner runs servers locally, the server was
+    /// stopped, or it already reported).
+    #[error("no server start is waiting for this report")]
+    NotExpected,
+    /// The body is not a report.
+    #[error("the report is not valid: {0}")]
+    Invalid(String),
+    /// The signature is missing or wrong: not from the job the hub submitted.
+    #[error("the report's signature is not valid")]
+    BadSignature,
 }
 
 /// Starts servers.
@@ -97,4 +145,29 @@ pub trait Spawner: Send + Sync + 'static {
     /// runs as `uid` and started at `start_ticks` (so a reused pid is never adopted, nor
     /// signalled).
     async fn adopt(&self, unit: &str, pid: u32, uid: u32, start_ticks: i64) -> Option<Box<dyn ServerProcess>>;
+    /// Whether servers run on other machines: then the hub does not choose the endpoint, and
+    /// learns it from [`ServerProcess::endpoint`], and delivers credential caches.
+    fn is_remote(&self) -> bool {
+        false
+    }
+    /// Takes over a remote server (job) started by an earlier hub process for `user`, from its
+    /// recorded [`ServerProcess::state`] and `unit`: `None` unless the scheduler says the job
+    /// is still running as that user where it was; `token` is the server's. The caller then
+    /// checks that the server answers with its token over the pinned channel.
+    async fn adopt_remote(
+        &self,
+        _unit: &str,
+        _user: &LinuxUser,
+        _state: &str,
+        _token: &hub_core::ServerToken,
+    ) -> Option<Box<dyn ServerProcess>> {
+        None
+    }
+    /// A node agent's report of where its server listens (`body`, JSON) with its signature
+    /// (the `X-Hub-Signature-256` header).
+    /// Only checks and records it: the endpoint appears in [`ServerProcess::endpoint`] once
+    /// the spawner has confirmed it with the scheduler.
+    fn report(&self, _body: &[u8], _signature: Option<&str>) -> Result<(), ReportError> {
+        Err(ReportError::NotExpected)
+    }
 }

@@ -56,6 +56,10 @@ async fn credentials_before_body(
     next: axum::middleware::Next,
 ) -> Response {
     let mut req = req;
+    // A node agent's report is authenticated by its signature, which needs the body.
+    if req.uri().path().ends_with(hub_net::agent::REPORT_PATH.trim_start_matches("/hub/api")) {
+        return next.run(req).await;
+    }
     if !hyper::body::Body::is_end_stream(req.body()) {
         match authenticate(&app, req.method(), req.headers()).await {
             // The handler's Caller extractor takes this one: one authentication per request.
@@ -101,6 +105,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/proxy", get(proxy_routes))
         .route("/services", get(list_services))
         .route("/services/{name}", get(get_service))
+        .route("/spawner/report", axum::routing::post(spawner_report))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .layer(axum::middleware::from_fn_with_state(state, credentials_before_body))
         .layer(axum::middleware::map_response(crate::error::json_errors))
@@ -259,6 +264,33 @@ async fn health(State(app): State<AppState>) -> ApiResult {
         Err(e) => {
             tracing::error!(error = %e, "health check: the database does not answer");
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the hub's database does not answer"))
+        }
+    }
+}
+
+/// Largest report body read (bytes); a report is about 200.
+const MAX_REPORT_BYTES: usize = 4096;
+
+/// `POST /hub/api/spawner/report`: a node agent says where its server listens
+/// (`hub_net::agent`). No session or token: the `X-Hub-Signature-256` HMAC under the secret the
+/// hub put in that server's job script is the authentication. 204 when taken; 403 for a bad
+/// signature, 400 for a malformed report, 409 when no start waits for it.
+async fn spawner_report(State(app): State<AppState>, req: axum::extract::Request) -> ApiResult {
+    use hub_servers::spawner::ReportError;
+    let signature =
+        req.headers().get(hub_net::agent::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = axum::body::to_bytes(req.into_body(), MAX_REPORT_BYTES)
+        .await
+        .map_err(|_| ApiError::bad(format!("a report is at most {MAX_REPORT_BYTES} bytes")))?;
+    match app.servers.report(&body, signature.as_deref()) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a node agent's report");
+            Err(match e {
+                ReportError::BadSignature => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+                ReportError::Invalid(_) => ApiError::bad(e.to_string()),
+                ReportError::NotExpected => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            })
         }
     }
 }

@@ -1,0 +1,329 @@
+//! The Slurm spawner against a real cluster: slurmctld, munge and two slurmd nodes, each in its
+//! own network namespace (tests/cluster/slurm.sh), with a real KDC, PAM users, JupyterLab and a
+//! GSSAPI PostgreSQL on the login host. The cluster is started once per test process and
+//! stopped when it exits; the tests that use it take turns (one lock), since they fill,
+//! cancel and break its nodes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::support::{GssPostgres, HubOptions, Kdc, PamService, TestHub, TestUser, require_root};
+use crate::{execute, kernel_channels, next_second};
+use hub::servers::ServerState;
+
+/// The shared cluster.
+pub struct Cluster {
+    /// Its shared directory (slurm.conf, munge, the hub binary the nodes run).
+    pub dir: PathBuf,
+    env: HashMap<String, String>,
+    /// The login host's address on the cluster network.
+    pub login: IpAddr,
+    /// The hub binary as the nodes see it.
+    pub hub_bin: PathBuf,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static CLUSTER_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// One Slurm test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+extern "C" fn stop_cluster() {
+    if let Some(dir) = CLUSTER_DIR.get() {
+        let _ = Command::new("bash").arg(script()).arg("stop").arg(dir).status();
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster/slurm.sh")
+}
+
+/// The cluster, started on first use.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = PathBuf::from(format!("/var/tmp/hub-slurm-{}", std::process::id()));
+        let out = Command::new("bash").arg(script()).arg("start").arg(&dir).output().expect("slurm.sh");
+        assert!(
+            out.status.success(),
+            "the test cluster did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        CLUSTER_DIR.set(dir.clone()).expect("once");
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe { libc::atexit(stop_cluster) };
+        let env: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        // The nodes run the hub binary from the shared filesystem, as a site installs it.
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let hub_bin = bin.join("hub");
+        std::fs::copy(env!("CARGO_BIN_EXE_hub"), &hub_bin).expect("copy hub");
+        let login = env["HUB_SLURM_LOGIN_ADDR"].parse().expect("login address");
+        Cluster { dir, env, login, hub_bin }
+    })
+}
+
+impl Cluster {
+    fn slurm_conf(&self) -> &str {
+        &self.env["SLURM_CONF"]
+    }
+
+    /// A Slurm command as root, with the cluster's slurm.conf.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", self.slurm_conf());
+        c
+    }
+
+    /// `squeue` for job `id`: (state, reason, nodes, user), or `None` once Slurm forgot it.
+    pub fn job(&self, id: u32) -> Option<(String, String, String, String)> {
+        let out = self
+            .command("squeue")
+            .args(["-h", "-t", "all", "-o", "%T|%r|%N|%u", "-j", &id.to_string()])
+            .output()
+            .expect("squeue");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut f = text.trim().splitn(4, '|');
+        Some((f.next()?.into(), f.next()?.into(), f.next()?.into(), f.next()?.into()))
+            .filter(|(s, ..): &(String, _, _, _)| !s.is_empty())
+    }
+
+    /// Waits until job `id`'s state is one of `states`.
+    pub async fn wait_job(&self, id: u32, states: &[&str], within: Duration) -> (String, String, String, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let j = self.job(id);
+            if let Some(j) = &j
+                && states.contains(&j.0.as_str())
+            {
+                return j.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} is {j:?}, not one of {states:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The node's own /tmp, as the login host sees it.
+    pub fn node_tmp(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node).join("tmp")
+    }
+
+    /// The `[spawner]` lines of a hub whose servers run on this cluster.
+    pub fn spawner_lines(&self) -> String {
+        format!(
+            "kind = \"slurm\"\n[spawner.slurm]\nhub_url = \"http://{{HUB_ADDR}}\"\nagent = \"{}\"\nslurm_conf = \"{}\"\npoll_interval = \"500ms\"\n",
+            self.hub_bin.display(),
+            self.slurm_conf()
+        )
+    }
+
+    /// Submits a root job that takes a whole node (4 CPUs) until cancelled; returns its id.
+    pub fn fill(&self, node: &str) -> u32 {
+        let out = self
+            .command("sbatch")
+            .args(["--parsable", "-c", "4", "-w", node, "-o", "/dev/null", "--chdir=/", "--wrap", "sleep 600"])
+            .output()
+            .expect("sbatch");
+        assert!(out.status.success(), "sbatch: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("job id")
+    }
+
+    pub fn cancel(&self, id: u32) {
+        let _ = self.command("scancel").arg(id.to_string()).status();
+    }
+}
+
+/// The running server's Slurm job id and node.
+fn job_of(hub: &TestHub, user: &str) -> (u32, String) {
+    match hub.state.servers.state(user) {
+        ServerState::Running { pid, endpoint: hub::core::Endpoint::Tls(r), .. } => (pid, r.node.clone()),
+        other => panic!("{user}'s server is not running on a node: {other:?}"),
+    }
+}
+
+/// Runs `code` on the server's kernel and returns its result's text.
+async fn on_node(hub: &TestHub, c: &reqwest::Client, user: &str, cookie: &str, code: &str) -> String {
+    let kernel = hub.start_kernel(c, user, "python3").await;
+    let (mut ws, session) = kernel_channels(hub, user, &kernel, cookie).await;
+    execute(&mut ws, &session, code).await
+}
+
+/// Case 1, 2 (one ticket lifetime; the three lifetimes are in the renewer's test below) and
+/// the report's refusals: the server starts on a node as the user, the browser's API and a
+/// kernel over the WebSocket reach it through the hub over pinned TLS, the kernel has a
+/// ticket on the node and reaches the Kerberos-secured PostgreSQL as the user, a renewal on
+/// the hub reaches the node, and a stop cancels the job and removes the node's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let kdc = Kdc::start_for_nodes(&c.dir, c.login, None);
+    let pg = GssPostgres::start_on(&kdc, Some(c.login));
+    let ann = TestUser::create();
+    kdc.add_user_with_keytab(&ann);
+    pg.create_role(&ann.name);
+    let pam = PamService::create();
+    let hub = TestHub::start_with(
+        &pam,
+        Some(&kdc),
+        HubOptions {
+            spawner: c.spawner_lines(),
+            kerberos: "event_min_interval = \"0s\"\n".into(),
+            bind: Some(format!("{}:0", c.login)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = hub.client();
+    let cookie = hub.login_cookie(&client, &ann).await;
+    hub.wait_ready(&client, &ann.name).await;
+    let (job, node) = job_of(&hub, &ann.name);
+    assert!(node == "node1" || node == "node2", "{node}");
+    let (state, _, nodes, owner) = c.job(job).expect("the job is known to Slurm");
+    assert_eq!((state.as_str(), nodes.as_str(), owner.as_str()), ("RUNNING", node.as_str(), ann.name.as_str()));
+
+    // Through the hub: the REST API and a kernel over the WebSocket, on the node, as ann.
+    let r = client.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 200);
+    let got = on_node(
+        &hub,
+        &client,
+        &ann.name,
+        &cookie,
+        "import os, socket, subprocess\n(os.getuid(), socket.gethostname(), os.environ['KRB5CCNAME'], subprocess.run(['klist', '-s']).returncode)",
+    )
+    .await;
+    let want_prefix = format!("({}, '{node}', 'FILE:/tmp/hub-agent-{job}-", ann.uid);
+    assert!(got.starts_with(&want_prefix) && got.ends_with("/krb5cc', 0)"), "{got}");
+    // The ccache is in the node's own /tmp (the login host's /tmp does not have it), 0600, ann's.
+    let node_path = got.split('\'').nth(3).expect("path").trim_start_matches("FILE:").to_string();
+    assert!(!Path::new(&node_path).exists(), "{node_path} must not be on the login host");
+    let seen_from_host = c.node_tmp(&node).join(node_path.trim_start_matches("/tmp/"));
+    let meta = std::fs::metadata(&seen_from_host).expect("the node's ccache");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (ann.uid, 0o600));
+
+    // A Kerberos-secured service on the login host, from the node, as ann.
+    let psql = format!(
+        "import subprocess\nr = subprocess.run(['psql', {:?}, '-tAc', 'select current_user, inet_client_addr()'], capture_output=True, text=True)\nr.stdout.strip() + r.stderr.strip()",
+        pg.conninfo_from_nodes(&ann.name)
+    );
+    let got = on_node(&hub, &client, &ann.name, &cookie, &psql).await;
+    let node_addr = &c.env[if node == "node1" { "HUB_SLURM_NODE1_ADDR" } else { "HUB_SLURM_NODE2_ADDR" }];
+    assert_eq!(got, format!("'{}|{node_addr}'", ann.name), "psql from the node");
+
+    // A renewal on the hub (a notebook save the proxy sees) reaches the node.
+    let before = std::fs::read(&seen_from_host).expect("read");
+    next_second().await;
+    let nb = crate::notebook("1 + 1");
+    let r =
+        client.put(hub.url(&format!("/user/{}/api/contents/n.ipynb", ann.name))).json(&nb).send().await.expect("save");
+    assert!(r.status().is_success(), "save: {}", r.status());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read(&seen_from_host).ok().as_ref() == Some(&before) {
+        assert!(tokio::time::Instant::now() < deadline, "the renewed ticket did not reach the node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hub_copy = hub
+        .state
+        .renewer
+        .ccache_bytes(&hub::core::TicketOwner { username: ann.name.clone(), uid: ann.uid, gid: ann.gid })
+        .expect("hub ccache");
+    assert_eq!(std::fs::read(&seen_from_host).expect("read"), hub_copy, "the node has the hub's new ticket");
+
+    // Reports: a forged one (no or a wrong signature), a malformed one, one nobody waits for.
+    let report = |body: &str, sig: Option<&str>| {
+        let mut rq = client.post(hub.url("/hub/api/spawner/report")).body(body.to_string());
+        if let Some(s) = sig {
+            rq = rq.header("x-hub-signature-256", s);
+        }
+        rq.send()
+    };
+    let forged = format!(r#"{{"server":"{}","job_id":"{job}","port":1,"pin":"{}"}}"#, ann.name, "ab".repeat(32));
+    assert_eq!(report(&forged, None).await.expect("post").status(), 403, "no signature");
+    let wrong = format!("sha256={}", "0".repeat(64));
+    assert_eq!(report(&forged, Some(&wrong)).await.expect("post").status(), 403, "a wrong signature");
+    let nobody = forged.replace(&format!("\"server\":\"{}\"", ann.name), "\"server\":\"nobody\"");
+    assert_eq!(report(&nobody, Some(&wrong)).await.expect("post").status(), 409, "no start waits for it");
+    assert_eq!(report("{", Some(&wrong)).await.expect("post").status(), 400);
+    // The forged reports changed nothing: the server still answers where it did.
+    assert_eq!(job_of(&hub, &ann.name), (job, node.clone()));
+    let r = client.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 200);
+
+    // Stop: the job is cancelled, the node's private directory (and ticket) is gone.
+    let r = hub.post_form(&client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303, "stop");
+    c.wait_job(job, &["CANCELLED", "COMPLETED"], Duration::from_secs(30)).await;
+    let agent_dir = seen_from_host.parent().expect("dir").to_path_buf();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while agent_dir.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "{} is still on the node", agent_dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hub.stop().await;
+}
+
+/// Case 4: with every node busy, the job waits in the queue and the user sees Slurm's reason
+/// (the home page and the progress stream); cancelling from the home page cancels the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let blockers = [c.fill("node1"), c.fill("node2")];
+    for b in blockers {
+        c.wait_job(b, &["RUNNING"], Duration::from_secs(30)).await;
+    }
+    let ann = TestUser::create();
+    let pam = PamService::create();
+    let hub = TestHub::start_with(
+        &pam,
+        None,
+        HubOptions { spawner: c.spawner_lines(), bind: Some(format!("{}:0", c.login)), ..Default::default() },
+    )
+    .await;
+    let client = hub.client();
+    hub.login_cookie(&client, &ann).await;
+    // The progress stream and the home page say why it waits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        if let ServerState::Starting { message, .. } = hub.state.servers.state(&ann.name)
+            && message.contains("(Resources)")
+        {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no pending reason: {:?}", hub.state.servers.state(&ann.name));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(message.contains("waiting in the queue: waiting for resources"), "{message}");
+    let home = client.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
+    assert!(home.contains("waiting for resources (every node that fits is busy) (Resources)"), "{home}");
+    let job: u32 = message
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {message:?}"));
+    assert_eq!(c.job(job).map(|j| (j.0, j.1)), Some(("PENDING".to_string(), "Resources".to_string())));
+
+    // Cancel from the home page.
+    let r = hub.post_form(&client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303);
+    c.wait_job(job, &["CANCELLED"], Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hub.state.servers.state(&ann.name).is_active() {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", hub.state.servers.state(&ann.name));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for b in blockers {
+        c.cancel(b);
+    }
+    hub.stop().await;
+}
