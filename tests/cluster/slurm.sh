@@ -3,6 +3,8 @@
 #
 #   bash tests/cluster/slurm.sh start DIR    # prints KEY=VALUE lines (also in DIR/cluster.env)
 #   bash tests/cluster/slurm.sh stop DIR     # kills every daemon and job, removes the network
+#   bash tests/cluster/slurm.sh kill-node DIR node1     # a node dies: its slurmd and jobs, SIGKILL
+#   bash tests/cluster/slurm.sh restart-node DIR node1  # ... and comes back
 #
 # DIR must not be under /tmp: it is the cluster's shared filesystem (slurm.conf, the munge
 # socket, a copy of the hub binary, the KDC's krb5.conf), visible on every node, while /tmp on
@@ -21,9 +23,9 @@
 # slurm-client and munge (scripts/setup.sh installs them).
 set -euo pipefail
 
-cmd=${1:-}; R=${2:-}
+cmd=${1:-}; R=${2:-}; NODE=${3:-}
 if [ -z "$cmd" ] || [ -z "$R" ]; then
-  echo "usage: $0 start|stop DIR" >&2; exit 2
+  echo "usage: $0 start|stop|kill-node|restart-node DIR [NODE]" >&2; exit 2
 fi
 case "$R" in /tmp/*) echo "slurm.sh: DIR must not be under /tmp (the nodes have their own /tmp)" >&2; exit 2;; esac
 
@@ -52,8 +54,36 @@ stop() {
   rm -f "$R/cluster.env"
 }
 
-if [ "$cmd" = stop ]; then stop; rm -rf "$R"; exit 0; fi
-[ "$cmd" = start ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+# start_node NAME: slurmd for node NAME in its namespaces (own hostname, /etc/hosts and /tmp,
+# bind mounts in its own mount namespace, inherited by its jobs); DIR stays visible.
+start_node() {
+  local h=$1 ns=$HUB_SLURM_PREFIX-n1
+  [ "$h" = node2 ] && ns=$HUB_SLURM_PREFIX-n2
+  setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private sh -c "
+    hostname $h
+    mount --bind '$R/nodes/$h/hosts' /etc/hosts
+    mount --rbind '$R/nodes/$h/tmp' /tmp
+    exec slurmd -D -N $h -f '$SLURM_CONF'" </dev/null >>"$R/slurm/log/slurmd.$h.out" 2>&1 &
+  echo $! > "$R/pids/slurmd-$h"
+}
+
+case "$cmd" in
+  stop) stop; rm -rf "$R"; exit 0 ;;
+  kill-node|restart-node)
+    # shellcheck disable=SC1091
+    . "$R/cluster.env"; export SLURM_CONF
+    case "$NODE" in node1) ns=$HUB_SLURM_PREFIX-n1 ;; node2) ns=$HUB_SLURM_PREFIX-n2 ;; *) echo "slurm.sh: no node $NODE" >&2; exit 2 ;; esac
+    if [ "$cmd" = kill-node ]; then
+      kill -9 "$(cat "$R/pids/slurmd-$NODE")" 2>/dev/null || true
+      for p in $(ip netns pids "$ns"); do kill -9 "$p" 2>/dev/null || true; done
+    else
+      start_node "$NODE"
+      wait_for 60 "$NODE back in service" sh -c "sinfo -h -n $NODE -o %T | grep -qx idle"
+    fi
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: $0 start|stop|kill-node|restart-node DIR [NODE]" >&2; exit 2 ;;
+esac
 
 mkdir -p "$R"; chmod 755 "$R"
 R=$(cd "$R" && pwd)
@@ -150,20 +180,12 @@ setsid nsenter --net="/run/netns/$P-ctl" unshare --uts \
 echo $! > "$R/pids/slurmctld"
 wait_for 20 "slurmctld answering" sh -c 'scontrol ping | grep -q UP'
 
-# Each node: its own hostname, /etc/hosts and /tmp (bind mounts in its own mount namespace,
-# inherited by its jobs); DIR stays visible at the same path.
 for h in node1 node2; do
-  o=11; ns=$P-n1; [ "$h" = node2 ] && { o=12; ns=$P-n2; }
   install -d -m 755 "$R/nodes/$h"
   install -d -m 1777 "$R/nodes/$h/tmp"
   printf '127.0.0.1 localhost\n%s.1 login\n%s.2 %sctl\n%s.11 node1\n%s.12 node2\n' \
     "$NET" "$NET" "$P" "$NET" "$NET" > "$R/nodes/$h/hosts"
-  setsid nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private sh -c "
-    hostname $h
-    mount --bind '$R/nodes/$h/hosts' /etc/hosts
-    mount --rbind '$R/nodes/$h/tmp' /tmp
-    exec slurmd -D -N $h -f '$SLURM_CONF'" </dev/null >"$S/log/slurmd.$h.out" 2>&1 &
-  echo $! > "$R/pids/slurmd-$h"
+  HUB_SLURM_PREFIX=$P start_node "$h"
 done
 wait_for 30 "both nodes idle" sh -c '[ "$(sinfo -h -N -o %T | sort -u)" = idle ]'
 trap - ERR

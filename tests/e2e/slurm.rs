@@ -327,3 +327,222 @@ async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
     }
     hub.stop().await;
 }
+
+/// Case 3: a listener of another user on the node's port (the user's node agent is gone, the
+/// job still runs) gets no token and no request: the hub's TLS handshake wants the pinned key,
+/// fails, and the browser gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_listener_on_the_servers_port_gets_nothing() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let (ann, mallory) = (TestUser::create(), TestUser::create());
+    let pam = PamService::create();
+    // The job outlives its agent (a site's script may do more after the server), so the port
+    // is free for someone else while Slurm still says RUNNING.
+    let spawner = format!("{}script = \"#!/bin/sh\\n{{env}}\\n{{cmd}}\\nsleep 300\\n\"\n", c.spawner_lines());
+    let hub = TestHub::start_with(
+        &pam,
+        None,
+        HubOptions { spawner, bind: Some(format!("{}:0", c.login)), ..Default::default() },
+    )
+    .await;
+    let client = hub.client();
+    hub.login_cookie(&client, &ann).await;
+    hub.wait_ready(&client, &ann.name).await;
+    let (job, node) = job_of(&hub, &ann.name);
+    let addr = match hub.state.servers.state(&ann.name) {
+        ServerState::Running { endpoint: hub::core::Endpoint::Tls(r), .. } => r.addr,
+        other => panic!("{other:?}"),
+    };
+    let token = hub.state.servers.route(&ann.name).expect("route").token.as_str().to_string();
+    // ann's agent dies; the port is free.
+    let status = Command::new("pkill").args(["-KILL", "-u", &ann.name, "-f", "node-agent"]).status().expect("pkill");
+    assert!(status.success(), "no node agent of ann's to kill");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the agent's port is still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.job(job).map(|j| j.0), Some("RUNNING".to_string()));
+
+    // mallory listens there with a key of her own, on the same node.
+    let dir = tempfile::Builder::new().prefix("impostor-").tempdir_in(&c.dir).expect("tmp");
+    let d = dir.path();
+    std::os::unix::fs::chown(d, Some(mallory.uid), Some(mallory.gid)).expect("chown");
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=hub-node-agent", "-keyout"])
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for f in ["key.pem", "cert.pem"] {
+        std::os::unix::fs::chown(d.join(f), Some(mallory.uid), Some(mallory.gid)).expect("chown");
+    }
+    let record = d.join("received");
+    let ns = format!("/run/netns/{}-{}", c.env["HUB_SLURM_PREFIX"], if node == "node1" { "n1" } else { "n2" });
+    let mut impostor = Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["setpriv", &format!("--reuid={}", mallory.uid), &format!("--regid={}", mallory.gid), "--init-groups"])
+        .arg(crate::support::venv().join("bin/python3"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/impostor_tls.py"))
+        .arg(addr.port().to_string())
+        .arg(d.join("cert.pem"))
+        .arg(d.join("key.pem"))
+        .arg(&record)
+        .spawn()
+        .expect("impostor");
+    let ready = record.with_extension("ready");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the impostor did not start listening");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The browser's request: refused by the hub before anything is sent.
+    let r = client.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("request");
+    assert_eq!(r.status(), 502, "the impostor's answer must not come back");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let errors = std::fs::read_to_string(record.with_extension("errors")).unwrap_or_default();
+    assert!(!errors.is_empty(), "the hub did try the port (the impostor saw a handshake)");
+    let got = std::fs::read(&record).unwrap_or_default();
+    assert!(got.is_empty(), "the impostor received {} bytes: {:?}", got.len(), String::from_utf8_lossy(&got));
+    assert!(!String::from_utf8_lossy(&got).contains(&token));
+    assert!(
+        crate::support::log_line_with(&["proxy request to the server failed", "not the pinned one"]),
+        "the hub's log says why"
+    );
+
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    let r = hub.post_form(&client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303, "stop");
+    c.wait_job(job, &["CANCELLED"], Duration::from_secs(30)).await;
+    hub.stop().await;
+}
+
+/// Follows `base`'s progress stream for `user` until ready.
+async fn wait_ready_at(base: &str, c: &reqwest::Client, user: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = c.get(format!("{base}/user/{user}/api/status")).send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{user}'s server never answered through {base}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Case 5: kill -9 of the hub; the job goes on; the restarted hub re-adopts it (checked with
+/// Slurm and over the pinned channel) and the browser's session reaches the same server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let ann = TestUser::create();
+    let pam = PamService::create();
+    let dir = tempfile::Builder::new().prefix("hub-slurm-restart-").tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+    let port = std::net::TcpListener::bind((c.login, 0)).expect("bind").local_addr().expect("addr").port();
+    let bind = format!("{}:{port}", c.login);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nbind = \"{bind}\"\npublic_url = \"http://{bind}\"\ndata_dir = \"{}\"\nstop_servers_on_shutdown = false\n\
+             [auth]\npam_service = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\n{}\n[kerberos]\nenabled = false\n",
+            dir.path().display(),
+            pam.name,
+            crate::support::venv().display(),
+            c.spawner_lines().replace("{HUB_ADDR}", &bind),
+        ),
+    )
+    .expect("hub.toml");
+    let status = Command::new(env!("CARGO_BIN_EXE_hub")).args(["migrate", "--config"]).arg(&config).status();
+    assert!(status.expect("migrate").success());
+    let log = dir.path().join("hub.log");
+    let mut hub = crate::support::HubProcess::start(&config, &log);
+    let base = hub.base.clone();
+    let client = crate::support::client_for(&base);
+    let r = crate::support::post_login(&base, &client, &ann.name, &ann.password).await;
+    assert_eq!(r.status(), 303);
+    wait_ready_at(&base, &client, &ann.name).await;
+    let jobs = || {
+        let out = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%i|%T|%N"]).output().expect("squeue");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = jobs();
+    assert!(before.contains("|RUNNING|node"), "{before}");
+
+    hub.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(jobs(), before, "the job goes on without the hub");
+    hub = crate::support::HubProcess::start(&config, &log);
+    wait_ready_at(&base, &client, &ann.name).await;
+    assert_eq!(jobs(), before, "the same job, re-adopted, and no second one");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("re-adopted a running server job"), "{text}");
+
+    let r = crate::support::post_form(&base, &client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303);
+    let id: u32 = before.split('|').next().and_then(|i| i.parse().ok()).expect("job id");
+    c.wait_job(id, &["CANCELLED"], Duration::from_secs(30)).await;
+    hub.kill9();
+}
+
+/// Case 6: the server's node dies (its slurmd and every process on it); Slurm fails the job
+/// (NODE_FAIL), the user is told so, and starting again lands on the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_fails_the_server_and_a_new_start_lands_elsewhere() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let ann = TestUser::create();
+    let pam = PamService::create();
+    let hub = TestHub::start_with(
+        &pam,
+        None,
+        HubOptions { spawner: c.spawner_lines(), bind: Some(format!("{}:0", c.login)), ..Default::default() },
+    )
+    .await;
+    let client = hub.client();
+    hub.login_cookie(&client, &ann).await;
+    hub.wait_ready(&client, &ann.name).await;
+    let (job, node) = job_of(&hub, &ann.name);
+    let out = Command::new("bash").arg(script()).args(["kill-node"]).arg(&c.dir).arg(&node).output().expect("kill");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Slurm notices in 24-36 s (SlurmdTimeout=10); the hub within a poll after that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let message = loop {
+        if let ServerState::Failed { message, .. } = hub.state.servers.state(&ann.name) {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", hub.state.servers.state(&ann.name));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        message.contains(&format!("Slurm job {job}")) && message.contains(&node) && message.contains("NODE_FAIL"),
+        "{message}"
+    );
+    let home = client.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
+    assert!(home.contains("failed or lost contact with Slurm"), "{home}");
+
+    let r = hub.post_form(&client, "/hub/home/start").await;
+    assert_eq!(r.status(), 303);
+    hub.wait_ready(&client, &ann.name).await;
+    let (job2, node2) = job_of(&hub, &ann.name);
+    assert!(job2 != job && node2 != node, "started again as job {job2} on {node2}");
+    let r = hub.post_form(&client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303);
+    c.wait_job(job2, &["CANCELLED"], Duration::from_secs(30)).await;
+    hub.stop().await;
+    let out =
+        Command::new("bash").arg(script()).args(["restart-node"]).arg(&c.dir).arg(&node).output().expect("restart");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

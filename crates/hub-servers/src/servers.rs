@@ -791,7 +791,11 @@ impl Servers {
             };
             if let Some(owner) = owner {
                 this.deactivate_unless_others(&name, &owner);
-                let message = format!("The server {how} unexpectedly");
+                let message = if this.spawner.is_remote() {
+                    format!("The server's job ended: {how}")
+                } else {
+                    format!("The server {how} unexpectedly")
+                };
                 tracing::warn!(user = %name, pid, how = %how, "server exited by itself");
                 // Clean up what it left: kernels that outlived it, its cgroups.
                 let p = slot.process.lock().await.take();
