@@ -546,3 +546,61 @@ async fn a_lost_node_fails_the_server_and_a_new_start_lands_elsewhere() {
         Command::new("bash").arg(script()).args(["restart-node"]).arg(&c.dir).arg(&node).output().expect("restart");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Case 2 over time: with 2-minute tickets and nobody touching anything, the hub's timer renews
+/// the ticket from the keytab and delivers each new one to the node, so a kernel on the node
+/// keeps passing `klist -s` and reaching the Kerberos-secured PostgreSQL as the user for three
+/// lifetimes and more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticket_on_the_node_stays_valid_for_three_lifetimes() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let life = crate::support::short_life();
+    let kdc = Kdc::start_for_nodes(&c.dir, c.login, Some(life));
+    let pg = GssPostgres::start_on(&kdc, Some(c.login));
+    let ann = TestUser::create();
+    kdc.add_user_with_keytab(&ann);
+    pg.create_role(&ann.name);
+    let pam = PamService::create();
+    let hub = TestHub::start_with(
+        &pam,
+        Some(&kdc),
+        HubOptions {
+            spawner: c.spawner_lines(),
+            kerberos: "min_remaining = \"10s\"\n".into(),
+            bind: Some(format!("{}:0", c.login)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = hub.client();
+    let cookie = hub.login_cookie(&client, &ann).await;
+    hub.wait_ready(&client, &ann.name).await;
+    let (_, node) = job_of(&hub, &ann.name);
+    let kernel = hub.start_kernel(&client, &ann.name, "python3").await;
+    let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel, &cookie).await;
+    let code = format!(
+        "import os, subprocess\nk = subprocess.run(['klist', '-s']).returncode\n\
+         r = subprocess.run(['psql', {:?}, '-tAc', 'select current_user'], capture_output=True, text=True)\n\
+         f'{{k}}|{{r.stdout.strip()}}|{{r.stderr.strip()}}|' + os.environ['KRB5CCNAME']",
+        pg.conninfo_from_nodes(&ann.name)
+    );
+    let end = tokio::time::Instant::now() + life * 3 + Duration::from_secs(10);
+    let (mut checks, mut tickets) = (0, std::collections::HashSet::new());
+    while tokio::time::Instant::now() < end {
+        let got = execute(&mut ws, &session, &code).await;
+        assert!(got.starts_with(&format!("'0|{}||FILE:/tmp/hub-agent-", ann.name)), "check {checks}: {got}");
+        let path = got.trim_matches('\'').rsplit('|').next().expect("path").trim_start_matches("FILE:/tmp/").to_string();
+        if let Ok(bytes) = std::fs::read(c.node_tmp(&node).join(path)) {
+            tickets.insert(bytes);
+        }
+        checks += 1;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+    assert!(tickets.len() >= 3, "{} tickets reached the node in {checks} checks", tickets.len());
+    assert!(crate::support::log_line_with(&[&ann.name, "trigger=timer", "kinit succeeded"]), "timer renewals");
+    let r = hub.post_form(&client, "/hub/home/stop").await;
+    assert_eq!(r.status(), 303);
+    hub.stop().await;
+}
