@@ -189,6 +189,8 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
     let (state, _, nodes, owner) = c.job(job).expect("the job is known to Slurm");
     assert_eq!((state.as_str(), nodes.as_str(), owner.as_str()), ("RUNNING", node.as_str(), ann.name.as_str()));
 
+    let home = client.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
+    assert!(home.contains(&format!("Your server is running on {node} (Slurm job {job}).")), "{home}");
     // Through the hub: the REST API and a kernel over the WebSocket, on the node, as ann.
     let r = client.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
     assert_eq!(r.status(), 200);
@@ -272,7 +274,8 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
 }
 
 /// Case 4: with every node busy, the job waits in the queue and the user sees Slurm's reason
-/// (the home page and the progress stream); cancelling from the home page cancels the job.
+/// (the home page and the progress stream); a hub restarted meanwhile cancels the job it can
+/// no longer wait for (no orphan in the queue); cancelling from the home page cancels the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
     require_root();
@@ -284,36 +287,52 @@ async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
     }
     let ann = TestUser::create();
     let pam = PamService::create();
-    let hub = TestHub::start_with(
-        &pam,
-        None,
-        HubOptions { spawner: c.spawner_lines(), bind: Some(format!("{}:0", c.login)), ..Default::default() },
-    )
-    .await;
+    let options = || HubOptions {
+        spawner: c.spawner_lines(),
+        bind: Some(format!("{}:0", c.login)),
+        keep_servers: true,
+        ..Default::default()
+    };
+    // Waits until ann's spawn shows Slurm's pending reason; returns the message and job id.
+    let pending = |hub: &TestHub| {
+        let state = hub.state.servers.clone();
+        let name = ann.name.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let ServerState::Starting { message, .. } = state.state(&name)
+                    && message.contains("(Resources)")
+                {
+                    let job: u32 = message
+                        .split_whitespace()
+                        .nth(2)
+                        .and_then(|w| w.parse().ok())
+                        .unwrap_or_else(|| panic!("no job id in {message:?}"));
+                    return (message, job);
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no pending reason: {:?}", state.state(&name));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let hub = TestHub::start_with(&pam, None, options()).await;
     let client = hub.client();
     hub.login_cookie(&client, &ann).await;
-    // The progress stream and the home page say why it waits.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let message = loop {
-        if let ServerState::Starting { message, .. } = hub.state.servers.state(&ann.name)
-            && message.contains("(Resources)")
-        {
-            break message;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no pending reason: {:?}", hub.state.servers.state(&ann.name));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (message, job) = pending(&hub).await;
     assert!(message.contains("waiting in the queue: waiting for resources"), "{message}");
     let home = client.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
     assert!(home.contains("waiting for resources (every node that fits is busy) (Resources)"), "{home}");
-    let job: u32 = message
-        .split_whitespace()
-        .nth(2)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no job id in {message:?}"));
     assert_eq!(c.job(job).map(|j| (j.0, j.1)), Some(("PENDING".to_string(), "Resources".to_string())));
 
-    // Cancel from the home page.
+    // The hub restarts while the job waits: the new hub cancels it rather than leave it queued.
+    let data = hub.stop_keep_data().await;
+    let hub = TestHub::start_in(data, &pam, None, options()).await;
+    c.wait_job(job, &["CANCELLED"], Duration::from_secs(30)).await;
+
+    // Waiting again, and cancelled from the home page.
+    let client = hub.client();
+    hub.login_cookie(&client, &ann).await;
+    let (_, job) = pending(&hub).await;
     let r = hub.post_form(&client, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);
     c.wait_job(job, &["CANCELLED"], Duration::from_secs(30)).await;
@@ -591,7 +610,8 @@ async fn the_ticket_on_the_node_stays_valid_for_three_lifetimes() {
     while tokio::time::Instant::now() < end {
         let got = execute(&mut ws, &session, &code).await;
         assert!(got.starts_with(&format!("'0|{}||FILE:/tmp/hub-agent-", ann.name)), "check {checks}: {got}");
-        let path = got.trim_matches('\'').rsplit('|').next().expect("path").trim_start_matches("FILE:/tmp/").to_string();
+        let path =
+            got.trim_matches('\'').rsplit('|').next().expect("path").trim_start_matches("FILE:/tmp/").to_string();
         if let Ok(bytes) = std::fs::read(c.node_tmp(&node).join(path)) {
             tickets.insert(bytes);
         }

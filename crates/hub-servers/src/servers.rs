@@ -579,11 +579,15 @@ impl Servers {
         let remote = chosen.is_none();
         *slot.process.lock().await = Some(process);
         if let Some(endpoint) = &chosen {
-            let live = Live { pid, endpoint, token: &token, start_ticks, owner: &owner, state: None };
+            let live = Live { pid, endpoint: Some(endpoint), token: &token, start_ticks, owner: &owner, state: None };
             self.record(&name, "starting", Some(live), None).await;
             progress(50, &format!("Server process started (pid {pid}); waiting for it to answer"));
         } else {
-            self.record(&name, "starting", None, None).await;
+            // The job id goes on record at once, so that a hub restarted while the job waits
+            // in the queue finds it (and cancels it, `adopt_remote`) instead of orphaning it.
+            let state = slot.process.lock().await.as_ref().and_then(|p| p.state());
+            let live = Live { pid, endpoint: None, token: &token, start_ticks, owner: &owner, state };
+            self.record(&name, "starting", Some(live), None).await;
         }
 
         let deadline = Instant::now() + self.config.spawner.start_timeout;
@@ -674,7 +678,7 @@ impl Servers {
             }
         }
         let state = slot.process.lock().await.as_ref().and_then(|p| p.state());
-        let live = Live { pid, endpoint: &endpoint, token: &token, start_ticks, owner: &owner, state };
+        let live = Live { pid, endpoint: Some(&endpoint), token: &token, start_ticks, owner: &owner, state };
         self.record(&name, "running", Some(live), None).await;
         slot.running_since.store(unix_now(), Ordering::Relaxed);
         slot.activity.store(unix_now(), Ordering::Relaxed);
@@ -1226,7 +1230,7 @@ impl Servers {
         let start_ticks = process.start_ticks();
         let state = process.state();
         *slot.process.lock().await = Some(process);
-        let live = Live { pid, endpoint: &endpoint, token: token.as_str(), start_ticks, owner: &owner, state };
+        let live = Live { pid, endpoint: Some(&endpoint), token: token.as_str(), start_ticks, owner: &owner, state };
         self.record(&name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
         slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
@@ -1285,7 +1289,7 @@ impl Servers {
         *slot.process.lock().await = Some(process);
         let live = Live {
             pid,
-            endpoint: &endpoint,
+            endpoint: Some(&endpoint),
             token: token.as_str(),
             start_ticks: None,
             owner: &owner,
@@ -1352,11 +1356,11 @@ impl Servers {
             user_options,
             state: state.to_string(),
             pid: live.as_ref().map(|l| i64::from(l.pid)),
-            port: live.as_ref().and_then(|l| match l.endpoint {
+            port: live.as_ref().and_then(|l| match l.endpoint? {
                 Endpoint::Tcp(port) => Some(i64::from(*port)),
                 Endpoint::Unix(_) | Endpoint::Tls(_) => None,
             }),
-            socket: live.as_ref().and_then(|l| match l.endpoint {
+            socket: live.as_ref().and_then(|l| match l.endpoint? {
                 Endpoint::Unix(path) => Some(path.to_string_lossy().into_owned()),
                 Endpoint::Tcp(_) | Endpoint::Tls(_) => None,
             }),
@@ -1384,7 +1388,8 @@ pub fn unit_name(key: &str) -> String {
 /// What the database needs to find a live server again.
 struct Live<'a> {
     pid: u32,
-    endpoint: &'a Endpoint,
+    /// `None` for a remote server that has not reported yet.
+    endpoint: Option<&'a Endpoint>,
     token: &'a str,
     start_ticks: Option<i64>,
     owner: &'a TicketOwner,

@@ -520,12 +520,16 @@ async fn home(State(app): State<AppState>, CurrentUser(s): CurrentUser) -> Respo
     let choice = profile_choice(&app, name).await;
     let state = app.servers.state(name);
     let server = match &state {
-        ServerState::Running { pid, .. } => format!(
-            r#"<p class="state ok">Your server is running (pid {pid}).</p>
+        ServerState::Running { pid, endpoint, .. } => format!(
+            r#"<p class="state ok">Your server is running {where_}.</p>
 <p><a class="button" href="/user/{n}{url}">Open JupyterLab</a></p>
 <form method="post" action="/hub/home/stop">{x}<button class="secondary">Stop my server</button></form>"#,
             n = e(name),
             url = e(&app.config.spawner.default_url),
+            where_ = match endpoint {
+                hub_core::Endpoint::Tls(r) => format!("on {} (Slurm job {pid})", e(&r.node)),
+                _ => format!("(pid {pid})"),
+            },
         ),
         ServerState::Starting { message, .. } => format!(
             r#"<p class="state">Your server is starting: {}.</p><p><a class="button" href="/hub/spawn">Show progress</a></p>

@@ -489,7 +489,23 @@ impl Spawner for SlurmSpawner {
         token: &ServerToken,
     ) -> Option<Box<dyn ServerProcess>> {
         let st: RecordedJob = serde_json::from_str(state).ok()?;
-        let pin = hub_net::tls::parse_pin(&st.pin)?;
+        let (Some(node), Some(port), Some(pin)) =
+            (st.node, st.port, st.pin.as_deref().and_then(hub_net::tls::parse_pin))
+        else {
+            // Submitted but never reported (still queued, or starting, when the hub went
+            // away): nobody waits for it any more, so it must not run on unseen.
+            tracing::info!(
+                job = st.job_id,
+                unit,
+                "cancelling a server job that had not reported when the hub restarted"
+            );
+            let mut c = slurm_command(&self.cfg, "scancel");
+            c.arg(st.job_id.to_string());
+            if let Err(e) = run(c, None).await {
+                tracing::warn!(job = st.job_id, error = %e, "scancel failed");
+            }
+            return None;
+        };
         let view = match query(&self.cfg, st.job_id).await {
             Ok(Some(v)) => v,
             other => {
@@ -497,12 +513,12 @@ impl Spawner for SlurmSpawner {
                 return None;
             }
         };
-        if view.state != "RUNNING" || view.user != user.name || view.nodes != st.node {
+        if view.state != "RUNNING" || view.user != user.name || view.nodes != node {
             tracing::warn!(job = st.job_id, unit, state = %view.state, user = %view.user, node = %view.nodes,
                 "recorded server job is not running as the user where it was; not adopted");
             return None;
         }
-        let addr = node_address(&self.cfg, &st.node, st.port).await.ok()?;
+        let addr = node_address(&self.cfg, &node, port).await.ok()?;
         let job = Arc::new(Job {
             id: st.job_id,
             unit: unit.to_string(),
@@ -511,7 +527,7 @@ impl Spawner for SlurmSpawner {
             token: token.clone(),
             pending_report: Mutex::new(None),
             view: Mutex::new(view),
-            endpoint: Mutex::new(Some(Arc::new(RemoteEndpoint { addr, node: st.node.clone(), pin }))),
+            endpoint: Mutex::new(Some(Arc::new(RemoteEndpoint { addr, node, pin }))),
             exited: watch::channel(None).0,
             output: user.home.join(self.cfg.output.replace("%j", &st.job_id.to_string())),
             poke: Notify::new(),
@@ -545,13 +561,17 @@ impl Spawner for SlurmSpawner {
     }
 }
 
-/// What is recorded of a running job ([`ServerProcess::state`]).
+/// What is recorded of a job ([`ServerProcess::state`]): the job id from the submission on,
+/// the node, port and pin once the server has reported.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RecordedJob {
     job_id: u32,
-    node: String,
-    port: u16,
-    pin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pin: Option<String>,
 }
 
 #[async_trait]
@@ -595,12 +615,12 @@ impl ServerProcess for SlurmProcess {
     }
 
     fn state(&self) -> Option<String> {
-        let e = self.job.endpoint.lock().recover().clone()?;
+        let e = self.job.endpoint.lock().recover().clone();
         serde_json::to_string(&RecordedJob {
             job_id: self.job.id,
-            node: e.node.clone(),
-            port: e.addr.port(),
-            pin: hub_net::tls::hex_pin(&e.pin),
+            node: e.as_ref().map(|e| e.node.clone()),
+            port: e.as_ref().map(|e| e.addr.port()),
+            pin: e.as_ref().map(|e| hub_net::tls::hex_pin(&e.pin)),
         })
         .ok()
     }
@@ -800,6 +820,10 @@ mod tests {
         let no_url = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n[spawner.slurm]\n";
         let e = refused(no_url);
         assert!(e.contains("hub_url` is missing"), "{e}");
+        let https = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n[spawner.slurm]\nhub_url = \"https://h:1\"\n";
+        assert!(refused(https).contains("https is not supported yet"));
+        let path = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n[spawner.slurm]\nhub_url = \"http://h:1/hub\"\n";
+        assert!(refused(path).contains("no path"));
         let no_section = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n";
         let e = refused(no_section);
         assert!(e.contains("[spawner.slurm]"), "{e}");
