@@ -624,3 +624,142 @@ async fn the_ticket_on_the_node_stays_valid_for_three_lifetimes() {
     assert_eq!(r.status(), 303);
     hub.stop().await;
 }
+
+/// Waits until `user`'s server (key) is failed or stopped; returns the state.
+async fn wait_ended(hub: &TestHub, key: &str, within: Duration) -> ServerState {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let st = hub.state.servers.state(key);
+        if matches!(st, ServerState::Failed { .. } | ServerState::Stopped { .. }) {
+            return st;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{key}: {st:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Case 2's endings: a server that fails to start, a job cancelled by someone else and a job
+/// that reaches its time limit each end the server with Slurm's state and reason, and the
+/// spawn's failure shows the tail of the job's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cancelled_and_timed_out_jobs_say_why() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let (ann, bob, cid) = (TestUser::create(), TestUser::create(), TestUser::create());
+    let pam = PamService::create();
+    let options = |extra: &str, cmd: Option<&str>| HubOptions {
+        spawner: format!("{}time_limit = \"1m\"\n{extra}", c.spawner_lines()),
+        cmd: cmd.map(str::to_string),
+        bind: Some(format!("{}:0", c.login)),
+        ..Default::default()
+    };
+    let hub = TestHub::start_with(&pam, None, options("", None)).await;
+    let broken = TestHub::start_with(&pam, None, options("", Some("[\"/bin/false\"]"))).await;
+
+    // A server that cannot start: the job fails, and the spawn shows the job's output.
+    let cc = broken.client();
+    broken.login_cookie(&cc, &cid).await;
+    match wait_ended(&broken, &cid.name, Duration::from_secs(60)).await {
+        ServerState::Failed { message, log_tail } => {
+            assert!(message.contains("during start-up") && message.contains("[FAILED"), "{message}");
+            assert!(log_tail.contains("hub node-agent: the server ended (exit status: 1)"), "{log_tail}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Two servers; bob's job is cancelled by an admin of the cluster; ann's runs out of time.
+    let (ca, cb) = (hub.client(), hub.client());
+    hub.login_cookie(&ca, &ann).await;
+    hub.login_cookie(&cb, &bob).await;
+    hub.wait_ready(&ca, &ann.name).await;
+    hub.wait_ready(&cb, &bob.name).await;
+    let (bob_job, _) = job_of(&hub, &bob.name);
+    c.cancel(bob_job);
+    match wait_ended(&hub, &bob.name, Duration::from_secs(30)).await {
+        ServerState::Failed { message, .. } => {
+            assert!(
+                message.contains(&format!("Slurm job {bob_job}")) && message.contains("was cancelled [CANCELLED]"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Slurm checks limits about every 30 s: a one-minute limit ends within ~100 s.
+    let (ann_job, _) = job_of(&hub, &ann.name);
+    match wait_ended(&hub, &ann.name, Duration::from_secs(150)).await {
+        ServerState::Failed { message, .. } => assert!(
+            message.contains(&format!("Slurm job {ann_job}"))
+                && message.contains("reached its time limit")
+                && message.contains("TIMEOUT"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let home = ca.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
+    assert!(home.contains("reached its time limit and was stopped by Slurm"), "{home}");
+    hub.stop().await;
+    broken.stop().await;
+}
+
+/// Lifecycle as with the local spawner: a named server is a job of its own (`hub-<user>@<name>`)
+/// reached at `/user/<user>/<name>/`, and the culler stops idle servers on nodes (scancel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_servers_and_culling_work_on_the_cluster() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let ann = TestUser::create();
+    let pam = PamService::create();
+    let spawner = format!(
+        "allow_named_servers = true\ncull_idle_timeout = \"20s\"\ncull_interval = \"5s\"\n{}",
+        c.spawner_lines()
+    );
+    let hub = TestHub::start_with(
+        &pam,
+        None,
+        HubOptions { spawner, bind: Some(format!("{}:0", c.login)), ..Default::default() },
+    )
+    .await;
+    let client = hub.client();
+    hub.login_cookie(&client, &ann).await;
+    hub.wait_ready(&client, &ann.name).await;
+    let user = hub::core::LinuxUser::lookup(&ann.name).expect("user");
+    hub.state.servers.start_server(user, "gpu", "{}".into()).expect("named start");
+    let key = hub::core::server::server_key(&ann.name, "gpu");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !matches!(hub.state.servers.state(&key), ServerState::Running { .. }) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", hub.state.servers.state(&key));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%j"]).output().expect("squeue");
+    let mut names: Vec<String> = String::from_utf8_lossy(&names.stdout).lines().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(names, vec![format!("hub-{}", ann.name), format!("hub-{}@gpu", ann.name)]);
+    let r = client.get(hub.url(&format!("/user/{}/gpu/api/status", ann.name))).send().await.expect("status");
+    assert_eq!(r.status(), 200, "the named server through its own route");
+
+    // Nobody uses either: both are culled, and their jobs end.
+    for k in [ann.name.clone(), key.clone()] {
+        // "Stopped (how)" first, then the culler's own word.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            match hub.state.servers.state(&k) {
+                ServerState::Stopped { message: Some(m) } if m.contains("cull_idle_timeout") => break,
+                st @ ServerState::Failed { .. } => panic!("{k}: {st:?}"),
+                st => assert!(tokio::time::Instant::now() < deadline, "{k}: {st:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.command("squeue").args(["-h", "-u", &ann.name]).output().expect("squeue");
+        if out.stdout.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", String::from_utf8_lossy(&out.stdout));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    hub.stop().await;
+}
