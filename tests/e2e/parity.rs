@@ -239,7 +239,7 @@ async fn announcements_show_escaped_and_change_on_sighup() {
 /// Runs the browser script `script` with the hub's URL, `args` and a screenshot path (copied to
 /// `$HUB_TEST_ARTIFACTS/browser-<name>.png` when set); fails the test unless it exits 0, and
 /// returns what it printed.
-async fn run_browser(hub: &TestHub, script: &std::path::Path, args: &[&str], name: &str) -> String {
+pub(crate) async fn run_browser(hub: &TestHub, script: &std::path::Path, args: &[&str], name: &str) -> String {
     let shot = hub.data_dir.path().join(format!("{name}.png"));
     let out = tokio::process::Command::new("node")
         .arg(script)

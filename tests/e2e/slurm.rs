@@ -763,3 +763,54 @@ async fn named_servers_and_culling_work_on_the_cluster() {
     }
     hub.stop().await;
 }
+
+/// Cases 1 and 4 in Chromium: with every node busy, the spawn page shows Slurm's reason and the
+/// home page's Cancel cancels the job; with a node free, signing in opens JupyterLab running on
+/// the node, and a cell runs (tests/browser/slurm.mjs, then tests/browser/lab.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_queue_and_runs_jupyterlab_on_a_node() {
+    require_root();
+    let c = cluster();
+    let _turn = SERIAL.lock().await;
+    let blockers = [c.fill("node1"), c.fill("node2")];
+    for b in blockers {
+        c.wait_job(b, &["RUNNING"], Duration::from_secs(30)).await;
+    }
+    let ann = TestUser::create();
+    let pam = PamService::create();
+    let hub = TestHub::start_with(
+        &pam,
+        None,
+        HubOptions { spawner: c.spawner_lines(), bind: Some(format!("{}:0", c.login)), ..Default::default() },
+    )
+    .await;
+    let out = crate::parity::run_browser(
+        &hub,
+        &crate::support::browser_script("slurm.mjs"),
+        &[&ann.name, &ann.password],
+        "slurm-pending",
+    )
+    .await;
+    assert!(out.contains("pending: Slurm job") && out.contains("cancelled:"), "{out}");
+    let jobs = c.command("squeue").args(["-h", "-t", "all", "-u", &ann.name, "-o", "%T"]).output().expect("squeue");
+    assert_eq!(String::from_utf8_lossy(&jobs.stdout).trim(), "CANCELLED", "the job the page cancelled");
+
+    c.cancel(blockers[1]);
+    c.wait_job(blockers[1], &["CANCELLED"], Duration::from_secs(30)).await;
+    let out = crate::parity::run_browser(
+        &hub,
+        &crate::support::browser_script("lab.mjs"),
+        &[&ann.name, &ann.password],
+        "slurm-lab",
+    )
+    .await;
+    assert!(out.contains("JupyterLab opened, 1+1 gave") && out.contains("File → Log Out signed out"), "{out}");
+    let (_, node) = job_of(&hub, &ann.name);
+    assert_eq!(node, "node2", "the only free node");
+    c.cancel(blockers[0]);
+    let left = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%i"]).output().expect("squeue");
+    for id in String::from_utf8_lossy(&left.stdout).split_whitespace() {
+        c.cancel(id.parse().expect("id"));
+    }
+    hub.stop().await;
+}
