@@ -87,9 +87,13 @@ esac
 
 mkdir -p "$R"; chmod 755 "$R"
 R=$(cd "$R" && pwd)
-suffix=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+# A subnet and names no other cluster on this machine has (parallel runs, a leftover).
+for _ in $(seq 50); do
+  suffix=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+  N=$(( 16#${suffix:0:2} % 200 + 20 ))
+  ip -o addr show | grep -q " 10\.213\.$N\." || ip link show "hsbr$suffix" >/dev/null 2>&1 || break
+done
 P=hs$suffix                       # netns prefix; veth names stay under 15 characters
-N=$(( 16#${suffix:0:2} % 200 + 20 ))
 NET=10.213.$N
 BR=hsbr$suffix
 cat > "$R/cluster.env" <<EOF

@@ -715,27 +715,34 @@ async fn named_servers_and_culling_work_on_the_cluster() {
         "allow_named_servers = true\ncull_idle_timeout = \"20s\"\ncull_interval = \"5s\"\n{}",
         c.spawner_lines()
     );
+    let profile = "[[profiles]]\nslug = \"big\"\nlimits = { memory = \"300 MiB\", cpu = 2 }\n\
+                   slurm = { time_limit = \"2h\", extra_options = [\"--comment=big-profile\"] }\n";
     let hub = TestHub::start_with(
         &pam,
         None,
-        HubOptions { spawner, bind: Some(format!("{}:0", c.login)), ..Default::default() },
+        HubOptions { spawner, tail: profile.into(), bind: Some(format!("{}:0", c.login)), ..Default::default() },
     )
     .await;
     let client = hub.client();
     hub.login_cookie(&client, &ann).await;
     hub.wait_ready(&client, &ann.name).await;
     let user = hub::core::LinuxUser::lookup(&ann.name).expect("user");
-    hub.state.servers.start_server(user, "gpu", "{}".into()).expect("named start");
+    hub.state.servers.start_server(user, "gpu", r#"{"profile":"big"}"#.into()).expect("named start");
     let key = hub::core::server::server_key(&ann.name, "gpu");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !matches!(hub.state.servers.state(&key), ServerState::Running { .. }) {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", hub.state.servers.state(&key));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let names = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%j"]).output().expect("squeue");
+    // Both jobs carry the profile (the only one, so sign-in chose it too): its time limit,
+    // comment, memory and CPUs.
+    let names = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%j|%l|%k|%m|%C"]).output().expect("squeue");
     let mut names: Vec<String> = String::from_utf8_lossy(&names.stdout).lines().map(str::to_string).collect();
     names.sort();
-    assert_eq!(names, vec![format!("hub-{}", ann.name), format!("hub-{}@gpu", ann.name)]);
+    let want = |j: &str| format!("{j}|2:00:00|big-profile|300M|2");
+    let mut wanted = vec![want(&format!("hub-{}", ann.name)), want(&format!("hub-{}@gpu", ann.name))];
+    wanted.sort();
+    assert_eq!(names, wanted);
     let r = client.get(hub.url(&format!("/user/{}/gpu/api/status", ann.name))).send().await.expect("status");
     assert_eq!(r.status(), 200, "the named server through its own route");
 

@@ -39,6 +39,31 @@ pub struct ProfileConfig {
     pub users: Vec<String>,
     /// Unix groups whose members may choose it (`groups`).
     pub groups: Vec<String>,
+    /// What it changes in a Slurm server job (`[profiles.slurm]`, with `[spawner] kind =
+    /// "slurm"`).
+    pub slurm: SlurmProfile,
+}
+
+/// `[profiles.slurm]`: a profile's sbatch resources. `partition` and `time_limit` replace
+/// `[spawner.slurm]`'s where set; `extra_options` come after `[spawner.slurm]`'s (sbatch takes
+/// the last of a repeated option).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmProfile {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--time`, in whole minutes.
+    pub time_limit: Option<std::time::Duration>,
+    /// More sbatch arguments.
+    pub extra_options: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSlurmProfile {
+    pub(crate) partition: Option<Spanned<String>>,
+    pub(crate) time_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) extra_options: Vec<Spanned<String>>,
 }
 
 impl ProfileConfig {
@@ -80,6 +105,8 @@ pub(crate) struct FileProfile {
     pub(crate) users: Vec<String>,
     #[serde(default)]
     pub(crate) groups: Vec<String>,
+    #[serde(default)]
+    pub(crate) slurm: FileSlurmProfile,
 }
 
 /// Validates `[[profiles]]`; `kernelspecs` are the `[[kernelspec]]` names they may refer to.
@@ -128,7 +155,16 @@ pub(crate) fn parse(
         {
             return Err(src.err(&format!("profiles.{slug}.cmd"), c, "must name a program"));
         }
+        let s = &p.slurm;
+        let slurm = crate::slurm::parse_resources(
+            src,
+            &format!("profiles.{slug}.slurm"),
+            &s.partition,
+            &s.time_limit,
+            &s.extra_options,
+        )?;
         out.push(ProfileConfig {
+            slurm,
             slug: slug.clone(),
             display_name: p.display_name.clone().unwrap_or_else(|| slug.clone()),
             description: p.description.clone().unwrap_or_default(),

@@ -88,6 +88,63 @@ const OWN_OPTIONS: &[&str] = &[
     "--no-requeue",
 ];
 
+/// Validates `partition`, `time_limit` and `extra_options` (of `[spawner.slurm]` or a profile's
+/// `[profiles.slurm]`, named by `at`), in the shape of a profile's.
+pub(crate) fn parse_resources(
+    src: &Source<'_>,
+    at: &str,
+    partition: &Option<Spanned<String>>,
+    time_limit: &Option<Spanned<String>>,
+    extra: &[Spanned<String>],
+) -> Result<crate::profiles::SlurmProfile, ConfigError> {
+    let partition = match partition {
+        None => None,
+        Some(v) => {
+            let s = v.get_ref();
+            if s.is_empty() || s.contains(|c: char| c.is_control() || c.is_whitespace()) {
+                return Err(src.err(
+                    &format!("{at}.partition"),
+                    v,
+                    "must be one word without spaces or control characters",
+                ));
+            }
+            Some(s.clone())
+        }
+    };
+    let time = match time_limit {
+        None => None,
+        Some(v) => {
+            let d = src.duration(&format!("{at}.time_limit"), time_limit, Duration::ZERO)?;
+            if d < Duration::from_secs(60) {
+                return Err(src.err(
+                    &format!("{at}.time_limit"),
+                    v,
+                    "must be at least one minute (sbatch --time counts minutes)",
+                ));
+            }
+            Some(d)
+        }
+    };
+    let mut extra_options = Vec::new();
+    for o in extra {
+        let s = o.get_ref();
+        let key = format!("{at}.extra_options");
+        if !s.starts_with('-') || s.contains(['\n', '\0']) {
+            return Err(src.err(
+                &key,
+                o,
+                format!("has {s:?}, which is not an sbatch option (e.g. \"--qos=interactive\")"),
+            ));
+        }
+        let name = s.split('=').next().unwrap_or_default();
+        if OWN_OPTIONS.contains(&name) {
+            return Err(src.err(&key, o, format!("has {name}, which the hub sets itself for every server job")));
+        }
+        extra_options.push(s.clone());
+    }
+    Ok(crate::profiles::SlurmProfile { partition, time_limit: time, extra_options })
+}
+
 pub(crate) fn parse(
     src: &Source<'_>,
     f: Option<FileSlurm>,
@@ -130,48 +187,8 @@ pub(crate) fn parse(
         }
         a => a.as_ref().map(|a| PathBuf::from(a.get_ref())),
     };
-    let word = |key: &str, v: &Spanned<String>| -> Result<String, ConfigError> {
-        let s = v.get_ref();
-        if s.is_empty() || s.contains(|c: char| c.is_control() || c.is_whitespace()) {
-            return Err(src.err(key, v, "must be one word without spaces or control characters"));
-        }
-        Ok(s.clone())
-    };
-    let partition = f.partition.as_ref().map(|p| word("spawner.slurm.partition", p)).transpose()?;
-    let time_limit = match &f.time_limit {
-        None => None,
-        Some(v) => {
-            let d = src.duration("spawner.slurm.time_limit", &f.time_limit, Duration::ZERO)?;
-            if d < Duration::from_secs(60) {
-                return Err(src.err(
-                    "spawner.slurm.time_limit",
-                    v,
-                    "must be at least one minute (sbatch --time counts minutes)",
-                ));
-            }
-            Some(d)
-        }
-    };
-    let mut extra_options = Vec::new();
-    for o in &f.extra_options {
-        let s = o.get_ref();
-        if !s.starts_with('-') || s.contains(['\n', '\0']) {
-            return Err(src.err(
-                "spawner.slurm.extra_options",
-                o,
-                format!("has {s:?}, which is not an sbatch option (e.g. \"--qos=interactive\")"),
-            ));
-        }
-        let name = s.split('=').next().unwrap_or_default();
-        if OWN_OPTIONS.contains(&name) {
-            return Err(src.err(
-                "spawner.slurm.extra_options",
-                o,
-                format!("has {name}, which the hub sets itself for every server job"),
-            ));
-        }
-        extra_options.push(s.clone());
-    }
+    let crate::profiles::SlurmProfile { partition, time_limit, extra_options } =
+        parse_resources(src, "spawner.slurm", &f.partition, &f.time_limit, &f.extra_options)?;
     let script = match &f.script {
         None => Template::literal(DEFAULT_SCRIPT),
         Some(s) => {

@@ -105,6 +105,7 @@ impl RunLauncher {
             log_path: log_path.to_path_buf(),
             limits,
             unit: unit.to_string(),
+            profile: None,
         };
         self.renewer.hold(&owner);
         match self.spawner.start(spawn).await {

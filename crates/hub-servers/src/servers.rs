@@ -920,6 +920,7 @@ impl Servers {
             log_path,
             limits,
             unit: unit_name(&server_key(&user.name, server_name)),
+            profile: profile.cloned(),
         }
     }
 

@@ -70,6 +70,10 @@ pub struct SpawnSpec {
     /// server, `<user>.run-<id>` for a notebook run, so that stopping one never kills the
     /// other.
     pub unit: String,
+    /// The profile the server was started with (`[[profiles]]`; `None` for none, and for a
+    /// notebook run). Its limits, environment and command are already in the fields above;
+    /// a spawner reads what else concerns it (the Slurm spawner: `[profiles.slurm]`).
+    pub profile: Option<hub_config::profiles::ProfileConfig>,
 }
 
 /// A started server process.

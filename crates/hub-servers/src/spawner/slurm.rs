@@ -349,7 +349,8 @@ fn job_name(unit: &str) -> String {
     format!("hub-{unit}")
 }
 
-/// sbatch's arguments for `spec`: the hub's own, the resources, then `extra_options`.
+/// sbatch's arguments for `spec`: the hub's own, the resources (the profile's partition and
+/// time limit over the config's), then `extra_options` and the profile's.
 fn sbatch_args(cfg: &SlurmConfig, spec: &SpawnSpec) -> Vec<String> {
     let mut a = vec![
         "--parsable".to_string(),
@@ -361,7 +362,9 @@ fn sbatch_args(cfg: &SlurmConfig, spec: &SpawnSpec) -> Vec<String> {
         // else with a server nobody is waiting for; the user starts a new one.
         "--no-requeue".into(),
     ];
-    if let Some(p) = &cfg.partition {
+    // The profile's partition and time limit replace the config's; its options come after.
+    let profile = spec.profile.as_ref().map(|p| &p.slurm);
+    if let Some(p) = profile.and_then(|p| p.partition.as_ref()).or(cfg.partition.as_ref()) {
         a.push(format!("--partition={p}"));
     }
     if let Some(m) = spec.limits.memory {
@@ -370,10 +373,11 @@ fn sbatch_args(cfg: &SlurmConfig, spec: &SpawnSpec) -> Vec<String> {
     if let Some(c) = spec.limits.cpu {
         a.push(format!("--cpus-per-task={}", (c.ceil() as u64).max(1)));
     }
-    if let Some(t) = cfg.time_limit {
+    if let Some(t) = profile.and_then(|p| p.time_limit).or(cfg.time_limit) {
         a.push(format!("--time={}", t.as_secs() / 60));
     }
     a.extend(cfg.extra_options.iter().cloned());
+    a.extend(profile.into_iter().flat_map(|p| p.extra_options.iter().cloned()));
     a
 }
 
@@ -722,6 +726,7 @@ mod tests {
             log_path: PathBuf::from("/dev/null"),
             limits: hub_config::limits::Limits { memory: Some(1536 * 1024 * 1024 + 1), cpu: Some(1.5), tasks: None },
             unit: "ann@gpu".into(),
+            profile: None,
         }
     }
 
@@ -789,6 +794,17 @@ mod tests {
         ] {
             assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
         }
+        // A profile's [profiles.slurm] replaces partition and time, and adds its options last.
+        let text = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n[spawner.slurm]\nhub_url = \"http://h:1\"\npartition = \"debug\"\ntime_limit = \"8h\"\nextra_options = [\"--qos=interactive\"]\n\
+                    [[profiles]]\nslug = \"big\"\n[profiles.slurm]\npartition = \"large\"\ntime_limit = \"2h\"\nextra_options = [\"--qos=big\", \"--gres=gpu:1\"]\n";
+        let parsed = hub_config::Config::parse(std::path::Path::new("hub.toml"), text).expect("config");
+        let hub_config::SpawnerKind::Slurm(cfg) = parsed.spawner.kind else { panic!("not slurm") };
+        let s = SpawnSpec { profile: parsed.profiles.first().cloned(), ..spec(vec![], vec!["/j"]) };
+        let a = sbatch_args(&cfg, &s);
+        assert!(a.contains(&"--partition=large".to_string()) && !a.contains(&"--partition=debug".to_string()), "{a:?}");
+        assert!(a.contains(&"--time=120".to_string()) && !a.contains(&"--time=480".to_string()), "{a:?}");
+        let tail: Vec<&str> = a.iter().rev().take(3).rev().map(String::as_str).collect();
+        assert_eq!(tail, ["--qos=interactive", "--qos=big", "--gres=gpu:1"]);
     }
 
     /// The error `text` gets as hub.toml.
@@ -817,6 +833,11 @@ mod tests {
         bad("output = \"out.log\"", "%j");
         bad("output = \"%u-%j.log\"", "no other % pattern");
         bad("agent = \"hub\"", "absolute path");
+        bad(
+            "[[profiles]]\nslug = \"p\"\n[profiles.slurm]\nextra_options = [\"--chdir=/\"]",
+            "profiles.p.slurm.extra_options",
+        );
+        bad("[[profiles]]\nslug = \"p\"\n[profiles.slurm]\ntime_limit = \"5s\"", "profiles.p.slurm.time_limit");
         let no_url = "[spawner]\ncmd = [\"/j\"]\nkind = \"slurm\"\n[spawner.slurm]\n";
         let e = refused(no_url);
         assert!(e.contains("hub_url` is missing"), "{e}");
