@@ -137,6 +137,65 @@ impl Cluster {
     pub fn cancel(&self, id: u32) {
         let _ = self.command("scancel").arg(id.to_string()).status();
     }
+
+    /// Ids and states of the jobs named `hub-<unit>` (the hub's for that user's servers; a test
+    /// user's name is unique, while its UID may be an earlier test user's), finished ones too.
+    pub fn jobs_of(&self, user: &str) -> Vec<(u32, String)> {
+        let names = format!("hub-{user},hub-{user}@gpu");
+        let out =
+            self.command("squeue").args(["-h", "-t", "all", "--name", &names, "-o", "%i|%T"]).output().expect("squeue");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('|').and_then(|(i, st)| Some((i.parse().ok()?, st.to_string()))))
+            .collect()
+    }
+
+    /// Brings the cluster back to empty and whole, whatever an earlier test left (a failed
+    /// test's blockers, a killed node): every active job cancelled, every node idle.
+    async fn reset(&self) {
+        let out = self.command("squeue").args(["-h", "-o", "%i"]).output().expect("squeue");
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.command("scancel").arg(id).status();
+        }
+        for node in ["node1", "node2"] {
+            let pid = std::fs::read_to_string(self.dir.join(format!("pids/slurmd-{node}"))).unwrap_or_default();
+            let alive = pid.trim().parse::<i32>().is_ok_and(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X'))))
+            });
+            if !alive {
+                let out = Command::new("bash")
+                    .arg(script())
+                    .arg("restart-node")
+                    .arg(&self.dir)
+                    .arg(node)
+                    .output()
+                    .expect("restart");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs = self.command("squeue").args(["-h", "-o", "%i"]).output().expect("squeue");
+            let nodes = self.command("sinfo").args(["-h", "-N", "-o", "%T"]).output().expect("sinfo");
+            let states: std::collections::BTreeSet<String> =
+                String::from_utf8_lossy(&nodes.stdout).lines().map(str::to_string).collect();
+            if jobs.stdout.is_empty() && states.len() == 1 && states.contains("idle") {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the cluster did not come back: nodes {states:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The cluster for one test: its turn (one test at a time), starting from an empty, whole
+/// cluster.
+async fn turn() -> (&'static Cluster, tokio::sync::MutexGuard<'static, ()>) {
+    let c = cluster();
+    let guard = SERIAL.lock().await;
+    c.reset().await;
+    (c, guard)
 }
 
 /// The running server's Slurm job id and node.
@@ -162,8 +221,7 @@ async fn on_node(hub: &TestHub, c: &reqwest::Client, user: &str, cookie: &str, c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let kdc = Kdc::start_for_nodes(&c.dir, c.login, None);
     let pg = GssPostgres::start_on(&kdc, Some(c.login));
     let ann = TestUser::create();
@@ -191,6 +249,11 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
 
     let home = client.get(hub.url("/hub/home")).send().await.expect("home").text().await.expect("text");
     assert!(home.contains(&format!("Your server is running on {node} (Slurm job {job}).")), "{home}");
+    // The REST API (the admin page's data) names the node.
+    let r = client.get(hub.url(&format!("/hub/api/users/{}", ann.name))).send().await.expect("user model");
+    assert_eq!(r.status(), 200);
+    let model: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(model["servers"][""]["hub_node"], node.as_str(), "{model}");
     // Through the hub: the REST API and a kernel over the WebSocket, on the node, as ann.
     let r = client.get(hub.url(&format!("/user/{}/api/status", ann.name))).send().await.expect("status");
     assert_eq!(r.status(), 200);
@@ -279,8 +342,7 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let blockers = [c.fill("node1"), c.fill("node2")];
     for b in blockers {
         c.wait_job(b, &["RUNNING"], Duration::from_secs(30)).await;
@@ -353,8 +415,7 @@ async fn a_pending_job_shows_slurms_reason_and_cancelling_cancels_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_listener_on_the_servers_port_gets_nothing() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let (ann, mallory) = (TestUser::create(), TestUser::create());
     let pam = PamService::create();
     // The job outlives its agent (a site's script may do more after the server), so the port
@@ -461,8 +522,7 @@ async fn wait_ready_at(base: &str, c: &reqwest::Client, user: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let ann = TestUser::create();
     let pam = PamService::create();
     let dir = tempfile::Builder::new().prefix("hub-slurm-restart-").tempdir().expect("tmp");
@@ -492,7 +552,8 @@ async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
     assert_eq!(r.status(), 303);
     wait_ready_at(&base, &client, &ann.name).await;
     let jobs = || {
-        let out = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%i|%T|%N"]).output().expect("squeue");
+        let name = format!("hub-{}", ann.name);
+        let out = c.command("squeue").args(["-h", "--name", &name, "-o", "%i|%T|%N"]).output().expect("squeue");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let before = jobs();
@@ -519,8 +580,7 @@ async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_node_fails_the_server_and_a_new_start_lands_elsewhere() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let ann = TestUser::create();
     let pam = PamService::create();
     let hub = TestHub::start_with(
@@ -573,8 +633,7 @@ async fn a_lost_node_fails_the_server_and_a_new_start_lands_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ticket_on_the_node_stays_valid_for_three_lifetimes() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let life = crate::support::short_life();
     let kdc = Kdc::start_for_nodes(&c.dir, c.login, Some(life));
     let pg = GssPostgres::start_on(&kdc, Some(c.login));
@@ -644,8 +703,7 @@ async fn wait_ended(hub: &TestHub, key: &str, within: Duration) -> ServerState {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_cancelled_and_timed_out_jobs_say_why() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let (ann, bob, cid) = (TestUser::create(), TestUser::create(), TestUser::create());
     let pam = PamService::create();
     let options = |extra: &str, cmd: Option<&str>| HubOptions {
@@ -707,8 +765,7 @@ async fn failed_cancelled_and_timed_out_jobs_say_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_servers_and_culling_work_on_the_cluster() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let ann = TestUser::create();
     let pam = PamService::create();
     let spawner = format!(
@@ -736,7 +793,8 @@ async fn named_servers_and_culling_work_on_the_cluster() {
     }
     // Both jobs carry the profile (the only one, so sign-in chose it too): its time limit,
     // comment, memory and CPUs.
-    let names = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%j|%l|%k|%m|%C"]).output().expect("squeue");
+    let both = format!("hub-{0},hub-{0}@gpu", ann.name);
+    let names = c.command("squeue").args(["-h", "--name", &both, "-o", "%j|%l|%k|%m|%C"]).output().expect("squeue");
     let mut names: Vec<String> = String::from_utf8_lossy(&names.stdout).lines().map(str::to_string).collect();
     names.sort();
     let want = |j: &str| format!("{j}|2:00:00|big-profile|300M|2");
@@ -761,11 +819,12 @@ async fn named_servers_and_culling_work_on_the_cluster() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let out = c.command("squeue").args(["-h", "-u", &ann.name]).output().expect("squeue");
-        if out.stdout.is_empty() {
+        let active: Vec<_> =
+            c.jobs_of(&ann.name).into_iter().filter(|j| j.1 == "RUNNING" || j.1 == "COMPLETING").collect();
+        if active.is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(tokio::time::Instant::now() < deadline, "{active:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     hub.stop().await;
@@ -777,8 +836,7 @@ async fn named_servers_and_culling_work_on_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_the_queue_and_runs_jupyterlab_on_a_node() {
     require_root();
-    let c = cluster();
-    let _turn = SERIAL.lock().await;
+    let (c, _turn) = turn().await;
     let blockers = [c.fill("node1"), c.fill("node2")];
     for b in blockers {
         c.wait_job(b, &["RUNNING"], Duration::from_secs(30)).await;
@@ -799,8 +857,8 @@ async fn chromium_shows_the_queue_and_runs_jupyterlab_on_a_node() {
     )
     .await;
     assert!(out.contains("pending: Slurm job") && out.contains("cancelled:"), "{out}");
-    let jobs = c.command("squeue").args(["-h", "-t", "all", "-u", &ann.name, "-o", "%T"]).output().expect("squeue");
-    assert_eq!(String::from_utf8_lossy(&jobs.stdout).trim(), "CANCELLED", "the job the page cancelled");
+    let jobs: Vec<String> = c.jobs_of(&ann.name).into_iter().map(|j| j.1).collect();
+    assert_eq!(jobs, ["CANCELLED"], "the job the page cancelled");
 
     c.cancel(blockers[1]);
     c.wait_job(blockers[1], &["CANCELLED"], Duration::from_secs(30)).await;
@@ -815,9 +873,8 @@ async fn chromium_shows_the_queue_and_runs_jupyterlab_on_a_node() {
     let (_, node) = job_of(&hub, &ann.name);
     assert_eq!(node, "node2", "the only free node");
     c.cancel(blockers[0]);
-    let left = c.command("squeue").args(["-h", "-u", &ann.name, "-o", "%i"]).output().expect("squeue");
-    for id in String::from_utf8_lossy(&left.stdout).split_whitespace() {
-        c.cancel(id.parse().expect("id"));
+    for (id, _) in c.jobs_of(&ann.name) {
+        c.cancel(id);
     }
     hub.stop().await;
 }

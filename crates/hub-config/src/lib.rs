@@ -28,7 +28,7 @@ pub use hub::{AnnouncementPage, Announcements, Bind, HubConfig, MAX_ANNOUNCEMENT
 pub use jobs::JobsConfig;
 pub use kerberos::KerberosConfig;
 pub use kernelspec::KernelSpecConfig;
-pub use slurm::SlurmConfig;
+pub use slurm::{SlurmConfig, SlurmProfile};
 pub use spawner::{SpawnerConfig, SpawnerKind, Transport};
 pub use template::{Template, TemplateError, TemplateVars};
 

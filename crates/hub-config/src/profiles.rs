@@ -41,20 +41,7 @@ pub struct ProfileConfig {
     pub groups: Vec<String>,
     /// What it changes in a Slurm server job (`[profiles.slurm]`, with `[spawner] kind =
     /// "slurm"`).
-    pub slurm: SlurmProfile,
-}
-
-/// `[profiles.slurm]`: a profile's sbatch resources. `partition` and `time_limit` replace
-/// `[spawner.slurm]`'s where set; `extra_options` come after `[spawner.slurm]`'s (sbatch takes
-/// the last of a repeated option).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SlurmProfile {
-    /// `--partition`.
-    pub partition: Option<String>,
-    /// `--time`, in whole minutes.
-    pub time_limit: Option<std::time::Duration>,
-    /// More sbatch arguments.
-    pub extra_options: Vec<String>,
+    pub slurm: crate::slurm::SlurmProfile,
 }
 
 #[derive(Deserialize, Default)]

@@ -19,6 +19,19 @@ pub const DEFAULT_SCRIPT: &str = "#!/bin/sh\n# {job_name}: the hub's server for 
 /// Placeholders a job script may use.
 pub const SCRIPT_VARS: &[&str] = &["username", "server_name", "job_name", "env", "cmd"];
 
+/// `[profiles.slurm]`: a profile's sbatch resources. `partition` and `time_limit` replace
+/// `[spawner.slurm]`'s where set; `extra_options` come after `[spawner.slurm]`'s (sbatch takes
+/// the last of a repeated option).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmProfile {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--time`, in whole minutes.
+    pub time_limit: Option<std::time::Duration>,
+    /// More sbatch arguments.
+    pub extra_options: Vec<String>,
+}
+
 /// `[spawner.slurm]`.
 #[derive(Clone, Debug)]
 pub struct SlurmConfig {
@@ -96,7 +109,7 @@ pub(crate) fn parse_resources(
     partition: &Option<Spanned<String>>,
     time_limit: &Option<Spanned<String>>,
     extra: &[Spanned<String>],
-) -> Result<crate::profiles::SlurmProfile, ConfigError> {
+) -> Result<SlurmProfile, ConfigError> {
     let partition = match partition {
         None => None,
         Some(v) => {
@@ -142,7 +155,7 @@ pub(crate) fn parse_resources(
         }
         extra_options.push(s.clone());
     }
-    Ok(crate::profiles::SlurmProfile { partition, time_limit: time, extra_options })
+    Ok(SlurmProfile { partition, time_limit: time, extra_options })
 }
 
 pub(crate) fn parse(
@@ -187,7 +200,7 @@ pub(crate) fn parse(
         }
         a => a.as_ref().map(|a| PathBuf::from(a.get_ref())),
     };
-    let crate::profiles::SlurmProfile { partition, time_limit, extra_options } =
+    let SlurmProfile { partition, time_limit, extra_options } =
         parse_resources(src, "spawner.slurm", &f.partition, &f.time_limit, &f.extra_options)?;
     let script = match &f.script {
         None => Template::literal(DEFAULT_SCRIPT),

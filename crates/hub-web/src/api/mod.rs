@@ -166,6 +166,10 @@ fn server_model(app: &AppState, name: &str, server_name: &str, include_stopped: 
     if let ServerState::Failed { message, .. } | ServerState::Stopped { message: Some(message) } = &st {
         m["hub_message"] = json!(message);
     }
+    // A server on a cluster node: which node (the hub's own field, as `hub_state`).
+    if let ServerState::Running { endpoint: hub_core::Endpoint::Tls(r), .. } = &st {
+        m["hub_node"] = json!(r.node);
+    }
     Some(m)
 }
 

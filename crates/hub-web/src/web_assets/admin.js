@@ -118,7 +118,7 @@ function row(u) {
   if (u.admin) nameCell.append(" ", el("span", { class: "tag" }, "admin"));
   const serverCell = el("td", { class: "server" });
   if (state === "running") {
-    serverCell.append(el("a", { href: server.url }, "running"));
+    serverCell.append(el("a", { href: server.url }, server.hub_node ? "running on " + server.hub_node : "running"));
   } else if (state === "starting") {
     const bar = el("progress", { max: 100, value: 0 });
     const msg = el("span", { class: "muted" }, "starting");
