@@ -80,36 +80,17 @@ impl Template {
     /// Substitutes the placeholders. A placeholder whose value is not known yet (`None`) is
     /// left empty; load-time checks make sure each key only uses names that are always known.
     pub fn expand(&self, v: &TemplateVars<'_>) -> String {
-        let mut out = String::with_capacity(self.0.len() + 16);
-        let mut rest = self.0.as_str();
-        while let Some(i) = rest.find(['{', '}']) {
-            out.push_str(&rest[..i]);
-            let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
-            if after.starts_with(c as char) {
-                out.push(c as char);
-                rest = &after[1..];
-                continue;
-            }
-            let end = after.find('}').unwrap_or(after.len());
-            match &after[..end] {
-                "username" => out.push_str(v.username),
-                "uid" => out.push_str(&v.uid.to_string()),
-                "realm" => out.push_str(v.realm),
-                "principal" => out.push_str(v.principal.unwrap_or_default()),
-                "ccache" => out.push_str(v.ccache.unwrap_or_default()),
-                "keytab" => out.push_str(v.keytab.unwrap_or_default()),
-                // Jupyter fills these in itself when it starts the kernel.
-                name @ ("connection_file" | "resource_dir") => {
-                    out.push('{');
-                    out.push_str(name);
-                    out.push('}');
-                }
-                _ => {}
-            }
-            rest = after.get(end + 1..).unwrap_or_default();
-        }
-        out.push_str(rest);
-        out
+        self.expand_with(|name| match name {
+            "username" => Some(v.username.to_string()),
+            "uid" => Some(v.uid.to_string()),
+            "realm" => Some(v.realm.to_string()),
+            "principal" => v.principal.map(str::to_string),
+            "ccache" => v.ccache.map(str::to_string),
+            "keytab" => v.keytab.map(str::to_string),
+            // Jupyter fills these in itself when it starts the kernel.
+            "connection_file" | "resource_dir" => Some(format!("{{{name}}}")),
+            _ => None,
+        })
     }
 
     /// Substitutes each placeholder with `value(name)` (nothing where it is `None`); `{{` and
