@@ -14,6 +14,7 @@
 //! [`ALPN_CONTROL`] for the hub's own calls to the agent (delivering a renewed credential
 //! cache).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -154,17 +155,19 @@ impl ServerCertVerifier for PinVerifier {
 
 /// Client configurations by (pin, ALPN), kept so that reconnecting to the same server resumes
 /// its TLS session (rustls's in-memory session cache lives in the configuration).
-static CONFIGS: Mutex<Vec<KeptConfig>> = Mutex::new(Vec::new());
+static CONFIGS: Mutex<Option<ConfigCache>> = Mutex::new(None);
 
-/// A kept client configuration: its pin, its ALPN protocol, the configuration.
-type KeptConfig = (Pin, &'static [u8], Arc<rustls::ClientConfig>);
+/// Client configurations by (pin, ALPN protocol).
+type ConfigCache = HashMap<(Pin, &'static [u8]), Arc<rustls::ClientConfig>>;
 
-/// Most client configurations kept; the oldest goes first.
+/// Most client configurations kept; when full, the cache starts over (servers come and go;
+/// the next connection to each makes its configuration again).
 const MAX_CONFIGS: usize = 4096;
 
 fn client_config(pin: &Pin, alpn: &'static [u8]) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let mut configs = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, c)) = configs.iter().find(|(p, a, _)| p == pin && *a == alpn) {
+    let mut guard = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+    let configs = guard.get_or_insert_with(HashMap::new);
+    if let Some(c) = configs.get(&(*pin, alpn)) {
         return Ok(c.clone());
     }
     let provider = provider();
@@ -176,9 +179,9 @@ fn client_config(pin: &Pin, alpn: &'static [u8]) -> Result<Arc<rustls::ClientCon
     c.alpn_protocols = vec![alpn.to_vec()];
     let c = Arc::new(c);
     if configs.len() >= MAX_CONFIGS {
-        configs.remove(0);
+        configs.clear();
     }
-    configs.push((*pin, alpn, c.clone()));
+    configs.insert((*pin, alpn), c.clone());
     Ok(c)
 }
 

@@ -1199,7 +1199,6 @@ impl Servers {
             let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
             return self.stop_adopted(&slot, &name, &owner, process, "has no usable endpoint or token", told).await;
         };
-        let path = format!("{}api/status", server_prefix(&r.username, &r.server_name));
         // A server that was still starting gets the rest of its start timeout.
         let deadline = match (r.state.as_str(), r.started) {
             ("starting", Some(t)) => {
@@ -1208,38 +1207,18 @@ impl Servers {
             }
             _ => Instant::now() + Duration::from_secs(5),
         };
-        let exited = process.exited();
-        let mut ready = false;
-        while Instant::now() < deadline && exited.borrow().is_none() {
-            match probe(&endpoint, uid, &path, &token).await {
-                Probe::Ready => {
-                    ready = true;
-                    break;
-                }
-                Probe::NotYet => {}
-                Probe::Impostor(why) => {
-                    tracing::error!(user = %name, endpoint = %endpoint, reason = %why, "refused a listener that is not the user's server");
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if !ready {
-            let told = "Your server did not answer after the hub restarted and was stopped";
-            return self.stop_adopted(&slot, &name, &owner, process, "did not answer", told).await;
-        }
-        let start_ticks = process.start_ticks();
-        let state = process.state();
-        *slot.process.lock().await = Some(process);
-        let live = Live { pid, endpoint: Some(&endpoint), token: token.as_str(), start_ticks, owner: &owner, state };
-        self.record(&name, "running", Some(live), None).await;
-        self.renewer.restore(std::slice::from_ref(&owner)).await;
-        slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
-        slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
-        tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
-        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
-        let log = self.log_path(&name);
-        self.watch_exit(name, slot.clone(), pid, exited, log);
+        self.finish_adoption(
+            &slot,
+            &name,
+            process,
+            endpoint,
+            token,
+            owner,
+            r.started,
+            deadline,
+            Duration::from_millis(100),
+        )
+        .await;
     }
 
     /// [`Servers::adopt_one`] for a server on another machine: the spawner checks the
@@ -1263,8 +1242,40 @@ impl Servers {
             let told = "Your server's record was unreadable when the hub restarted, so it was stopped";
             return self.stop_adopted(slot, name, &owner, process, "has no endpoint", told).await;
         };
-        let path = format!("{}api/status", server_prefix(&r.username, &r.server_name));
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Each ask is a TLS handshake with the node: not as often as a local socket's.
+        self.finish_adoption(
+            slot,
+            name,
+            process,
+            endpoint,
+            token,
+            owner,
+            r.started,
+            deadline,
+            Duration::from_millis(200),
+        )
+        .await;
+    }
+
+    /// The end of a re-adoption, local or remote: the server must answer `api/status` with its
+    /// token (asked every `every`) before `deadline`, or it is stopped and recorded so; then it
+    /// is recorded running, its owner's ticket goes back on the timer, and its exit is watched.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_adoption(
+        self: &Arc<Self>,
+        slot: &Arc<ServerSlot>,
+        name: &str,
+        process: Box<dyn ServerProcess>,
+        endpoint: Endpoint,
+        token: ServerToken,
+        owner: TicketOwner,
+        started: Option<i64>,
+        deadline: Instant,
+        every: Duration,
+    ) {
+        let (user, server) = split_server_key(name);
+        let path = format!("{}api/status", server_prefix(user, server));
         let exited = process.exited();
         let mut ready = false;
         while Instant::now() < deadline && exited.borrow().is_none() {
@@ -1279,7 +1290,7 @@ impl Servers {
                     break;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(every).await;
         }
         if !ready {
             let told = "Your server did not answer after the hub restarted and was stopped";
@@ -1287,20 +1298,25 @@ impl Servers {
         }
         let pid = process.pid();
         let live_state = process.state();
+        let start_ticks = process.start_ticks();
         *slot.process.lock().await = Some(process);
         let live = Live {
             pid,
             endpoint: Some(&endpoint),
             token: token.as_str(),
-            start_ticks: None,
+            start_ticks,
             owner: &owner,
             state: live_state,
         };
         self.record(name, "running", Some(live), None).await;
         self.renewer.restore(std::slice::from_ref(&owner)).await;
-        slot.running_since.store(r.started.unwrap_or_else(unix_now), Ordering::Relaxed);
+        slot.running_since.store(started.unwrap_or_else(unix_now), Ordering::Relaxed);
         slot.activity.fetch_max(unix_now(), Ordering::Relaxed);
-        tracing::info!(user = %name, job = pid, endpoint = %endpoint, "re-adopted a running server job");
+        if endpoint.is_local() {
+            tracing::info!(user = %name, pid, endpoint = %endpoint, "re-adopted a running server");
+        } else {
+            tracing::info!(user = %name, job = pid, endpoint = %endpoint, "re-adopted a running server job");
+        }
         slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
         let log = self.log_path(name);
         self.watch_exit(name.to_string(), slot.clone(), pid, exited, log);
