@@ -174,11 +174,9 @@ impl RunLauncher {
 /// (`hub runner --cat PATH`) runs as the user with their groups and reads it through the
 /// runner's home-confined open ([`hub_runner::home`]). Errors are the runner's message.
 pub async fn read_as_user(exe: &Path, user: &LinuxUser, path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::process::CommandExt;
     if user.uid == 0 {
         return Err("refusing to read a file for UID 0".into());
     }
-    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["runner", "--cat"])
         .arg(path)
@@ -187,19 +185,7 @@ pub async fn read_as_user(exe: &Path, user: &LinuxUser, path: &Path) -> Result<V
         .env("PATH", "/usr/bin:/bin")
         .current_dir("/")
         .stdin(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) on data prepared
-    // before fork; nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setuid(0) == 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-            }
-            Ok(())
-        });
-    }
+    crate::identity::drop_to(&mut cmd, user);
     let out = tokio::process::Command::from(cmd).output().await.map_err(|e| format!("cannot start the reader: {e}"))?;
     if out.status.success() {
         Ok(out.stdout)

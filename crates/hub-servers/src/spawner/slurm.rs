@@ -26,7 +26,6 @@
 //! State names and reasons are Slurm's (squeue(1), "JOB STATE CODES" and "JOB REASON CODES").
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,23 +213,11 @@ fn slurm_command(cfg: &SlurmConfig, name: &str) -> std::process::Command {
     c
 }
 
-/// Makes `cmd` run under `user`'s UID, GID and groups (never root).
+/// Makes `cmd` run as `user` ([`crate::identity::drop_to`]) in their home, with their `HOME`,
+/// `USER` and `LOGNAME`.
 fn as_user(cmd: &mut std::process::Command, user: &LinuxUser) {
-    let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
     cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name).current_dir(&user.home);
-    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) on data prepared before
-    // fork; nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setuid(0) == 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-            }
-            Ok(())
-        });
-    }
+    crate::identity::drop_to(cmd, user);
 }
 
 /// Runs `cmd` (stdin from `input` if given) within [`COMMAND_TIMEOUT`]; `Ok(stdout)` on exit 0,
