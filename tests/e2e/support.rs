@@ -118,13 +118,17 @@ impl TestUser {
         Self { name, password, group, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir }
     }
 
-    /// Live processes running with this user's UID.
+    /// Live processes running with this user's UID. A zombie (exited, waiting for its parent
+    /// or init to reap it) runs nothing and is not counted: an orphaned kernel killed by a stop
+    /// stays one until PID 1 gets round to it, which on a loaded machine can be after the stop
+    /// returned.
     pub fn processes(&self) -> Vec<u32> {
         std::fs::read_dir("/proc")
             .expect("/proc")
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| hub::spawner::local::owner_uid(*pid) == Some(self.uid))
+            .filter(|pid| !matches!(hub_core::process::proc_state(*pid), Some('Z' | 'X') | None))
             .collect()
     }
 }
