@@ -235,6 +235,13 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
             spawner: c.spawner_lines(),
             kerberos: "event_min_interval = \"0s\"\n".into(),
             bind: Some(format!("{}:0", c.login)),
+            // A kernelspec of the hub's: written on the login host, it must reach the node.
+            tail: format!(
+                "[[kernelspec]]\nname = \"node-python\"\ndisplay_name = \"Python (hub)\"\n\
+                 argv = [\"{}/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{{connection_file}}\"]\n\
+                 env = {{ HUB_KS_MARK = \"for {{username}}\", KRB5CCNAME = \"FILE:{{ccache}}\" }}\n",
+                crate::support::venv().display()
+            ),
             ..Default::default()
         },
     )
@@ -267,6 +274,18 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
     .await;
     let want_prefix = format!("({}, '{node}', 'FILE:/tmp/hub-agent-{job}-", ann.uid);
     assert!(got.starts_with(&want_prefix) && got.ends_with("/krb5cc', 0)"), "{got}");
+    let node_ccache = got.split('\'').nth(3).expect("path").to_string();
+    // The hub's [[kernelspec]] is offered on the node and runs there with its environment,
+    // and with the node's ticket where it names one.
+    let r = client.get(hub.url(&format!("/user/{}/api/kernelspecs", ann.name))).send().await.expect("kernelspecs");
+    let specs: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(specs["kernelspecs"]["node-python"]["spec"]["display_name"], "Python (hub)", "{specs}");
+    let kernel = hub.start_kernel(&client, &ann.name, "node-python").await;
+    let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel, &cookie).await;
+    let code = "import os, socket, subprocess\n(socket.gethostname(), os.environ['HUB_KS_MARK'], os.environ['KRB5CCNAME'], subprocess.run(['klist', '-s']).returncode)";
+    let got = execute(&mut ws, &session, code).await;
+    assert_eq!(got, format!("('{node}', 'for {}', '{node_ccache}', 0)", ann.name), "the hub's kernelspec on the node");
+    drop(ws);
     // The ccache is in the node's own /tmp (the login host's /tmp does not have it), 0600, ann's.
     let node_path = got.split('\'').nth(3).expect("path").trim_start_matches("FILE:").to_string();
     assert!(!Path::new(&node_path).exists(), "{node_path} must not be on the login host");

@@ -41,6 +41,16 @@ pub(crate) fn default_language() -> String {
     "python".into()
 }
 
+/// Whether `name` can be a kernelspec's directory name: 1-64 ASCII letters, digits, `.`, `_`
+/// or `-`, not starting with `.` (jupyter_client's kernel name rule, without its leniency for
+/// other Unicode letters; never a path).
+pub fn is_kernel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !name.starts_with('.')
+}
+
 /// Validates the `[[kernelspec]]` entries.
 pub(crate) fn parse(src: &Source<'_>, specs: &[FileKernelSpec]) -> Result<Vec<KernelSpecConfig>, ConfigError> {
     // [[kernelspec]]
@@ -48,11 +58,7 @@ pub(crate) fn parse(src: &Source<'_>, specs: &[FileKernelSpec]) -> Result<Vec<Ke
     let mut kernelspecs = Vec::new();
     for ks in specs {
         let name = ks.name.get_ref();
-        if name.is_empty()
-            || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            || name.starts_with('.')
-        {
+        if !is_kernel_name(name) {
             return Err(src.err("kernelspec.name", &ks.name, "must be 1-64 letters, digits, '.', '_' or '-'"));
         }
         if kernelspecs.iter().any(|k: &KernelSpecConfig| k.name == *name) {

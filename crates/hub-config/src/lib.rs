@@ -27,7 +27,7 @@ pub use auth::{AuthConfig, AuthMethod, PrincipalRule};
 pub use hub::{AnnouncementPage, Announcements, Bind, HubConfig, MAX_ANNOUNCEMENT, MAX_SOCKET_PATH, origin_of};
 pub use jobs::JobsConfig;
 pub use kerberos::KerberosConfig;
-pub use kernelspec::KernelSpecConfig;
+pub use kernelspec::{KernelSpecConfig, is_kernel_name};
 pub use slurm::{SlurmConfig, SlurmProfile};
 pub use spawner::{SpawnerConfig, SpawnerKind, Transport};
 pub use template::{Template, TemplateError, TemplateVars};

@@ -32,6 +32,11 @@ pub const MAX_CCACHE_BYTES: usize = 1024 * 1024;
 /// The environment variable that carries the report secret (64 hex digits) into the agent,
 /// which removes it from its environment before starting the server.
 pub const SECRET_ENV: &str = "HUB_AGENT_SECRET";
+/// The environment variable that carries the server's `[[kernelspec]]`s into the agent: a
+/// JSON object of kernelspec name to `kernel.json` content (Jupyter's kernelspec format), as
+/// the hub wrote them on its own disk. The agent writes them into its private directory on the
+/// node and points the server's `JUPYTER_PATH` there.
+pub const KERNELSPECS_ENV: &str = "HUB_KERNELSPECS";
 
 /// Where a node agent's server listens, as reported to the hub.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

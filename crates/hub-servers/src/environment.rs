@@ -21,6 +21,9 @@ pub struct UserEnvironment {
     /// The user's `[limits]`, resolved from their name and the Unix groups `[limits.groups]`
     /// names.
     pub limits: Limits,
+    /// The directory the `[[kernelspec]]` files were written to (the `JUPYTER_PATH` above:
+    /// `<dir>/kernels/<name>/kernel.json`); `None` when none are configured or writing failed.
+    pub kernelspecs: Option<PathBuf>,
 }
 
 /// The environment and limits for `user`'s processes (see [`UserEnvironment`]), with
@@ -64,12 +67,14 @@ pub fn user_environment(
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.expand(&vars)));
     }
+    let mut kernelspecs = None;
     if !config.kernelspecs.is_empty() {
         let offered = profile.and_then(|p| p.kernelspecs.as_deref());
         match write_kernelspecs(config, user, &vars, offered) {
             Ok(dir) => {
                 env.retain(|(k, _)| k != "JUPYTER_PATH");
                 env.push(("JUPYTER_PATH".into(), dir.display().to_string()));
+                kernelspecs = Some(dir);
             }
             Err(e) => tracing::error!(user = %user.name, error = %e, "could not write the kernelspecs"),
         }
@@ -83,7 +88,7 @@ pub fn user_environment(
         limits.cpu = p.limits.cpu.or(limits.cpu);
         limits.tasks = p.limits.tasks.or(limits.tasks);
     }
-    UserEnvironment { env, limits }
+    UserEnvironment { env, limits, kernelspecs }
 }
 
 /// The Unix groups among `names` that `user` is a member of (looked up by name).

@@ -84,7 +84,8 @@ impl RunLauncher {
     ) -> Result<StartedRun, RunStartError> {
         let owner = TicketOwner::from(user);
         let ticket = self.ticket_for(&owner, spec.timeout_s).await?;
-        let UserEnvironment { mut env, mut limits } = user_environment(&self.config, &self.renewer, user, None);
+        let UserEnvironment { mut env, mut limits, kernelspecs } =
+            user_environment(&self.config, &self.renewer, user, None);
         // [jobs.limits] over the user's own.
         let jl = &self.config.jobs.limits;
         limits.memory = jl.memory.or(limits.memory);
@@ -106,6 +107,7 @@ impl RunLauncher {
             limits,
             unit: unit.to_string(),
             profile: None,
+            kernelspecs,
         };
         self.renewer.hold(&owner);
         match self.spawner.start(spawn).await {

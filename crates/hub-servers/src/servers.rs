@@ -875,7 +875,8 @@ impl Servers {
             .get("profile")
             .and_then(|p| p.as_str())
             .and_then(|slug| self.config.profiles.iter().find(|p| p.slug == slug));
-        let UserEnvironment { mut env, limits } = user_environment(&self.config, &self.renewer, user, profile);
+        let UserEnvironment { mut env, limits, kernelspecs } =
+            user_environment(&self.config, &self.renewer, user, profile);
         env.retain(|(k, _)| k != "JUPYTER_TOKEN");
         env.push(("JUPYTER_TOKEN".into(), token.to_string()));
         let mut argv = profile.and_then(|p| p.cmd.clone()).unwrap_or_else(|| sc.cmd.clone());
@@ -921,6 +922,7 @@ impl Servers {
             limits,
             unit: unit_name(&server_key(&user.name, server_name)),
             profile: profile.cloned(),
+            kernelspecs,
         }
     }
 

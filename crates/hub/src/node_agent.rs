@@ -13,6 +13,9 @@
 //!   `PUT /ccache` writes the user's renewed credential cache to `<dir>/krb5cc` (0600, a new
 //!   file renamed over the old one, so readers never see half a ticket), `DELETE /ccache`
 //!   removes it. `KRB5CCNAME=FILE:<dir>/krb5cc` is set for the server and its kernels.
+//! - writes the `[[kernelspec]]`s the hub sent in the job script (`HUB_KERNELSPECS`) to
+//!   `<dir>/jupyter/kernels/<name>/kernel.json` and sets the server's `JUPYTER_PATH` to
+//!   `<dir>/jupyter`, so kernels on the node are the ones the hub offers on its own host.
 //!
 //! On SIGTERM (Slurm's `scancel`, the time limit) it passes the signal to the server, waits
 //! for it, and removes the directory with the ticket in it. Exit status: the server's, or 2
@@ -24,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hub_net::agent::{CCACHE_PATH, MAX_CCACHE_BYTES, REPORT_PATH, Report, SECRET_ENV, SIGNATURE_HEADER};
+use hub_net::agent::{
+    CCACHE_PATH, KERNELSPECS_ENV, MAX_CCACHE_BYTES, REPORT_PATH, Report, SECRET_ENV, SIGNATURE_HEADER,
+};
 use hub_net::tls::{ALPN_CONTROL, ALPN_HTTP, Identity};
 use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq;
@@ -117,16 +122,24 @@ async fn run(args: AgentArgs) -> Result<u8, String> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", 0)).await.map_err(|e| format!("cannot listen: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
 
-    // The server: the hub's environment minus the secret, its socket and ticket here.
+    // The server: the hub's environment minus what is for the agent, its socket, ticket and
+    // kernelspecs here.
+    let ccache = format!("FILE:{}", private.ccache().display());
     let mut argv = args.argv.clone();
     argv.push(format!("--ServerApp.sock={}", private.socket().display()));
     argv.push("--ServerApp.sock_mode=0600".into());
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != SECRET_ENV).collect();
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k != SECRET_ENV && k != KERNELSPECS_ENV).collect();
+    if let Ok(json) = std::env::var(KERNELSPECS_ENV) {
+        let root = write_kernelspecs(&private.dir, &json, &ccache)?;
+        env.retain(|(k, _)| k != "JUPYTER_PATH");
+        env.push(("JUPYTER_PATH".into(), root.display().to_string()));
+    }
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
         .envs(env)
-        .env("KRB5CCNAME", format!("FILE:{}", private.ccache().display()))
+        .env("KRB5CCNAME", &ccache)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -337,6 +350,43 @@ async fn answer(
     }
 }
 
+/// Writes the kernelspecs of `json` (a [`KERNELSPECS_ENV`] object: name → `kernel.json`) to
+/// `<dir>/jupyter/kernels/<name>/kernel.json` and returns `<dir>/jupyter`, for the server's
+/// `JUPYTER_PATH`. A kernelspec that sets `KRB5CCNAME` gets `ccache` (the node's copy of the
+/// ticket; the hub's path is not on this node). Errors name the kernelspec and the problem.
+fn write_kernelspecs(dir: &Path, json: &str, ccache: &str) -> Result<PathBuf, String> {
+    let specs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+        format!("{KERNELSPECS_ENV} is not a JSON object of kernelspecs (the hub's job script sets it): {e}")
+    })?;
+    let root = dir.join("jupyter");
+    for (name, mut spec) in specs {
+        if !hub_config::is_kernel_name(&name) {
+            return Err(format!(
+                "{KERNELSPECS_ENV}: {:?} is not a kernelspec name (1-64 letters, digits, '.', '_' or '-')",
+                name.escape_debug().to_string()
+            ));
+        }
+        let Some(obj) = spec.as_object_mut() else {
+            return Err(format!("{KERNELSPECS_ENV}: the kernelspec {name:?} is not a JSON object"));
+        };
+        if let Some(env) = obj.get_mut("env").and_then(|e| e.as_object_mut())
+            && env.contains_key("KRB5CCNAME")
+        {
+            env.insert("KRB5CCNAME".into(), serde_json::Value::String(ccache.to_string()));
+        }
+        let kdir = root.join("kernels").join(&name);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&kdir)
+            .map_err(|e| format!("cannot create {}: {e}", kdir.display()))?;
+        let file = kdir.join("kernel.json");
+        let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+        std::fs::write(&file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(root)
+}
+
 /// Writes `bytes` to a new file in `dir` (0600, created exclusively, not following links),
 /// flushes it, and renames it to `path`.
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -375,5 +425,34 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         let left: Vec<_> = std::fs::read_dir(d.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("krb5cc")], "no temporary file is left");
+    }
+
+    #[test]
+    fn kernelspecs_from_the_hub_land_in_the_private_directory() {
+        let d = tempfile::tempdir().expect("tmp");
+        let json = r#"{"spark": {"argv": ["python", "-f", "{connection_file}"], "display_name": "Spark",
+                       "language": "python", "env": {"KRB5CCNAME": "FILE:/var/lib/hub/ccache/ann", "A": "1"}}}"#;
+        let root = write_kernelspecs(d.path(), json, "FILE:/tmp/hub-agent-7-x/krb5cc").expect("written");
+        assert_eq!(root, d.path().join("jupyter"));
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("kernels/spark/kernel.json")).expect("read"))
+                .expect("json");
+        assert_eq!(written["argv"][2], "{connection_file}");
+        assert_eq!(written["env"]["A"], "1");
+        assert_eq!(
+            written["env"]["KRB5CCNAME"], "FILE:/tmp/hub-agent-7-x/krb5cc",
+            "the node's ticket, not the hub's path"
+        );
+        // A name that is a path, a spec that is not an object, a value that is not JSON: refused,
+        // and nothing is written outside.
+        for (bad, says) in [
+            (r#"{"../x": {}}"#, "not a kernelspec name"),
+            (r#"{"x": [1]}"#, "is not a JSON object"),
+            ("[", "is not a JSON object of kernelspecs"),
+        ] {
+            let e = write_kernelspecs(d.path(), bad, "FILE:/x").expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(!d.path().join("x").exists());
     }
 }

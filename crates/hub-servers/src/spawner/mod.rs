@@ -74,6 +74,10 @@ pub struct SpawnSpec {
     /// notebook run). Its limits, environment and command are already in the fields above;
     /// a spawner reads what else concerns it (the Slurm spawner: `[profiles.slurm]`).
     pub profile: Option<hub_config::profiles::ProfileConfig>,
+    /// The directory with the server's `[[kernelspec]]`s, as the hub wrote them on its own
+    /// disk (`<dir>/kernels/<name>/kernel.json`, and `JUPYTER_PATH` in `env`); `None` for none.
+    /// A spawner whose servers run where that disk is not (Slurm) ships their contents.
+    pub kernelspecs: Option<PathBuf>,
 }
 
 /// A started server process.

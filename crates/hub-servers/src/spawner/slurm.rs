@@ -157,7 +157,10 @@ struct Job {
     secret: [u8; 32],
     /// The server's token, for control requests to its agent.
     token: ServerToken,
-    /// A verified report (port, pin) whose node address the poller has yet to look up.
+    /// The first verified report (port, pin): the only one this job's server may make; a
+    /// different one later, or at the same time, is refused.
+    reported: Mutex<Option<(u16, hub_net::tls::Pin)>>,
+    /// A verified report whose node address the poller has yet to look up.
     pending_report: Mutex<Option<(u16, hub_net::tls::Pin)>>,
     view: Mutex<JobView>,
     endpoint: Mutex<Option<Arc<RemoteEndpoint>>>,
@@ -291,11 +294,19 @@ fn is_shell_name(name: &str) -> bool {
 /// secret (hex). Errors name the value that cannot be quoted.
 fn render_script(cfg: &SlurmConfig, agent: &std::path::Path, spec: &SpawnSpec, secret: &str) -> Result<String, String> {
     let mut env = String::new();
+    let mut ours = vec![(hub_net::agent::SECRET_ENV.to_string(), secret.to_string())];
+    // The kernelspecs the hub wrote are on the login host's disk: they travel in the script,
+    // and the agent puts them on the server's JUPYTER_PATH on the node.
+    if let Some(dir) = &spec.kernelspecs {
+        ours.push((hub_net::agent::KERNELSPECS_ENV.to_string(), kernelspecs_json(dir)?));
+    }
     for (k, v) in spec
         .env
         .iter()
-        .filter(|(k, _)| k != "KRB5CCNAME")
-        .chain([&(hub_net::agent::SECRET_ENV.to_string(), secret.to_string())])
+        // The hub's ccache path means nothing on the node (the agent sets its own), nor does
+        // the hub's kernelspec directory when the kernelspecs travel in the script.
+        .filter(|(k, _)| k != "KRB5CCNAME" && !(k == "JUPYTER_PATH" && spec.kernelspecs.is_some()))
+        .chain(ours.iter())
     {
         if !is_shell_name(k) {
             tracing::warn!(variable = %k.escape_debug(), "not passed to the Slurm job: not a shell variable name");
@@ -329,6 +340,29 @@ fn render_script(cfg: &SlurmConfig, agent: &std::path::Path, spec: &SpawnSpec, s
         ("cmd", Some(cmd)),
     ];
     Ok(cfg.script.expand_with(|name| vars.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone())))
+}
+
+/// The kernelspecs in `dir` (`kernels/<name>/kernel.json`, written by the hub, root's) as one
+/// JSON object of name to content, for [`hub_net::agent::KERNELSPECS_ENV`]. Errors name the
+/// file.
+fn kernelspecs_json(dir: &std::path::Path) -> Result<String, String> {
+    let kernels = dir.join("kernels");
+    let mut specs = serde_json::Map::new();
+    let entries = match std::fs::read_dir(&kernels) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("{}".into()),
+        Err(e) => return Err(format!("cannot read the kernelspecs in {}: {e}", kernels.display())),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read the kernelspecs in {}: {e}", kernels.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file = entry.path().join("kernel.json");
+        let text = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let spec: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+        specs.insert(name, spec);
+    }
+    Ok(serde_json::Value::Object(specs).to_string())
 }
 
 /// The job's name in Slurm: `hub-<unit>`.
@@ -450,6 +484,7 @@ impl Spawner for SlurmSpawner {
             user: u.clone(),
             secret,
             token,
+            reported: Mutex::new(None),
             pending_report: Mutex::new(None),
             view: Mutex::new(JobView { state: "PENDING".into(), ..Default::default() }),
             endpoint: Mutex::new(None),
@@ -514,8 +549,11 @@ impl Spawner for SlurmSpawner {
             id: st.job_id,
             unit: unit.to_string(),
             user: user.clone(),
-            secret: [0; 32],
+            // The secret went with the hub that started the job; a fresh one nobody knows
+            // refuses every report (an adopted server has reported already).
+            secret: rand::random(),
             token: token.clone(),
+            reported: Mutex::new(Some((port, pin))),
             pending_report: Mutex::new(None),
             view: Mutex::new(view),
             endpoint: Mutex::new(Some(Arc::new(RemoteEndpoint { addr, node, pin }))),
@@ -541,10 +579,17 @@ impl Spawner for SlurmSpawner {
         }
         let pin = hub_net::tls::parse_pin(&report.pin)
             .ok_or_else(|| ReportError::Invalid("pin is not 64 hex digits".into()))?;
-        if let Some(e) = &*job.endpoint.lock().recover() {
-            // The agent repeats its report until the hub has it: the same one is fine, any
-            // other is refused (one server, one endpoint, one key).
-            return if e.addr.port() == report.port && e.pin == pin { Ok(()) } else { Err(ReportError::NotExpected) };
+        {
+            // One server, one endpoint, one key: the first report is the only one. The agent
+            // repeats it until the hub has the endpoint, so the same one is fine (and looked
+            // up again while the endpoint is not known yet); any other is refused, also when
+            // it races the first.
+            let mut first = job.reported.lock().recover();
+            match *first {
+                Some((port, p)) if port != report.port || p != pin => return Err(ReportError::NotExpected),
+                Some(_) if job.endpoint.lock().recover().is_some() => return Ok(()),
+                _ => *first = Some((report.port, pin)),
+            }
         }
         *job.pending_report.lock().recover() = Some((report.port, pin));
         job.poke.notify_one();
@@ -714,6 +759,7 @@ mod tests {
             limits: hub_config::limits::Limits { memory: Some(1536 * 1024 * 1024 + 1), cpu: Some(1.5), tasks: None },
             unit: "ann@gpu".into(),
             profile: None,
+            kernelspecs: None,
         }
     }
 
@@ -725,6 +771,86 @@ mod tests {
             hub_config::SpawnerKind::Slurm(c) => *c,
             other => panic!("not slurm: {other:?}"),
         }
+    }
+
+    /// A job as `start` makes it, without Slurm: for the report checks, which need no poller.
+    fn job(unit: &str, secret: [u8; 32]) -> Arc<Job> {
+        Arc::new(Job {
+            id: 7,
+            unit: unit.into(),
+            user: spec(vec![], vec!["/j"]).user,
+            secret,
+            token: ServerToken::new("t0k").expect("token"),
+            reported: Mutex::new(None),
+            pending_report: Mutex::new(None),
+            view: Mutex::new(JobView::default()),
+            endpoint: Mutex::new(None),
+            exited: watch::channel(None).0,
+            output: PathBuf::from("/dev/null"),
+            poke: Notify::new(),
+            stopping: Default::default(),
+        })
+    }
+
+    fn signed(secret: &[u8], port: u16, pin: &str) -> (Vec<u8>, String) {
+        let body = serde_json::to_vec(&hub_net::agent::Report {
+            server: "ann@gpu".into(),
+            job_id: "7".into(),
+            port,
+            pin: pin.into(),
+        })
+        .expect("json");
+        let sig = hub_net::agent::sign(secret, &body);
+        (body, sig)
+    }
+
+    #[test]
+    fn a_job_takes_one_report_even_when_they_race() {
+        let secret = [9u8; 32];
+        let spawner = SlurmSpawner::new(config(""), PathBuf::from("/usr/local/bin/hub"));
+        let j = job("ann@gpu", secret);
+        spawner.jobs.lock().recover().insert("ann@gpu".into(), j.clone());
+        // Sixteen validly signed reports with sixteen different endpoints, all at once (as
+        // only someone holding the job's secret could send): exactly one is taken.
+        let barrier = std::sync::Barrier::new(16);
+        let accepted: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16u16)
+                .map(|i| {
+                    let (spawner, barrier) = (&spawner, &barrier);
+                    s.spawn(move || {
+                        let (body, sig) = signed(&secret, 40000 + i, &format!("{:064x}", i + 1));
+                        barrier.wait();
+                        spawner.report(&body, Some(&sig)).is_ok().then_some(40000 + i)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(accepted.len(), 1, "one report wins: {accepted:?}");
+        let winner = accepted[0];
+        let pin = hub_net::tls::parse_pin(&format!("{:064x}", winner - 40000 + 1)).expect("pin");
+        assert_eq!(*j.reported.lock().recover(), Some((winner, pin)));
+        assert_eq!(*j.pending_report.lock().recover(), Some((winner, pin)), "the winner, for the poller");
+        // The agent repeats its report until the hub has the endpoint: the same one is taken
+        // again (and looked up again), any other is still refused.
+        j.pending_report.lock().recover().take();
+        let (body, sig) = signed(&secret, winner, &hub_net::tls::hex_pin(&pin));
+        assert!(spawner.report(&body, Some(&sig)).is_ok());
+        assert_eq!(*j.pending_report.lock().recover(), Some((winner, pin)));
+        let (body, sig) = signed(&secret, winner + 1, &hub_net::tls::hex_pin(&pin));
+        assert!(matches!(spawner.report(&body, Some(&sig)), Err(ReportError::NotExpected)));
+        // Wrong secret, no signature, a body altered after signing.
+        let (body, sig) = signed(&[1u8; 32], winner, &hub_net::tls::hex_pin(&pin));
+        assert!(matches!(spawner.report(&body, Some(&sig)), Err(ReportError::BadSignature)));
+        assert!(matches!(spawner.report(&body, None), Err(ReportError::BadSignature)));
+        let (mut body, sig) = signed(&secret, winner, &hub_net::tls::hex_pin(&pin));
+        let at = body.len() - 3;
+        body[at] ^= 1;
+        assert!(spawner.report(&body, Some(&sig)).is_err());
+        // A report for a server with no job is not expected.
+        spawner.jobs.lock().recover().clear();
+        let (body, sig) = signed(&secret, winner, &hub_net::tls::hex_pin(&pin));
+        assert!(matches!(spawner.report(&body, Some(&sig)), Err(ReportError::NotExpected)));
     }
 
     #[test]
@@ -760,6 +886,34 @@ mod tests {
         assert!(script.contains("# hub-ann@gpu: the hub's server for ann\n"), "{script}");
         let nul = spec(vec![("A", "x\0y")], vec!["/j"]);
         assert!(render_script(&cfg, std::path::Path::new("/h"), &nul, "s").is_err());
+    }
+
+    #[test]
+    fn the_kernelspecs_travel_in_the_script() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spark = dir.path().join("kernels/spark");
+        std::fs::create_dir_all(&spark).expect("mkdir");
+        let kernel = serde_json::json!({"argv": ["python", "-f", "{connection_file}"], "display_name": "Spark 'prod'", "language": "python", "env": {"A": "$(id)"}});
+        std::fs::write(spark.join("kernel.json"), kernel.to_string()).expect("write");
+        let here = dir.path().display().to_string();
+        let s = SpawnSpec {
+            kernelspecs: Some(dir.path().to_path_buf()),
+            ..spec(vec![("JUPYTER_PATH", &here), ("JUPYTER_TOKEN", "t")], vec!["/j"])
+        };
+        let script = render_script(&config(""), std::path::Path::new("/h"), &s, "ab").expect("script");
+        assert!(!script.contains("JUPYTER_PATH"), "the hub's directory is not on the node: {script}");
+        let env_part: String = script.lines().filter(|l| l.starts_with("export ")).map(|l| format!("{l}\n")).collect();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{env_part}printf %s \"$HUB_KERNELSPECS\""))
+            .output()
+            .expect("sh");
+        let shipped: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json through the shell");
+        assert_eq!(shipped, serde_json::json!({ "spark": kernel }));
+        // A kernelspec the hub cannot read back fails the start, saying which.
+        std::fs::write(spark.join("kernel.json"), "{").expect("write");
+        let err = render_script(&config(""), std::path::Path::new("/h"), &s, "ab").expect_err("bad json");
+        assert!(err.contains("spark/kernel.json is not JSON"), "{err}");
     }
 
     #[test]
