@@ -282,9 +282,9 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
     assert_eq!(specs["kernelspecs"]["node-python"]["spec"]["display_name"], "Python (hub)", "{specs}");
     let kernel = hub.start_kernel(&client, &ann.name, "node-python").await;
     let (mut ws, session) = kernel_channels(&hub, &ann.name, &kernel, &cookie).await;
-    let code = "import os, socket, subprocess\n(socket.gethostname(), os.environ['HUB_KS_MARK'], os.environ['KRB5CCNAME'], subprocess.run(['klist', '-s']).returncode)";
-    let got = execute(&mut ws, &session, code).await;
-    assert_eq!(got, format!("('{node}', 'for {}', '{node_ccache}', 0)", ann.name), "the hub's kernelspec on the node");
+    let code = "import os, socket, subprocess\n'|'.join([socket.gethostname(), os.environ['HUB_KS_MARK'], os.environ['KRB5CCNAME'], str(subprocess.run(['klist', '-s']).returncode)])";
+    let ks = execute(&mut ws, &session, code).await;
+    assert_eq!(ks, format!("'{node}|for {}|{node_ccache}|0'", ann.name), "the hub's kernelspec on the node");
     drop(ws);
     // The ccache is in the node's own /tmp (the login host's /tmp does not have it), 0600, ann's.
     let node_path = got.split('\'').nth(3).expect("path").trim_start_matches("FILE:").to_string();
