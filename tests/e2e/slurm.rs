@@ -537,12 +537,16 @@ async fn wait_ready_at(base: &str, c: &reqwest::Client, user: &str) {
 }
 
 /// Case 5: kill -9 of the hub; the job goes on; the restarted hub re-adopts it (checked with
-/// Slurm and over the pinned channel) and the browser's session reaches the same server.
+/// Slurm and over the pinned channel), the browser's session reaches the same server, and the
+/// node gets the ticket the hub has now (here one obtained while the hub was down, as after a
+/// renewal the killed hub never delivered, or a ticket that expired meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
     require_root();
     let (c, _turn) = turn().await;
+    let kdc = Kdc::start_for_nodes(&c.dir, c.login, None);
     let ann = TestUser::create();
+    let keytab = kdc.add_user_with_keytab(&ann);
     let pam = PamService::create();
     let dir = tempfile::Builder::new().prefix("hub-slurm-restart-").tempdir().expect("tmp");
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
@@ -553,11 +557,14 @@ async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
         &config,
         format!(
             "[hub]\nbind = \"{bind}\"\npublic_url = \"http://{bind}\"\ndata_dir = \"{}\"\nstop_servers_on_shutdown = false\n\
-             [auth]\npam_service = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\n{}\n[kerberos]\nenabled = false\n",
+             [auth]\npam_service = \"{}\"\n[spawner]\ncmd = [\"{}/bin/jupyter-lab\"]\n{}\n\
+             [kerberos]\nenabled = true\nrealm = \"{}\"\nkrb5_config = \"{}\"\n",
             dir.path().display(),
             pam.name,
             crate::support::venv().display(),
             c.spawner_lines().replace("{HUB_ADDR}", &bind),
+            kdc.realm,
+            kdc.krb5_conf().display(),
         ),
     )
     .expect("hub.toml");
@@ -577,15 +584,58 @@ async fn kill_9_of_the_hub_and_the_job_is_re_adopted() {
     };
     let before = jobs();
     assert!(before.contains("|RUNNING|node"), "{before}");
+    let mut fields = before.split('|');
+    let (job, node) = (fields.next().expect("id").to_string(), fields.nth(1).expect("node").to_string());
+    // The node's copy of the ticket (in the agent's directory in the node's own /tmp) is the
+    // hub's.
+    let hub_ccache = dir.path().join(format!("ccache/krb5cc_{}", ann.uid));
+    let agent_dir = std::fs::read_dir(c.node_tmp(&node))
+        .expect("node tmp")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("hub-agent-{job}-"))))
+        .expect("the agent's directory on the node");
+    let node_ccache = agent_dir.join("krb5cc");
+    assert_eq!(std::fs::read(&node_ccache).expect("node ccache"), std::fs::read(&hub_ccache).expect("hub ccache"));
 
     hub.kill9();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(jobs(), before, "the job goes on without the hub");
+    // While the hub is down, its copy of ann's ticket changes: a new one from her keytab, put
+    // in place as the renewer does (ann's, 0600, renamed over the old one).
+    next_second().await;
+    let staged = dir.path().join("ccache/staged");
+    let out = Command::new("kinit")
+        .args(["-k", "-t"])
+        .arg(&keytab)
+        .arg("-c")
+        .arg(format!("FILE:{}", staged.display()))
+        .arg(format!("{}@{}", ann.name, kdc.realm))
+        .env("KRB5_CONFIG", kdc.krb5_conf())
+        .output()
+        .expect("kinit");
+    assert!(out.status.success(), "kinit: {}", String::from_utf8_lossy(&out.stderr));
+    std::os::unix::fs::chown(&staged, Some(ann.uid), Some(ann.gid)).expect("chown");
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    std::fs::rename(&staged, &hub_ccache).expect("rename");
+    let fresh = std::fs::read(&hub_ccache).expect("hub ccache");
+    assert_ne!(std::fs::read(&node_ccache).expect("node ccache"), fresh);
     hub = crate::support::HubProcess::start(&config, &log);
     wait_ready_at(&base, &client, &ann.name).await;
     assert_eq!(jobs(), before, "the same job, re-adopted, and no second one");
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("re-adopted a running server job"), "{text}");
+    // The re-adopted server's node gets the hub's ticket without waiting for the next renewal
+    // (hours away with this KDC's 10-hour tickets).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read(&node_ccache).ok().as_ref() != Some(&fresh) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the re-adopted server's node did not get the hub's ticket: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let r = crate::support::post_form(&base, &client, "/hub/home/stop").await;
     assert_eq!(r.status(), 303);

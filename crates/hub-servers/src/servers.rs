@@ -728,12 +728,27 @@ impl Servers {
     /// the renewer's timer, at sign-in, or on a notebook open or save the proxy saw), delivers
     /// the new credential cache to each of that user's running servers. Runs until `shutdown`
     /// resolves.
-    pub async fn run_delivery(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        use tokio::sync::broadcast::error::RecvError;
-        if !self.spawner.is_remote() {
-            return;
+    ///
+    /// It subscribes to the renewals when called, not when first polled: call it before the
+    /// renewer's timer starts, so that no renewal falls between the two.
+    pub fn run_delivery(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let renewed = self.spawner.is_remote().then(|| self.renewer.subscribe_renewals());
+        async move {
+            if let Some(renewed) = renewed {
+                self.deliver_renewals(renewed, shutdown).await;
+            }
         }
-        let mut renewed = self.renewer.subscribe_renewals();
+    }
+
+    async fn deliver_renewals(
+        &self,
+        mut renewed: tokio::sync::broadcast::Receiver<String>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
         tokio::pin!(shutdown);
         loop {
             let who = tokio::select! {
@@ -1319,7 +1334,17 @@ impl Servers {
         } else {
             tracing::info!(user = %name, job = pid, endpoint = %endpoint, "re-adopted a running server job");
         }
-        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner });
+        let remote = !endpoint.is_local();
+        slot.state.send_replace(ServerState::Running { endpoint, token, pid, owner: owner.clone() });
+        if remote && self.renewer.enabled() {
+            // The node still has the ticket delivered before the hub went away, which may have
+            // expired since; one renewed at the hub's start may have been published before
+            // this server was running again. Deliver what the hub has now; a renewal from here
+            // on reaches it through run_delivery.
+            if let Some(p) = slot.process.lock().await.as_ref() {
+                self.deliver(p.as_ref(), &owner, name).await;
+            }
+        }
         let log = self.log_path(name);
         self.watch_exit(name.to_string(), slot.clone(), pid, exited, log);
     }

@@ -364,6 +364,9 @@ pub async fn serve_state(
             tracing::warn!(error = %e, "could not tell systemd the hub is ready (NOTIFY_SOCKET)");
         }
     });
+    // Renewed tickets go to the servers on other machines (a no-op for local servers);
+    // subscribed before the timer can renew anything.
+    let delivery = tokio::spawn(state.servers.clone().run_delivery(std::future::pending::<()>()));
     let (timer_stop, timer_stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(state.renewer.clone().run_timer(async move {
         let _ = timer_stopped.await;
@@ -378,8 +381,6 @@ pub async fn serve_state(
     let culler = tokio::spawn(state.servers.clone().run_culler(async move {
         let _ = culler_stopped.await;
     }));
-    // Renewed tickets go to the servers on other machines (a no-op for local servers).
-    let delivery = tokio::spawn(state.servers.clone().run_delivery(std::future::pending::<()>()));
     // On shutdown: tunnels and progress streams close at once; other in-flight requests get
     // up to shutdown_timeout to finish.
     let closing = state.closing.clone();
