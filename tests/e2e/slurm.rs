@@ -330,7 +330,8 @@ async fn a_server_runs_on_a_node_as_its_user_with_the_ticket_delivered() {
         }
         rq.send()
     };
-    let forged = format!(r#"{{"server":"{}","job_id":"{job}","port":1,"pin":"{}"}}"#, ann.name, "ab".repeat(32));
+    let forged =
+        format!(r#"{{"protocol":1,"server":"{}","job_id":"{job}","port":1,"pin":"{}"}}"#, ann.name, "ab".repeat(32));
     assert_eq!(report(&forged, None).await.expect("post").status(), 403, "no signature");
     let wrong = format!("sha256={}", "0".repeat(64));
     assert_eq!(report(&forged, Some(&wrong)).await.expect("post").status(), 403, "a wrong signature");

@@ -38,10 +38,16 @@ pub const SECRET_ENV: &str = "HUB_AGENT_SECRET";
 /// node and points the server's `JUPYTER_PATH` there.
 pub const KERNELSPECS_ENV: &str = "HUB_KERNELSPECS";
 
+/// The version of this protocol (the report and the control calls). A hub takes reports of
+/// its own version only: the nodes must run the hub's own build (`[spawner.slurm] agent`).
+pub const PROTOCOL: u32 = 1;
+
 /// Where a node agent's server listens, as reported to the hub.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// The agent's [`PROTOCOL`].
+    pub protocol: u32,
     /// The server's unit (`<user>` or `<user>@<server_name>`), as the hub named the job.
     pub server: String,
     /// The scheduler's job id (Slurm's `SLURM_JOB_ID`).

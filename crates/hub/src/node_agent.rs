@@ -150,7 +150,13 @@ async fn run(args: AgentArgs) -> Result<u8, String> {
         hub_net::tls::hex_pin(&identity.pin())
     );
 
-    let report = Report { server: args.server.clone(), job_id, port, pin: hub_net::tls::hex_pin(&identity.pin()) };
+    let report = Report {
+        protocol: hub_net::agent::PROTOCOL,
+        server: args.server.clone(),
+        job_id,
+        port,
+        pin: hub_net::tls::hex_pin(&identity.pin()),
+    };
     let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
     let signature = hub_net::agent::sign(&secret, &body);
     let reporter = tokio::spawn(report_until_taken(args.report_url.clone(), body, signature));

@@ -574,6 +574,13 @@ impl Spawner for SlurmSpawner {
         if !hub_net::agent::verify(&job.secret, body, signature.unwrap_or_default()) {
             return Err(ReportError::BadSignature);
         }
+        if report.protocol != hub_net::agent::PROTOCOL {
+            return Err(ReportError::Invalid(format!(
+                "the node agent speaks protocol {}, this hub {}: install this hub's own build on the nodes ([spawner.slurm] agent)",
+                report.protocol,
+                hub_net::agent::PROTOCOL
+            )));
+        }
         if report.job_id != job.id.to_string() {
             return Err(ReportError::Invalid(format!("job {} is not this server's job ({})", report.job_id, job.id)));
         }
@@ -794,6 +801,7 @@ mod tests {
 
     fn signed(secret: &[u8], port: u16, pin: &str) -> (Vec<u8>, String) {
         let body = serde_json::to_vec(&hub_net::agent::Report {
+            protocol: hub_net::agent::PROTOCOL,
             server: "ann@gpu".into(),
             job_id: "7".into(),
             port,
@@ -847,6 +855,15 @@ mod tests {
         let at = body.len() - 3;
         body[at] ^= 1;
         assert!(spawner.report(&body, Some(&sig)).is_err());
+        // Another build's agent (another protocol version) is told what to install.
+        let mut other: serde_json::Value = serde_json::from_slice(&signed(&secret, winner, "00").0).expect("json");
+        other["protocol"] = serde_json::json!(hub_net::agent::PROTOCOL + 1);
+        let body = other.to_string().into_bytes();
+        let sig = hub_net::agent::sign(&secret, &body);
+        match spawner.report(&body, Some(&sig)) {
+            Err(ReportError::Invalid(m)) => assert!(m.contains("install this hub's own build on the nodes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         // A report for a server with no job is not expected.
         spawner.jobs.lock().recover().clear();
         let (body, sig) = signed(&secret, winner, &hub_net::tls::hex_pin(&pin));
