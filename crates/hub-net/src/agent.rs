@@ -144,12 +144,16 @@ mod tests {
 
     #[test]
     fn reports_refuse_unknown_fields() {
-        let ok: Report = serde_json::from_str(r#"{"server":"ann","job_id":"12","port":4242,"pin":"ab"}"#).expect("ok");
-        assert_eq!(ok.port, 4242);
-        assert!(
-            serde_json::from_str::<Report>(r#"{"server":"ann","job_id":"12","port":4242,"pin":"ab","host":"evil"}"#)
-                .is_err()
-        );
-        assert!(serde_json::from_str::<Report>(r#"{"server":"ann","job_id":"12","port":70000,"pin":"ab"}"#).is_err());
+        let ok: Report =
+            serde_json::from_str(r#"{"protocol":1,"server":"ann","job_id":"12","port":4242,"pin":"ab"}"#).expect("ok");
+        assert_eq!((ok.protocol, ok.port), (1, 4242));
+        for bad in [
+            r#"{"protocol":1,"server":"ann","job_id":"12","port":4242,"pin":"ab","host":"evil"}"#,
+            r#"{"protocol":1,"server":"ann","job_id":"12","port":70000,"pin":"ab"}"#,
+            // An agent older than the protocol version.
+            r#"{"server":"ann","job_id":"12","port":4242,"pin":"ab"}"#,
+        ] {
+            assert!(serde_json::from_str::<Report>(bad).is_err(), "{bad}");
+        }
     }
 }
