@@ -368,8 +368,7 @@ fn write_kernelspecs(dir: &Path, json: &str, ccache: &str) -> Result<PathBuf, St
     for (name, mut spec) in specs {
         if !hub_config::is_kernel_name(&name) {
             return Err(format!(
-                "{KERNELSPECS_ENV}: {:?} is not a kernelspec name (1-64 letters, digits, '.', '_' or '-')",
-                name.escape_debug().to_string()
+                "{KERNELSPECS_ENV}: {name:?} is not a kernelspec name (1-64 letters, digits, '.', '_' or '-')"
             ));
         }
         let Some(obj) = spec.as_object_mut() else {
